@@ -1,0 +1,248 @@
+"""`load_dataset(name, data_dir)` and `make_split(dataset, protocol, seed)`."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from collections.abc import Callable
+
+import numpy as np
+
+from keras_rec.data import readers, splits
+from keras_rec.data.interactions import Interactions
+from keras_rec.data.synthetic import make_synthetic
+
+DATA_DIR_ENV = "KERAS_REC_DATA_DIR"
+PROTOCOLS = ("loo_sampled", "loo_full", "holdout_full", "strong_generalization")
+
+
+@dataclasses.dataclass
+class Dataset:
+    """A loaded dataset: its interactions and any evaluation files it ships.
+
+    Args:
+        name: the registry name.
+        interactions: all interactions (for file-pair datasets: the training file).
+        test: a given test file (NGCF/LightGCN), if any.
+        test_items: NCF's `(users, items)` test rows, if any.
+        test_negatives: NCF's fixed negatives `[users, N]`, if any.
+        files: the files read (their sha256 is the dataset checksum).
+    """
+
+    name: str
+    interactions: Interactions
+    test: Interactions | None = None
+    test_items: tuple[np.ndarray, np.ndarray] | None = None
+    test_negatives: np.ndarray | None = None
+    files: tuple[str, ...] = ()
+
+    def checksum(self) -> str:
+        """sha256 over the files read, or over the interactions if generated."""
+        if not self.files:
+            return self.interactions.checksum()
+        digest = hashlib.sha256()
+        for path in self.files:
+            with open(path, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+        return digest.hexdigest()
+
+
+def resolve_data_dir(data_dir: str | None) -> str:
+    """`data_dir`, else `$KERAS_REC_DATA_DIR`, else `./data`."""
+    return data_dir or os.environ.get(DATA_DIR_ENV) or "data"
+
+
+def _require(data_dir: str, name: str, relative: list[str]) -> list[str]:
+    paths = [os.path.join(data_dir, r) for r in relative]
+    missing = [p for p in paths if not os.path.exists(p)]
+    if missing:
+        raise FileNotFoundError(
+            f"Dataset {name!r} needs the files {relative} under the data directory "
+            f"{os.path.abspath(data_dir)!r}; missing: {missing}. Pass --data-dir or "
+            f"set ${DATA_DIR_ENV}."
+        )
+    return paths
+
+
+def _first_existing(data_dir: str, options: list[str]) -> str:
+    for option in options:
+        if os.path.exists(os.path.join(data_dir, option)):
+            return option
+    return options[0]
+
+
+def _ml100k(data_dir: str) -> Dataset:
+    (path,) = _require(data_dir, "ml-100k", ["ml-100k/u.data"])
+    return Dataset("ml-100k", readers.read_movielens_100k(path), files=(path,))
+
+
+def _ml1m(data_dir: str) -> Dataset:
+    rel = _first_existing(data_dir, ["ml-1m/ratings.dat", "ml-1m/interactions.dat"])
+    (path,) = _require(data_dir, "ml-1m", [rel])
+    return Dataset("ml-1m", readers.read_movielens_dat(path, "ml-1m"), files=(path,))
+
+
+def _ncf_ml1m(data_dir: str) -> Dataset:
+    train_rel = _first_existing(
+        data_dir, ["ncf-ml-1m/ml-1m.train.rating", "ml-1m/ncf-ml-1m.train.pairs"]
+    )
+    train_path, rating_path, negative_path = _require(
+        data_dir,
+        "ncf-ml-1m",
+        [train_rel, "ncf-ml-1m/ml-1m.test.rating", "ncf-ml-1m/ml-1m.test.negative"],
+    )
+    users, items, negatives = readers.read_ncf_test_negative(negative_path)
+    rating_users, rating_items = readers.read_ncf_test_rating(rating_path)
+    if not (
+        np.array_equal(users, rating_users) and np.array_equal(items, rating_items)
+    ):
+        raise readers.DataFormatError(
+            f"{negative_path} and {rating_path} disagree on the (user, item) test rows"
+        )
+    num_items = int(max(items.max(), negatives.max())) + 1
+    train = readers.read_ncf_train(
+        train_path, num_users=int(users.max()) + 1, num_items=num_items
+    )
+    train.name = "ncf-ml-1m"
+    return Dataset(
+        "ncf-ml-1m",
+        train,
+        test_items=(users, items),
+        test_negatives=negatives,
+        files=(train_path, rating_path, negative_path),
+    )
+
+
+def _sequence_file(name: str, relative: str, reader: Callable) -> Callable:
+    def load(data_dir: str) -> Dataset:
+        (path,) = _require(data_dir, name, [relative])
+        return Dataset(name, reader(path, name), files=(path,))
+
+    return load
+
+
+def _graph_split(name: str, folder: str) -> Callable:
+    def load(data_dir: str) -> Dataset:
+        train_path, test_path = _require(
+            data_dir, name, [f"{folder}/train.txt", f"{folder}/test.txt"]
+        )
+        train, test = readers.read_ngcf_split(train_path, test_path, name)
+        return Dataset(name, train, test=test, files=(train_path, test_path))
+
+    return load
+
+
+def _movielens_csv(name: str) -> Callable:
+    def load(data_dir: str) -> Dataset:
+        (path,) = _require(data_dir, name, [f"{name}/ratings.csv"])
+        return Dataset(name, readers.read_movielens_csv(path, name), files=(path,))
+
+    return load
+
+
+def _synthetic(data_dir: str) -> Dataset:
+    return Dataset("synthetic", make_synthetic())
+
+
+LOADERS: dict[str, Callable[[str], Dataset]] = {
+    "synthetic": _synthetic,
+    "ml-100k": _ml100k,
+    "ml-1m": _ml1m,
+    "ncf-ml-1m": _ncf_ml1m,
+    "games": _sequence_file("games", "sasrec/Video.txt", readers.read_user_item_pairs),
+    "beauty": _sequence_file(
+        "beauty", "seq-s3rec-iclrec/Beauty.txt", readers.read_user_sequences
+    ),
+    "gowalla": _graph_split("gowalla", "gowalla"),
+    "yelp2018": _graph_split("yelp2018", "yelp2018"),
+    "amazon-book": _graph_split("amazon-book", "amazon-book"),
+    "ml-20m": _movielens_csv("ml-20m"),
+    "ml-25m": _movielens_csv("ml-25m"),
+}
+
+
+def load_dataset(name: str, data_dir: str | None = None) -> Dataset:
+    """Loads a registered dataset from `data_dir` (see `LOADERS` for names).
+
+    Names starting with `tfds:` (e.g. `tfds:movielens/1m-ratings`) are read
+    through TensorFlow Datasets (see `keras_rec.data.tfds`).
+    """
+    if name.startswith("tfds:"):
+        from keras_rec.data.tfds import load_tfds_movielens
+
+        interactions = load_tfds_movielens(name[5:], data_dir=data_dir)
+        return Dataset(name, interactions)
+    if name not in LOADERS:
+        raise ValueError(
+            f"Unknown dataset {name!r}. Known: {sorted(LOADERS)} or 'tfds:<name>'"
+        )
+    return LOADERS[name](resolve_data_dir(data_dir))
+
+
+def make_split(
+    dataset: Dataset,
+    protocol: str,
+    seed: int = 0,
+    num_negatives: int = 100,
+    validation: bool = True,
+    num_heldout_users: int | None = None,
+    min_rating: float | None = None,
+) -> splits.Split:
+    """The `Split` that `protocol` (one of `PROTOCOLS`) evaluates on.
+
+    * `loo_sampled` / `loo_full`: NCF's files when the dataset ships them
+      (their fixed negatives), else leave-one-out by time with
+      `num_negatives` seeded uniform negatives (`loo_sampled` only).
+    * `holdout_full`: the given train/test files, else a seeded 80/20 holdout.
+    * `strong_generalization`: all interactions (train and test merged),
+      `num_heldout_users` validation and as many test users.
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"Unknown protocol {protocol!r}. Known: {PROTOCOLS}")
+    data = dataset.interactions
+    if min_rating is not None:
+        data = data.filter(min_rating=min_rating)
+    if protocol in ("loo_sampled", "loo_full"):
+        if dataset.test_items is not None:
+            users, items = dataset.test_items
+            sequences = data.sequences()
+            test = splits.EvalSet(
+                users=users,
+                histories=[sequences[u] for u in users],
+                targets=splits.targets_matrix(
+                    [items[i : i + 1] for i in range(len(items))], data.num_items
+                ),
+                negatives=dataset.test_negatives,
+            )
+            return splits.Split(train=data, test=test, protocol=protocol)
+        split = splits.leave_one_out(data, validation=validation)
+        if protocol == "loo_sampled":
+            for part, offset in ((split.test, 0), (split.validation, 1)):
+                if part is not None:
+                    part.negatives = splits.sample_negatives(
+                        part, num_negatives, data.num_items, seed + offset
+                    )
+        split.protocol = protocol
+        return split
+    if protocol == "holdout_full":
+        if dataset.test is not None:
+            split = splits.given_split(data, dataset.test)
+        else:
+            split = splits.random_holdout(data, 0.2, seed)
+        split.protocol = protocol
+        return split
+    merged = data
+    if dataset.test is not None:
+        test = dataset.test
+        merged = dataclasses.replace(
+            data,
+            user_ids=np.concatenate([data.user_ids, test.user_ids]),
+            item_ids=np.concatenate([data.item_ids, test.item_ids]),
+            timestamps=None,
+            ratings=None,
+        )
+    heldout = num_heldout_users or max(1, merged.num_users // 10)
+    split = splits.strong_generalization(merged, heldout, heldout, seed=seed)
+    return split

@@ -1,0 +1,216 @@
+"""The `Interactions` container: who interacted with what, in contiguous ids."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+
+import numpy as np
+import scipy.sparse as sp
+
+
+@dataclasses.dataclass
+class Interactions:
+    """Implicit-feedback interactions with contiguous 0-based user and item ids.
+
+    Rows are kept in the order given; when `timestamps` are present, per-user
+    histories are sorted by time (stable, so ties keep file order), otherwise
+    file order is taken as chronological order.
+
+    Args:
+        user_ids: int64 array `[n]`, values in `[0, num_users)`.
+        item_ids: int64 array `[n]`, values in `[0, num_items)`.
+        num_users: size of the user vocabulary.
+        num_items: size of the item vocabulary.
+        timestamps: optional int64 array `[n]`.
+        ratings: optional float32 array `[n]`.
+        raw_user_ids: optional array `[num_users]`: the raw id of each user.
+        raw_item_ids: optional array `[num_items]`: the raw id of each item.
+        name: a short name used in results files.
+    """
+
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    num_users: int
+    num_items: int
+    timestamps: np.ndarray | None = None
+    ratings: np.ndarray | None = None
+    raw_user_ids: np.ndarray | None = None
+    raw_item_ids: np.ndarray | None = None
+    name: str = "interactions"
+
+    def __post_init__(self) -> None:
+        self.user_ids = np.asarray(self.user_ids, dtype=np.int64)
+        self.item_ids = np.asarray(self.item_ids, dtype=np.int64)
+        if self.user_ids.shape != self.item_ids.shape or self.user_ids.ndim != 1:
+            raise ValueError(
+                "`user_ids` and `item_ids` must be 1-D arrays of the same length. "
+                f"Received shapes {self.user_ids.shape} and {self.item_ids.shape}"
+            )
+        for label, values, size in (
+            ("user", self.user_ids, self.num_users),
+            ("item", self.item_ids, self.num_items),
+        ):
+            if values.size and (values.min() < 0 or values.max() >= size):
+                raise ValueError(
+                    f"{label} ids must lie in [0, num_{label}s={size}). "
+                    f"Received min={values.min()}, max={values.max()}"
+                )
+        for label in ("timestamps", "ratings"):
+            value = getattr(self, label)
+            if value is not None and len(value) != len(self.user_ids):
+                raise ValueError(
+                    f"`{label}` has {len(value)} entries but there are "
+                    f"{len(self.user_ids)} interactions"
+                )
+
+    def __len__(self) -> int:
+        return int(self.user_ids.size)
+
+    def __repr__(self) -> str:
+        return (
+            f"Interactions(name={self.name!r}, users={self.num_users}, "
+            f"items={self.num_items}, interactions={len(self)})"
+        )
+
+    # --- views ---------------------------------------------------------
+
+    def to_csr(self, binary: bool = True) -> sp.csr_matrix:
+        """The `[num_users, num_items]` matrix; duplicates collapse to 1 if binary."""
+        data = np.ones(len(self), dtype=np.float32)
+        matrix = sp.csr_matrix(
+            (data, (self.user_ids, self.item_ids)),
+            shape=(self.num_users, self.num_items),
+        )
+        matrix.sum_duplicates()
+        if binary:
+            matrix.data[:] = 1.0
+        matrix.sort_indices()
+        return matrix
+
+    def chronological_order(self) -> np.ndarray:
+        """Row permutation grouping rows by user, in time order within a user."""
+        if self.timestamps is not None:
+            return np.lexsort((self.timestamps, self.user_ids))
+        return np.argsort(self.user_ids, kind="stable")
+
+    def sequences(self) -> list[np.ndarray]:
+        """Each user's items in chronological order (a list of length num_users)."""
+        order = self.chronological_order()
+        users = self.user_ids[order]
+        items = self.item_ids[order]
+        bounds = np.searchsorted(users, np.arange(self.num_users + 1))
+        return [items[bounds[u] : bounds[u + 1]] for u in range(self.num_users)]
+
+    def item_counts(self) -> np.ndarray:
+        return np.bincount(self.item_ids, minlength=self.num_items)
+
+    def user_counts(self) -> np.ndarray:
+        return np.bincount(self.user_ids, minlength=self.num_users)
+
+    def checksum(self) -> str:
+        """sha256 of the (user, item) pairs: identifies the data a run used."""
+        digest = hashlib.sha256()
+        digest.update(np.asarray([self.num_users, self.num_items]).tobytes())
+        digest.update(self.user_ids.tobytes())
+        digest.update(self.item_ids.tobytes())
+        return digest.hexdigest()
+
+    def subset(self, mask: np.ndarray) -> Interactions:
+        """The rows where `mask` is true, with the same id vocabularies."""
+
+        def pick(values):
+            return None if values is None else values[mask]
+
+        return dataclasses.replace(
+            self,
+            user_ids=self.user_ids[mask],
+            item_ids=self.item_ids[mask],
+            timestamps=pick(self.timestamps),
+            ratings=pick(self.ratings),
+        )
+
+    @classmethod
+    def from_raw(
+        cls,
+        raw_users: np.ndarray,
+        raw_items: np.ndarray,
+        timestamps: np.ndarray | None = None,
+        ratings: np.ndarray | None = None,
+        name: str = "interactions",
+        num_users: int | None = None,
+        num_items: int | None = None,
+        already_contiguous: bool = False,
+    ) -> Interactions:
+        """Builds contiguous ids from raw ids (sorted raw order) or keeps given ids.
+
+        With `already_contiguous=True` the raw ids are taken as 0-based ids
+        (the files of NCF, NGCF and LightGCN ship remapped ids), and the
+        vocabulary sizes default to `max id + 1`.
+        """
+        raw_users = np.asarray(raw_users)
+        raw_items = np.asarray(raw_items)
+        if already_contiguous:
+            users = raw_users.astype(np.int64)
+            items = raw_items.astype(np.int64)
+            n_users = num_users or (int(users.max()) + 1 if users.size else 0)
+            n_items = num_items or (int(items.max()) + 1 if items.size else 0)
+            raw_user_vocab = raw_item_vocab = None
+        else:
+            raw_user_vocab, users = np.unique(raw_users, return_inverse=True)
+            raw_item_vocab, items = np.unique(raw_items, return_inverse=True)
+            n_users, n_items = len(raw_user_vocab), len(raw_item_vocab)
+        return cls(
+            user_ids=users,
+            item_ids=items,
+            num_users=n_users,
+            num_items=n_items,
+            timestamps=None if timestamps is None else np.asarray(timestamps, np.int64),
+            ratings=None if ratings is None else np.asarray(ratings, np.float32),
+            raw_user_ids=raw_user_vocab,
+            raw_item_ids=raw_item_vocab,
+            name=name,
+        )
+
+    def compact(self, users: bool = True) -> Interactions:
+        """Drops items (and, if `users`, users) with no rows; renumbers ids."""
+        if users:
+            users_kept, user_ids = np.unique(self.user_ids, return_inverse=True)
+        else:
+            users_kept, user_ids = np.arange(self.num_users), self.user_ids
+        items_kept, item_ids = np.unique(self.item_ids, return_inverse=True)
+
+        def raw(vocab, kept):
+            return kept if vocab is None else vocab[kept]
+
+        return dataclasses.replace(
+            self,
+            user_ids=user_ids,
+            item_ids=item_ids,
+            num_users=len(users_kept),
+            num_items=len(items_kept),
+            raw_user_ids=raw(self.raw_user_ids, users_kept),
+            raw_item_ids=raw(self.raw_item_ids, items_kept),
+        )
+
+    def filter(
+        self, min_rating: float | None = None, k_core: int | None = None
+    ) -> Interactions:
+        """Keeps ratings >= `min_rating`, then iterates to a `k_core` (users and
+        items with at least k interactions), then renumbers ids contiguously."""
+        data = self
+        if min_rating is not None:
+            if data.ratings is None:
+                raise ValueError(
+                    f"`min_rating={min_rating}` needs ratings, but {data.name} has none"
+                )
+            data = data.subset(data.ratings >= min_rating)
+        if k_core:
+            while True:
+                user_ok = data.user_counts()[data.user_ids] >= k_core
+                item_ok = data.item_counts()[data.item_ids] >= k_core
+                keep = user_ok & item_ok
+                if keep.all():
+                    break
+                data = data.subset(keep)
+        return data.compact()

@@ -1,0 +1,206 @@
+"""`tf.data` pipelines for the four training regimes.
+
+Each builder takes the epoch number: negatives are re-drawn every epoch from
+`seed + epoch`, so a run is reproducible and resumable at any epoch.
+
+Histories and sequences use `PAD = -1` for padding, left-padded (most recent
+item last); models that embed ids shift them internally.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+import tensorflow as tf
+
+from keras_rec.data.interactions import Interactions
+
+PAD = -1
+
+
+def sample_unseen(
+    users: np.ndarray,
+    seen: sp.csr_matrix,
+    rng: np.random.Generator,
+    num: int = 1,
+) -> np.ndarray:
+    """`[len(users), num]` uniform items that each user has not seen.
+
+    Rejection sampling, vectorised: a draw that hits a seen item is re-drawn
+    until none does. `seen` must be a CSR matrix with sorted indices.
+    """
+    num_items = seen.shape[1]
+    counts = np.diff(seen.indptr)[users]
+    if np.any(counts >= num_items):
+        bad = users[np.argmax(counts >= num_items)]
+        raise ValueError(f"user {bad} has seen every item: no negative to sample")
+    keys = (
+        np.repeat(np.arange(seen.shape[0]), np.diff(seen.indptr)) * num_items
+        + seen.indices
+    ).astype(np.int64)
+    negatives = rng.integers(0, num_items, size=(len(users), num))
+    rows = np.repeat(users, num).reshape(len(users), num).astype(np.int64)
+    todo = np.ones(negatives.shape, bool)
+    while True:
+        query = rows[todo] * num_items + negatives[todo]
+        position = np.searchsorted(keys, query)
+        hit = (position < len(keys)) & (
+            keys[np.minimum(position, len(keys) - 1)] == query
+        )
+        if not hit.any():
+            return negatives
+        flat = np.flatnonzero(todo)
+        still = flat[hit]
+        todo = np.zeros(negatives.shape, bool)
+        todo.flat[still] = True
+        negatives.flat[still] = rng.integers(0, num_items, size=len(still))
+
+
+def _finish(dataset: tf.data.Dataset, batch_size: int) -> tf.data.Dataset:
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def pointwise_dataset(
+    train: Interactions,
+    num_negatives: int = 4,
+    batch_size: int = 256,
+    seed: int = 0,
+    epoch: int = 0,
+) -> tf.data.Dataset:
+    """NCF: every positive with `num_negatives` fresh negatives, shuffled.
+
+    Yields `({"user_id": [B], "item_id": [B]}, label [B])`.
+    """
+    rng = np.random.default_rng([seed, epoch])
+    matrix = train.to_csr()
+    users = np.repeat(np.arange(train.num_users), np.diff(matrix.indptr))
+    positives = matrix.indices.astype(np.int64)
+    negatives = sample_unseen(users, matrix, rng, num_negatives)
+    all_users = np.concatenate([users, np.repeat(users, num_negatives)])
+    all_items = np.concatenate([positives, negatives.reshape(-1)])
+    labels = np.concatenate(
+        [np.ones(len(users), np.float32), np.zeros(negatives.size, np.float32)]
+    )
+    order = rng.permutation(len(all_users))
+    features = {"user_id": all_users[order], "item_id": all_items[order]}
+    return _finish(
+        tf.data.Dataset.from_tensor_slices((features, labels[order])), batch_size
+    )
+
+
+def bpr_dataset(
+    train: Interactions,
+    batch_size: int = 2048,
+    seed: int = 0,
+    epoch: int = 0,
+) -> tf.data.Dataset:
+    """BPR triples: every training pair once per epoch with one fresh negative.
+
+    Yields `({"user_id": [B], "item_ids": [B, 2]}, zeros [B])` where
+    `item_ids[:, 0]` is the positive and `item_ids[:, 1]` the negative.
+    """
+    rng = np.random.default_rng([seed, epoch])
+    matrix = train.to_csr()
+    users = np.repeat(np.arange(train.num_users), np.diff(matrix.indptr))
+    positives = matrix.indices.astype(np.int64)
+    negatives = sample_unseen(users, matrix, rng, 1)[:, 0]
+    order = rng.permutation(len(users))
+    features = {
+        "user_id": users[order],
+        "item_ids": np.stack([positives[order], negatives[order]], axis=1),
+    }
+    labels = np.zeros(len(users), np.float32)
+    return _finish(tf.data.Dataset.from_tensor_slices((features, labels)), batch_size)
+
+
+def pad_histories(histories: list[np.ndarray], maxlen: int) -> np.ndarray:
+    """Left-pads (or keeps the latest `maxlen` of) each history with `PAD`."""
+    out = np.full((len(histories), maxlen), PAD, np.int64)
+    for row, history in enumerate(histories):
+        tail = np.asarray(history[-maxlen:], np.int64)
+        if len(tail):
+            out[row, maxlen - len(tail) :] = tail
+    return out
+
+
+def sequence_dataset(
+    train: Interactions,
+    maxlen: int = 50,
+    batch_size: int = 128,
+    seed: int = 0,
+    epoch: int = 0,
+    shuffle: bool = True,
+) -> tf.data.Dataset:
+    """SASRec: input `seq[:-1]`, positives `seq[1:]`, one fresh negative per
+    position that is never in the user's sequence; padding is `PAD` everywhere.
+
+    Yields `({"item_history": [B, L]}, {"positives": [B, L], "negatives": [B, L]})`.
+    """
+    rng = np.random.default_rng([seed, epoch])
+    sequences = [s for s in train.sequences() if len(s) >= 2]
+    if not sequences:
+        raise ValueError(f"{train.name}: no user has two or more interactions")
+    inputs = pad_histories([s[:-1] for s in sequences], maxlen)
+    positives = pad_histories([s[1:] for s in sequences], maxlen)
+    # Negatives avoid every item of the user's own training sequence.
+    seen = sp.csr_matrix(
+        (
+            np.ones(sum(len(s) for s in sequences), np.float32),
+            np.concatenate(sequences),
+            np.concatenate([[0], np.cumsum([len(s) for s in sequences])]),
+        ),
+        shape=(len(sequences), train.num_items),
+    )
+    seen.sum_duplicates()
+    seen.sort_indices()
+    negatives = sample_unseen(np.arange(len(sequences)), seen, rng, maxlen)
+    negatives[positives == PAD] = PAD
+    order = rng.permutation(len(sequences)) if shuffle else np.arange(len(sequences))
+    dataset = tf.data.Dataset.from_tensor_slices(
+        (
+            {"item_history": inputs[order]},
+            {"positives": positives[order], "negatives": negatives[order]},
+        )
+    )
+    return _finish(dataset, batch_size)
+
+
+def user_rows_dataset(
+    matrix: sp.csr_matrix,
+    batch_size: int = 500,
+    seed: int = 0,
+    epoch: int = 0,
+    shuffle: bool = True,
+    sparse: bool = False,
+) -> tf.data.Dataset:
+    """Autoencoders: batches of user rows, densified one batch at a time.
+
+    The whole matrix stays sparse (a ragged constant); each batch is turned
+    into a dense `[B, num_items]` float32 tensor (or a `tf.SparseTensor` with
+    `sparse=True`). Yields `(rows, rows)`.
+    """
+    matrix = sp.csr_matrix(matrix)
+    matrix.sort_indices()
+    num_items = matrix.shape[1]
+    ragged = tf.RaggedTensor.from_row_splits(
+        tf.constant(matrix.indices.astype(np.int64)),
+        tf.constant(matrix.indptr.astype(np.int64)),
+    )
+    rows = np.arange(matrix.shape[0], dtype=np.int64)
+    if shuffle:
+        rows = np.random.default_rng([seed, epoch]).permutation(rows)
+
+    def densify(index):
+        picked = tf.gather(ragged, index)
+        coordinates = tf.stack([picked.value_rowids(), picked.flat_values], axis=1)
+        shape = tf.stack([tf.shape(index, out_type=tf.int64)[0], num_items])
+        values = tf.ones_like(picked.flat_values, dtype=tf.float32)
+        batch = tf.SparseTensor(coordinates, values, shape)
+        if not sparse:
+            batch = tf.sparse.to_dense(batch)
+        return batch, batch
+
+    dataset = tf.data.Dataset.from_tensor_slices(rows).batch(batch_size)
+    return dataset.map(densify, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
+        tf.data.AUTOTUNE
+    )

@@ -1,0 +1,225 @@
+"""Readers for the benchmark file formats. Every error names the file and line."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import numpy as np
+
+from keras_rec.data.interactions import Interactions
+
+
+class DataFormatError(ValueError):
+    """A data file does not have the format its reader expects."""
+
+
+def _lines(path: str) -> Iterator[tuple[int, str]]:
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"Data file not found: {path}")
+    empty = True
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for number, line in enumerate(handle, start=1):
+            line = line.strip()
+            if line:
+                empty = False
+                yield number, line
+    if empty:
+        raise DataFormatError(f"{path}: the file is empty")
+
+
+def _to_int(token: str, path: str, number: int, what: str) -> int:
+    try:
+        return int(token)
+    except ValueError:
+        raise DataFormatError(
+            f"{path}:{number}: {what} must be an integer, got {token!r}"
+        ) from None
+
+
+def _to_float(token: str, path: str, number: int, what: str) -> float:
+    try:
+        return float(token)
+    except ValueError:
+        raise DataFormatError(
+            f"{path}:{number}: {what} must be a number, got {token!r}"
+        ) from None
+
+
+def read_delimited(
+    path: str,
+    sep: str | None,
+    columns: tuple[str, ...],
+    optional: int = 0,
+    skip_header: bool = False,
+) -> dict[str, np.ndarray]:
+    """Reads rows of `columns` (the last `optional` of them may be absent).
+
+    `user` and `item` and `timestamp` columns are parsed as integers, `rating`
+    as float. Returns a dict of arrays; an absent optional column is omitted.
+    """
+    required = len(columns) - optional
+    values: dict[str, list] = {name: [] for name in columns}
+    widths = set()
+    for number, line in _lines(path):
+        if skip_header and number == 1:
+            continue
+        tokens = line.split(sep)
+        if not required <= len(tokens) <= len(columns):
+            raise DataFormatError(
+                f"{path}:{number}: expected {required} to {len(columns)} fields "
+                f"({', '.join(columns)}) separated by {sep or 'whitespace'!r}, "
+                f"got {len(tokens)}: {line[:80]!r}"
+            )
+        widths.add(len(tokens))
+        for name, token in zip(columns, tokens):
+            if name == "rating":
+                values[name].append(_to_float(token, path, number, name))
+            else:
+                values[name].append(_to_int(token, path, number, name))
+    if len(widths) > 1:
+        raise DataFormatError(
+            f"{path}: rows have different numbers of fields {sorted(widths)}"
+        )
+    if not values[columns[0]]:
+        raise DataFormatError(f"{path}: the file has a header but no rows")
+    width = widths.pop()
+    return {
+        name: np.asarray(values[name], np.float32 if name == "rating" else np.int64)
+        for name in columns[:width]
+    }
+
+
+def _interactions(columns: dict, name: str, **kwargs) -> Interactions:
+    return Interactions.from_raw(
+        columns["user"],
+        columns["item"],
+        timestamps=columns.get("timestamp"),
+        ratings=columns.get("rating"),
+        name=name,
+        **kwargs,
+    )
+
+
+def read_movielens_100k(path: str) -> Interactions:
+    """ML-100K `u.data`: `user \\t item \\t rating \\t timestamp`."""
+    cols = read_delimited(path, "\t", ("user", "item", "rating", "timestamp"))
+    return _interactions(cols, "ml-100k")
+
+
+def read_movielens_dat(path: str, name: str = "ml-1m") -> Interactions:
+    """ML-1M/10M `ratings.dat` (`user::item::rating::timestamp`) or the pair
+    file `interactions.dat` (`user::item`)."""
+    cols = read_delimited(path, "::", ("user", "item", "rating", "timestamp"), 2)
+    return _interactions(cols, name)
+
+
+def read_movielens_csv(path: str, name: str = "ml-20m") -> Interactions:
+    """ML-20M/25M `ratings.csv` with header `userId,movieId,rating,timestamp`."""
+    cols = read_delimited(
+        path, ",", ("user", "item", "rating", "timestamp"), skip_header=True
+    )
+    return _interactions(cols, name)
+
+
+def read_ncf_train(
+    path: str, num_users: int | None = None, num_items: int | None = None
+) -> Interactions:
+    """NCF training file: `*.train.rating` (`user \\t item \\t rating \\t ts`)
+    or a pair file (`user \\t item`), with 0-based ids kept as they are."""
+    cols = read_delimited(path, None, ("user", "item", "rating", "timestamp"), 2)
+    return _interactions(
+        cols,
+        "ncf",
+        already_contiguous=True,
+        num_users=num_users,
+        num_items=num_items,
+    )
+
+
+def read_ncf_test_rating(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """NCF `*.test.rating`: returns (users, test items), one row per user."""
+    cols = read_delimited(path, None, ("user", "item", "rating", "timestamp"), 2)
+    return cols["user"], cols["item"]
+
+
+def read_ncf_test_negative(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """NCF `*.test.negative`: `(user,item) \\t neg1 ... negN`.
+
+    Returns (users, test items, negatives `[rows, N]`).
+    """
+    users, items, negatives = [], [], []
+    width = None
+    for number, line in _lines(path):
+        tokens = line.split()
+        head = tokens[0]
+        if not (head.startswith("(") and head.endswith(")") and "," in head):
+            raise DataFormatError(
+                f"{path}:{number}: expected '(user,item)' first, got {head!r}"
+            )
+        user, item = head[1:-1].split(",", 1)
+        users.append(_to_int(user, path, number, "user"))
+        items.append(_to_int(item, path, number, "item"))
+        row = [_to_int(t, path, number, "negative item") for t in tokens[1:]]
+        if width is None:
+            width = len(row)
+        if len(row) != width or not row:
+            raise DataFormatError(
+                f"{path}:{number}: expected {width} negatives, got {len(row)}"
+            )
+        negatives.append(row)
+    return (
+        np.asarray(users, np.int64),
+        np.asarray(items, np.int64),
+        np.asarray(negatives, np.int64),
+    )
+
+
+def read_user_item_pairs(path: str, name: str = "sequences") -> Interactions:
+    """`user item` per line in chronological order (SASRec's `Video.txt`).
+
+    The row order is kept as the time order (a synthetic increasing timestamp).
+    """
+    cols = read_delimited(path, None, ("user", "item"))
+    cols["timestamp"] = np.arange(len(cols["user"]), dtype=np.int64)
+    return _interactions(cols, name)
+
+
+def _read_adjacency_lines(path: str) -> tuple[np.ndarray, np.ndarray]:
+    users, items = [], []
+    for number, line in _lines(path):
+        tokens = line.split()
+        user = _to_int(tokens[0], path, number, "user")
+        for token in tokens[1:]:
+            users.append(user)
+            items.append(_to_int(token, path, number, "item"))
+    return np.asarray(users, np.int64), np.asarray(items, np.int64)
+
+
+def read_user_sequences(path: str, name: str = "sequences") -> Interactions:
+    """`user item item ...` per line, chronological (S3-Rec/ICLRec Beauty).
+
+    Raw ids are remapped to contiguous ids; row order becomes the time order.
+    """
+    users, items = _read_adjacency_lines(path)
+    return Interactions.from_raw(
+        users, items, timestamps=np.arange(len(users)), name=name
+    )
+
+
+def read_ngcf_split(
+    train_path: str, test_path: str, name: str = "gowalla"
+) -> tuple[Interactions, Interactions]:
+    """NGCF/LightGCN `train.txt` and `test.txt` (`user item item ...`, 0-based).
+
+    Both share one id space: `max id + 1` over the two files.
+    """
+    train_users, train_items = _read_adjacency_lines(train_path)
+    test_users, test_items = _read_adjacency_lines(test_path)
+    num_users = int(max(train_users.max(), test_users.max(initial=-1))) + 1
+    num_items = int(max(train_items.max(), test_items.max(initial=-1))) + 1
+
+    def build(users, items):
+        return Interactions(users, items, num_users, num_items, name=name)
+
+    return build(train_users, train_items), build(test_users, test_items)

@@ -1,0 +1,295 @@
+"""Protocol splits: leave-one-out, given files, strong generalization, holdout."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import numpy as np
+import scipy.sparse as sp
+
+from keras_rec.data.interactions import Interactions
+
+
+@dataclasses.dataclass
+class EvalSet:
+    """Users to evaluate, what each one's model input is, and what to predict.
+
+    Args:
+        users: int64 `[n]` ids in the training id space (for id-based models).
+        histories: per user, the items the model sees, in time order. These
+            are excluded from the ranking.
+        targets: CSR `[n, num_items]`: the relevant items of each user.
+        negatives: optional int64 `[n, N]` sampled negatives (`loo_sampled`).
+        known_users: whether `users` were seen in training (false for the
+            held-out users of strong generalization).
+    """
+
+    users: np.ndarray
+    histories: list[np.ndarray]
+    targets: sp.csr_matrix
+    negatives: np.ndarray | None = None
+    known_users: bool = True
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    @functools.cached_property
+    def history_matrix(self) -> sp.csr_matrix:
+        """The histories as a binary CSR `[n, num_items]` (for masking)."""
+        lengths = np.fromiter((len(h) for h in self.histories), np.int64, len(self))
+        indptr = np.concatenate([[0], np.cumsum(lengths)])
+        indices = np.concatenate(self.histories) if len(self) else np.zeros(0, np.int64)
+        matrix = sp.csr_matrix(
+            (np.ones(len(indices), np.float32), indices, indptr),
+            shape=self.targets.shape,
+        )
+        matrix.sum_duplicates()
+        matrix.data[:] = 1.0
+        return matrix
+
+    def take(self, rows: np.ndarray) -> EvalSet:
+        return EvalSet(
+            users=self.users[rows],
+            histories=[self.histories[r] for r in rows],
+            targets=self.targets[rows],
+            negatives=None if self.negatives is None else self.negatives[rows],
+            known_users=self.known_users,
+        )
+
+
+@dataclasses.dataclass
+class Split:
+    """Training interactions plus validation and test `EvalSet`s."""
+
+    train: Interactions
+    test: EvalSet
+    validation: EvalSet | None = None
+    protocol: str = ""
+
+    @property
+    def num_users(self) -> int:
+        return self.train.num_users
+
+    @property
+    def num_items(self) -> int:
+        return self.train.num_items
+
+
+def targets_matrix(rows: list[np.ndarray], num_items: int) -> sp.csr_matrix:
+    lengths = np.fromiter((len(r) for r in rows), np.int64, len(rows))
+    indices = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+    matrix = sp.csr_matrix(
+        (
+            np.ones(len(indices), np.float32),
+            indices,
+            np.concatenate([[0], np.cumsum(lengths)]),
+        ),
+        shape=(len(rows), num_items),
+    )
+    matrix.sum_duplicates()
+    matrix.data[:] = 1.0
+    return matrix
+
+
+def _from_sequences(
+    base: Interactions, sequences: dict[int, np.ndarray]
+) -> Interactions:
+    users = [np.full(len(s), u, np.int64) for u, s in sequences.items()]
+    items = [s for s in sequences.values()]
+    users_flat = np.concatenate(users) if users else np.zeros(0, np.int64)
+    return Interactions(
+        user_ids=users_flat,
+        item_ids=np.concatenate(items) if items else np.zeros(0, np.int64),
+        num_users=base.num_users,
+        num_items=base.num_items,
+        # Sequences are in time order: a running index keeps that order.
+        timestamps=np.arange(len(users_flat), dtype=np.int64),
+        raw_user_ids=base.raw_user_ids,
+        raw_item_ids=base.raw_item_ids,
+        name=base.name,
+    )
+
+
+def leave_one_out(
+    data: Interactions,
+    validation: bool = True,
+    min_interactions: int | None = None,
+) -> Split:
+    """Latest interaction of each user = test, second latest = validation.
+
+    Users with fewer than `min_interactions` (default 3 with validation, 2
+    without) stay wholly in training and are not evaluated. The test history
+    includes the validation item (as SASRec evaluates).
+    """
+    needed = min_interactions or (3 if validation else 2)
+    train_seq, test_rows, val_rows = {}, [], []
+    for user, seq in enumerate(data.sequences()):
+        if len(seq) < needed:
+            train_seq[user] = seq
+            continue
+        cut = len(seq) - (2 if validation else 1)
+        train_seq[user] = seq[:cut]
+        test_rows.append((user, seq[:-1], seq[-1:]))
+        if validation:
+            val_rows.append((user, seq[:cut], seq[cut : cut + 1]))
+    train = _from_sequences(data, train_seq)
+
+    def eval_set(rows):
+        return EvalSet(
+            users=np.asarray([r[0] for r in rows], np.int64),
+            histories=[r[1] for r in rows],
+            targets=targets_matrix([r[2] for r in rows], data.num_items),
+        )
+
+    return Split(
+        train=train,
+        test=eval_set(test_rows),
+        validation=eval_set(val_rows) if validation else None,
+        protocol="leave_one_out",
+    )
+
+
+def given_split(train: Interactions, test: Interactions) -> Split:
+    """A train/test file pair (NGCF/LightGCN `train.txt`/`test.txt`).
+
+    Every user with at least one test item is evaluated; their history is
+    their training items.
+    """
+    if (train.num_users, train.num_items) != (test.num_users, test.num_items):
+        raise ValueError(
+            "train and test must share one id space. Received "
+            f"{train.num_users}x{train.num_items} and {test.num_users}x{test.num_items}"
+        )
+    test_matrix = test.to_csr()
+    users = np.flatnonzero(np.diff(test_matrix.indptr) > 0)
+    train_seq = train.sequences()
+    return Split(
+        train=train,
+        test=EvalSet(
+            users=users.astype(np.int64),
+            histories=[train_seq[u] for u in users],
+            targets=test_matrix[users],
+        ),
+        protocol="given",
+    )
+
+
+def random_holdout(
+    data: Interactions, test_fraction: float = 0.2, seed: int = 0
+) -> Split:
+    """Per user, a seeded random `test_fraction` of items (at least one when the
+    user has two or more) goes to test; the rest is training."""
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(
+            f"`test_fraction` must be in (0, 1). Received test_fraction={test_fraction}"
+        )
+    rng = np.random.default_rng(seed)
+    is_test = np.zeros(len(data), bool)
+    order = data.chronological_order()
+    bounds = np.searchsorted(data.user_ids[order], np.arange(data.num_users + 1))
+    for user in range(data.num_users):
+        rows = order[bounds[user] : bounds[user + 1]]
+        if len(rows) < 2:
+            continue
+        count = max(1, int(round(test_fraction * len(rows))))
+        is_test[rng.choice(rows, size=count, replace=False)] = True
+    return dataclasses.replace(
+        given_split(data.subset(~is_test), data.subset(is_test)),
+        protocol="random_holdout",
+    )
+
+
+def strong_generalization(
+    data: Interactions,
+    num_validation_users: int,
+    num_test_users: int,
+    fold_in_fraction: float = 0.8,
+    seed: int = 98765,
+) -> Split:
+    """Mult-VAE's protocol: disjoint held-out users, 80% fold-in / 20% targets.
+
+    Users are shuffled with `seed`; the last `num_test_users` are test users,
+    the `num_validation_users` before them validation users, the rest train.
+    Items that no training user has are dropped (the model cannot score them),
+    as in the paper's preprocessing. Held-out users need at least 2 items
+    after that; others are dropped from evaluation.
+    """
+    held_out = num_validation_users + num_test_users
+    if held_out >= data.num_users:
+        raise ValueError(
+            f"{held_out} held-out users requested but {data.name} has only "
+            f"{data.num_users} users"
+        )
+    rng = np.random.default_rng(seed)
+    permutation = rng.permutation(data.num_users)
+    train_users = permutation[: data.num_users - held_out]
+    val_users = permutation[data.num_users - held_out : data.num_users - num_test_users]
+    test_users = permutation[data.num_users - num_test_users :]
+
+    in_train = np.zeros(data.num_users, bool)
+    in_train[train_users] = True
+    train_items = np.unique(data.item_ids[in_train[data.user_ids]])
+    data = data.subset(np.isin(data.item_ids, train_items)).compact(users=False)
+
+    sequences = data.sequences()
+    train = _from_sequences(data, {u: sequences[u] for u in np.sort(train_users)})
+
+    def eval_set(users: np.ndarray) -> EvalSet:
+        rows, histories, targets = [], [], []
+        for user in np.sort(users):
+            seq = sequences[user]
+            if len(seq) < 2:
+                continue
+            held = np.zeros(len(seq), bool)
+            count = max(1, int(round((1.0 - fold_in_fraction) * len(seq))))
+            held[rng.choice(len(seq), size=count, replace=False)] = True
+            rows.append(user)
+            histories.append(seq[~held])
+            targets.append(seq[held])
+        return EvalSet(
+            users=np.asarray(rows, np.int64),
+            histories=histories,
+            targets=targets_matrix(targets, data.num_items),
+            known_users=False,
+        )
+
+    return Split(
+        train=train,
+        test=eval_set(test_users),
+        validation=eval_set(val_users),
+        protocol="strong_generalization",
+    )
+
+
+def sample_negatives(
+    split_eval: EvalSet,
+    num_negatives: int,
+    num_items: int,
+    seed: int,
+    exclude: sp.csr_matrix | None = None,
+) -> np.ndarray:
+    """`[n, num_negatives]` items drawn uniformly (without replacement per user)
+    from those the user has neither in history/`exclude` nor in targets."""
+    rng = np.random.default_rng(seed)
+    seen = split_eval.history_matrix + split_eval.targets
+    if exclude is not None:
+        seen = seen + exclude
+    seen = seen.tocsr()
+    out = np.empty((len(split_eval), num_negatives), np.int64)
+    for row in range(len(split_eval)):
+        used = seen.indices[seen.indptr[row] : seen.indptr[row + 1]]
+        if num_items - len(used) < num_negatives:
+            raise ValueError(
+                f"user {split_eval.users[row]} has only {num_items - len(used)} "
+                f"unseen items, fewer than num_negatives={num_negatives}"
+            )
+        chosen = np.empty(0, np.int64)
+        while len(chosen) < num_negatives:
+            draw = rng.integers(0, num_items, size=2 * num_negatives)
+            draw = draw[~np.isin(draw, used)]
+            chosen = np.concatenate([chosen, draw])
+            _, first = np.unique(chosen, return_index=True)
+            chosen = chosen[np.sort(first)]
+        out[row] = chosen[:num_negatives]
+    return out

@@ -1,0 +1,92 @@
+"""Ranking metrics with binary relevance, exactly as TARGETS.md defines them.
+
+* DCG@k = sum over hits at rank r (1-based, r <= k) of 1 / log2(r + 1).
+* NDCG@k = DCG@k / IDCG@k, with IDCG@k over min(k, |relevant|) ideal hits
+  (the corrected definition; NGCF's original code used only the hits in the
+  top k for IDCG, which inflates NDCG).
+* Recall@k = hits@k / min(k, |relevant|) (Mult-VAE's definition).
+* HR@k = 1 if any relevant item is in the top k (the single test item in
+  leave-one-out).
+* MRR@k = 1 / rank of the first hit within the top k, else 0.
+
+Users with no relevant items are left out of every mean.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _discounts(k: int) -> np.ndarray:
+    return 1.0 / np.log2(np.arange(2, k + 2))
+
+
+def hits_at_k(hits: np.ndarray, k: int) -> np.ndarray:
+    """Number of hits in the first `k` columns of a `[n, K]` 0/1 hit matrix."""
+    return hits[:, :k].sum(axis=1)
+
+
+def hit_rate_at_k(hits: np.ndarray, num_relevant: np.ndarray, k: int) -> np.ndarray:
+    """Per-user HR@k from a `[n, K]` hit matrix of the ranked top K (K >= k)."""
+    del num_relevant
+    return (hits_at_k(hits, k) > 0).astype(np.float64)
+
+
+def recall_at_k(hits: np.ndarray, num_relevant: np.ndarray, k: int) -> np.ndarray:
+    """Per-user Recall@k = hits@k / min(k, |relevant|)."""
+    return hits_at_k(hits, k) / np.minimum(k, num_relevant)
+
+
+def ndcg_at_k(hits: np.ndarray, num_relevant: np.ndarray, k: int) -> np.ndarray:
+    """Per-user NDCG@k with IDCG over min(k, |relevant|) ideal hits."""
+    discounts = _discounts(k)
+    dcg = (hits[:, :k] * discounts).sum(axis=1)
+    ideal = np.cumsum(discounts)[np.minimum(k, num_relevant) - 1]
+    return dcg / ideal
+
+
+def mrr_at_k(hits: np.ndarray, num_relevant: np.ndarray, k: int) -> np.ndarray:
+    """Per-user reciprocal rank of the first hit within the top k (0 if none)."""
+    del num_relevant
+    top = hits[:, :k] > 0
+    first = np.argmax(top, axis=1)
+    return np.where(top.any(axis=1), 1.0 / (first + 1.0), 0.0)
+
+
+METRICS = {
+    "hr": hit_rate_at_k,
+    "recall": recall_at_k,
+    "ndcg": ndcg_at_k,
+    "mrr": mrr_at_k,
+}
+
+
+def ranking_metrics(
+    hits: np.ndarray,
+    num_relevant: np.ndarray,
+    ks: tuple[int, ...],
+    names: tuple[str, ...] = ("hr", "recall", "ndcg", "mrr"),
+) -> dict[str, np.ndarray]:
+    """Per-user values of each `name@k`, for users with a relevant item.
+
+    Args:
+        hits: `[n, K]` 0/1: whether the item ranked at column j is relevant.
+        num_relevant: `[n]` number of relevant items of each user.
+        ks: cut-offs, each at most K.
+    """
+    hits = np.asarray(hits, np.float64)
+    num_relevant = np.asarray(num_relevant)
+    if hits.ndim != 2 or len(hits) != len(num_relevant):
+        raise ValueError(
+            f"`hits` must be [n, K] with n = len(num_relevant). Received "
+            f"{hits.shape} and {num_relevant.shape}"
+        )
+    if max(ks) > hits.shape[1]:
+        raise ValueError(f"k={max(ks)} exceeds the {hits.shape[1]} ranked columns")
+    keep = num_relevant > 0
+    hits, num_relevant = hits[keep], num_relevant[keep]
+    return {
+        f"{name}@{k}": METRICS[name](hits, num_relevant, k)
+        for name in names
+        for k in ks
+    }

@@ -1,0 +1,143 @@
+"""The four evaluation protocols of TARGETS.md, for any `Recommender`.
+
+Full ranking scores every item for a batch of users with one matrix
+multiply (`model.score_all`), sets the user's history items to -inf, and
+takes the top K in TensorFlow; only `[B, K]` ids leave the graph. Batches
+keep memory at `batch_size x num_items` floats, so all 29,858 Gowalla users
+fit.
+
+Ties: items with equal scores are ranked by ascending item id (what
+`tf.math.top_k` does). In sampled ranking the relevant item is placed after
+its negatives, so a tie counts against it (rank = 1 + #negatives scoring
+higher or equal).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import tensorflow as tf
+from tqdm.auto import tqdm
+
+from keras_rec.data.pipelines import pad_histories
+from keras_rec.data.splits import EvalSet
+from keras_rec.evaluation.metrics import ranking_metrics
+from keras_rec.models.base import ITEM_HISTORY, USER_ID, seen_mask
+
+FULL_RANKING = ("loo_full", "holdout_full", "strong_generalization")
+SAMPLED_RANKING = ("loo_sampled",)
+
+DEFAULT_KS = {
+    "loo_sampled": (10,),
+    "loo_full": (10, 20),
+    "holdout_full": (20,),
+    "strong_generalization": (20, 50, 100),
+}
+DEFAULT_METRICS = {
+    "loo_sampled": ("hr", "ndcg", "mrr"),
+    "loo_full": ("hr", "ndcg", "mrr"),
+    "holdout_full": ("recall", "ndcg"),
+    "strong_generalization": ("recall", "ndcg"),
+}
+
+
+def model_inputs(model, eval_set: EvalSet, rows: np.ndarray) -> dict:
+    """The contract's input dict for `rows` of `eval_set`."""
+    if model.input_kind == USER_ID:
+        if not eval_set.known_users:
+            raise ValueError(
+                f"{type(model).__name__} scores from user ids, but this protocol "
+                "evaluates users unseen in training (strong generalization); use a "
+                "history-based model"
+            )
+        return {USER_ID: tf.constant(eval_set.users[rows], tf.int64)}
+    histories = [eval_set.histories[r] for r in rows]
+    length = model.history_length or max(1, max(len(h) for h in histories))
+    return {ITEM_HISTORY: tf.constant(pad_histories(histories, length))}
+
+
+def _exclusion(eval_set: EvalSet, rows: np.ndarray) -> tf.Tensor:
+    return tf.constant(
+        pad_histories(
+            [eval_set.histories[r] for r in rows],
+            max(1, max(len(eval_set.histories[r]) for r in rows)),
+        )
+    )
+
+
+def rank_full(model, eval_set: EvalSet, k: int, batch_size: int = 1024, progress=False):
+    """`[n, k]` top-k item ids per user over all items minus the history."""
+    top = np.empty((len(eval_set), k), np.int64)
+    starts = range(0, len(eval_set), batch_size)
+    for start in tqdm(starts, desc="ranking", disable=not progress, leave=False):
+        rows = np.arange(start, min(start + batch_size, len(eval_set)))
+        scores = model.score_all(model_inputs(model, eval_set, rows))
+        mask = seen_mask(_exclusion(eval_set, rows), tf.shape(scores)[1])
+        scores = tf.where(mask, -np.inf, tf.cast(scores, tf.float32))
+        top[rows] = tf.math.top_k(scores, k=k).indices.numpy()
+    return top
+
+
+def rank_sampled(model, eval_set: EvalSet, batch_size: int = 1024, progress=False):
+    """0-based rank of each user's single target among target + negatives."""
+    if eval_set.negatives is None:
+        raise ValueError("loo_sampled needs negatives in the EvalSet")
+    targets = eval_set.targets
+    if np.any(np.diff(targets.indptr) != 1):
+        raise ValueError("loo_sampled needs exactly one target item per user")
+    ranks = np.empty(len(eval_set), np.int64)
+    starts = range(0, len(eval_set), batch_size)
+    for start in tqdm(starts, desc="ranking", disable=not progress, leave=False):
+        rows = np.arange(start, min(start + batch_size, len(eval_set)))
+        candidates = np.concatenate(
+            [eval_set.negatives[rows], targets.indices[rows, None]], axis=1
+        )
+        scores = model.score_items(
+            model_inputs(model, eval_set, rows), tf.constant(candidates, tf.int64)
+        )
+        scores = np.asarray(scores, np.float64)
+        ranks[rows] = (scores[:, :-1] >= scores[:, -1:]).sum(axis=1)
+    return ranks
+
+
+def evaluate(
+    model,
+    eval_set: EvalSet,
+    protocol: str,
+    ks: tuple[int, ...] | None = None,
+    metrics: tuple[str, ...] | None = None,
+    batch_size: int = 1024,
+    progress: bool = False,
+) -> dict[str, float]:
+    """Mean of each `metric@k` over users with targets, under `protocol`.
+
+    Also returns `num_users` (evaluated users) and `seconds`.
+    """
+    ks = ks or DEFAULT_KS[protocol]
+    metrics = metrics or DEFAULT_METRICS[protocol]
+    begin = time.perf_counter()
+    if protocol in SAMPLED_RANKING:
+        ranks = rank_sampled(model, eval_set, batch_size, progress)
+        width = eval_set.negatives.shape[1] + 1
+        hits = np.zeros((len(ranks), min(max(ks), width)), np.float64)
+        inside = ranks < hits.shape[1]
+        hits[np.flatnonzero(inside), ranks[inside]] = 1.0
+        relevant = np.ones(len(ranks), np.int64)
+    elif protocol in FULL_RANKING:
+        top = rank_full(model, eval_set, max(ks), batch_size, progress)
+        hits = np.zeros(top.shape, np.float64)
+        for start in range(0, len(top), batch_size):
+            stop = min(start + batch_size, len(top))
+            dense = eval_set.targets[start:stop].toarray() > 0
+            hits[start:stop] = np.take_along_axis(dense, top[start:stop], axis=1)
+        relevant = np.diff(eval_set.targets.indptr)
+    else:
+        raise ValueError(
+            f"Unknown protocol {protocol!r}. Known: {SAMPLED_RANKING + FULL_RANKING}"
+        )
+    per_user = ranking_metrics(hits, relevant, ks, metrics)
+    result = {name: float(np.mean(values)) for name, values in per_user.items()}
+    result["num_users"] = int((relevant > 0).sum())
+    result["seconds"] = time.perf_counter() - begin
+    return result

@@ -1,0 +1,3 @@
+"""Custom layers, one per file."""
+
+__all__: list[str] = []

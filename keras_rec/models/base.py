@@ -1,0 +1,104 @@
+"""The model contract every keras_rec model fulfils, and its shared top-k ops.
+
+A model is a `keras.Model` that also inherits `Recommender` and declares:
+
+* `input_kind`: `"user_id"` (scores from an id, e.g. BPR-MF, NCF) or
+  `"item_history"` (scores from a padded history, most recent last, `PAD=-1`,
+  e.g. SASRec, the autoencoders, popularity);
+* `num_items`;
+* `score_all(inputs)`: `[B, num_items]` scores, where `inputs` is
+  `{"user_id": int64 [B]}` or `{"item_history": int64 [B, L]}`.
+
+`score_items` and `recommend` follow from `score_all`; a model overrides
+`score_items` where scoring a few candidates is much cheaper than all items.
+Training uses Keras `fit` on the model's regime pipeline (see
+`keras_rec.data.pipelines`), or a documented custom step.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+USER_ID = "user_id"
+ITEM_HISTORY = "item_history"
+
+
+class Recommender:
+    """Mixin: the scoring contract shared by evaluators and exporters."""
+
+    input_kind: str = USER_ID
+    #: Longest history a history-based model reads (`None`: any length).
+    history_length: int | None = None
+    #: True for models fitted in closed form (`fit_closed_form(train)`)
+    closed_form: bool = False
+
+    def score_all(self, inputs: dict) -> tf.Tensor:
+        raise NotImplementedError
+
+    def score_items(self, inputs: dict, item_ids: tf.Tensor) -> tf.Tensor:
+        """Scores of `item_ids` `[B, C]` for each row of `inputs`."""
+        return tf.gather(self.score_all(inputs), item_ids, batch_dims=1)
+
+    def recommend(
+        self, inputs: dict, k: int = 10, exclude: tf.Tensor | None = None
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        """Top-`k` `(item_ids, scores)` with `exclude` `[B, L]` (PAD=-1) removed.
+
+        For history-based models the history itself is excluded as well.
+        """
+        scores = self.score_all(inputs)
+        if self.input_kind == ITEM_HISTORY:
+            history = tf.cast(inputs[ITEM_HISTORY], tf.int64)
+            exclude = history if exclude is None else tf.concat([exclude, history], 1)
+        return exclude_and_top_k(scores, exclude, k)
+
+
+def exclude_and_top_k(
+    scores: tf.Tensor, exclude: tf.Tensor | None, k: int
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Top-`k` of `scores` `[B, I]` after setting `exclude` ids to -inf.
+
+    Built from TFLite builtin ops only (SCATTER_ND, SELECT_V2, TOPK_V2), so
+    the same code serves the SavedModel and the TFLite model. Negative ids
+    in `exclude` are padding.
+    """
+    if exclude is not None:
+        scores = tf.where(seen_mask(exclude, tf.shape(scores)[1]), -1e30, scores)
+    top = tf.math.top_k(scores, k=k)
+    return tf.cast(top.indices, tf.int64), top.values
+
+
+def seen_mask(exclude: tf.Tensor, num_items) -> tf.Tensor:
+    """Bool `[B, num_items]`, true at the ids in `exclude` `[B, L]` (PAD < 0)."""
+    exclude = tf.cast(exclude, tf.int32)
+    num_items = tf.cast(num_items, tf.int32)
+    batch = tf.shape(exclude)[0]
+    # Padding is sent to a spare column `num_items`, then cut off.
+    columns = tf.where(exclude >= 0, exclude, num_items)
+    rows = tf.broadcast_to(tf.range(batch)[:, None], tf.shape(columns))
+    indices = tf.reshape(tf.stack([rows, columns], axis=-1), [-1, 2])
+    counts = tf.scatter_nd(
+        indices, tf.ones([tf.shape(indices)[0]], tf.float32), [batch, num_items + 1]
+    )
+    return counts[:, :num_items] > 0
+
+
+def gather_rows(indptr: tf.Tensor, indices: tf.Tensor, rows: tf.Tensor) -> tf.Tensor:
+    """Rows of a CSR matrix as a `[B, L]` id matrix padded with -1.
+
+    `L` is the longest selected row; builtin TFLite ops only.
+    """
+    rows = tf.cast(rows, tf.int32)
+    starts = tf.gather(indptr, rows)
+    lengths = tf.gather(indptr, rows + 1) - starts
+    width = tf.maximum(tf.reduce_max(lengths), 1)
+    offsets = tf.range(width)[None, :]
+    valid = offsets < lengths[:, None]
+    positions = tf.where(valid, starts[:, None] + offsets, 0)
+    return tf.where(valid, tf.gather(indices, positions), -1)
+
+
+def serialize_config(model: keras.Model, **arguments) -> dict:
+    """`get_config` for functional subclasses: name, trainable and arguments."""
+    return {"name": model.name, "trainable": model.trainable, **arguments}
