@@ -72,7 +72,7 @@ def read_delimited(
                 f"got {len(tokens)}: {line[:80]!r}"
             )
         widths.add(len(tokens))
-        for name, token in zip(columns, tokens):
+        for name, token in zip(columns, tokens, strict=False):
             if name == "rating":
                 values[name].append(_to_float(token, path, number, name))
             else:

@@ -15,7 +15,7 @@ class BPRLoss(keras.losses.Loss):
     1..n the sampled negatives' scores. `y_true` is ignored.
 
     Example:
-    >>> BPRLoss()(None, [[2.0, 0.0]])  # -log sigmoid(2)
+    >>> BPRLoss()([0.0], [[2.0, 0.0]])  # -log sigmoid(2)
 
     References:
         Rendle et al., BPR: Bayesian Personalized Ranking from Implicit

@@ -1,0 +1,333 @@
+"""Neural Collaborative Filtering: GMF, MLP and NeuMF (He et al., WWW 2017)."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_rec.models.base import USER_ID, Recommender, serialize_config
+
+ITEM_ID = "item_id"
+
+
+_SEED_OFFSETS = {"gmf_user": 0, "gmf_item": 1, "mlp_user": 2, "mlp_item": 3}
+
+
+def _embedding(count: int, dim: int, name: str, seed: int | None) -> keras.layers.Layer:
+    """N(0, 0.01) embeddings as the paper's code; a distinct seed per table."""
+    seed = None if seed is None else seed + _SEED_OFFSETS[name]
+    return keras.layers.Embedding(
+        count,
+        dim,
+        embeddings_initializer=keras.initializers.RandomNormal(0.0, 0.01, seed),
+        name=name,
+    )
+
+
+def _check_positive(**values) -> None:
+    for label, value in values.items():
+        if value <= 0:
+            raise ValueError(f"`{label}` must be positive. Received {label}={value}")
+
+
+def _tower_widths(predictive_factors: int, num_layers: int) -> list[int]:
+    """MLP widths halving per layer and ending at `predictive_factors`."""
+    return [predictive_factors * 2 ** (num_layers - 1 - i) for i in range(num_layers)]
+
+
+class _NCFBase(Recommender, keras.Model):
+    """Scores `(user_id [B], item_id [B])` pairs with a sigmoid; `score_all`
+    evaluates every item for each user by tiling the pair inputs."""
+
+    input_kind = USER_ID
+
+    def score_all(self, inputs):
+        users = ops.convert_to_tensor(inputs[USER_ID], "int64")
+        items = ops.arange(self.num_items, dtype="int64")
+        batch = ops.shape(users)[0]
+        scores = self(
+            {
+                USER_ID: ops.reshape(
+                    ops.repeat(users[:, None], self.num_items, axis=1), (-1,)
+                ),
+                ITEM_ID: ops.tile(items, (batch,)),
+            }
+        )
+        return ops.reshape(scores, (batch, self.num_items))
+
+    def score_items(self, inputs, item_ids):
+        users = ops.convert_to_tensor(inputs[USER_ID], "int64")
+        item_ids = ops.convert_to_tensor(item_ids, "int64")
+        shape = ops.shape(item_ids)
+        scores = self(
+            {
+                USER_ID: ops.reshape(
+                    ops.repeat(users[:, None], shape[1], axis=1), (-1,)
+                ),
+                ITEM_ID: ops.reshape(item_ids, (-1,)),
+            }
+        )
+        return ops.reshape(scores, shape)
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="keras_rec")
+class GMF(_NCFBase):
+    """Generalized Matrix Factorization.
+
+    `y(u, i) = sigmoid(h^T (p_u * q_i) + b)`: the element-wise product of the
+    user and item embeddings, weighted by a learned output layer.
+
+    Args:
+        num_users: int. Size of the user vocabulary.
+        num_items: int. Size of the item vocabulary.
+        predictive_factors: int. Embedding dimension (the paper's factors).
+        seed: int. Seed of the initialisers.
+
+    Example:
+    >>> model = GMF(num_users=4, num_items=6, predictive_factors=8)
+    >>> model({"user_id": [0, 1], "item_id": [2, 3]}).shape
+    TensorShape([2])
+
+    References:
+        He et al., Neural Collaborative Filtering, WWW 2017.
+        https://arxiv.org/abs/1708.05031
+    """
+
+    def __init__(
+        self,
+        num_users: int,
+        num_items: int,
+        predictive_factors: int = 8,
+        seed: int | None = None,
+        **kwargs,
+    ):
+        _check_positive(
+            num_users=num_users,
+            num_items=num_items,
+            predictive_factors=predictive_factors,
+        )
+        # === Layers ===
+        user_embedding = _embedding(num_users, predictive_factors, "gmf_user", seed)
+        item_embedding = _embedding(num_items, predictive_factors, "gmf_item", seed)
+        prediction = keras.layers.Dense(1, name="prediction")
+        # === Functional model ===
+        user_id = keras.Input(shape=(), dtype="int64", name=USER_ID)
+        item_id = keras.Input(shape=(), dtype="int64", name=ITEM_ID)
+        vector = user_embedding(user_id) * item_embedding(item_id)
+        score = ops.sigmoid(ops.squeeze(prediction(vector), -1))
+        super().__init__(
+            inputs={USER_ID: user_id, ITEM_ID: item_id}, outputs=score, **kwargs
+        )
+        # === Config ===
+        self.prediction = prediction
+        self.num_users = num_users
+        self.num_items = num_items
+        self.predictive_factors = predictive_factors
+        self.seed = seed
+
+    def get_config(self):
+        return serialize_config(
+            self,
+            num_users=self.num_users,
+            num_items=self.num_items,
+            predictive_factors=self.predictive_factors,
+            seed=self.seed,
+        )
+
+
+@keras.saving.register_keras_serializable(package="keras_rec")
+class MLP(_NCFBase):
+    """The NCF multi-layer perceptron.
+
+    `y(u, i) = sigmoid(h^T a_L(... a_1([p_u, q_i])))`: user and item
+    embeddings, each as wide as the first hidden layer, concatenated and sent
+    through a ReLU tower whose width halves per layer down to
+    `predictive_factors` (8 factors, 3 layers: 64 -> 32 -> 16 -> 8, the
+    paper's `[64, 32, 16, 8]`).
+
+    Args:
+        num_users: int. Size of the user vocabulary.
+        num_items: int. Size of the item vocabulary.
+        predictive_factors: int. Width of the last hidden layer.
+        num_layers: int. Number of hidden layers.
+        seed: int. Seed of the initialisers.
+
+    Example:
+    >>> model = MLP(num_users=4, num_items=6, predictive_factors=8)
+    >>> model({"user_id": [0, 1], "item_id": [2, 3]}).shape
+    TensorShape([2])
+
+    References:
+        He et al., WWW 2017. https://arxiv.org/abs/1708.05031
+    """
+
+    def __init__(
+        self,
+        num_users: int,
+        num_items: int,
+        predictive_factors: int = 8,
+        num_layers: int = 3,
+        seed: int | None = None,
+        **kwargs,
+    ):
+        _check_positive(
+            num_users=num_users,
+            num_items=num_items,
+            predictive_factors=predictive_factors,
+            num_layers=num_layers,
+        )
+        widths = _tower_widths(predictive_factors, num_layers)
+        # === Layers ===
+        user_embedding = _embedding(num_users, widths[0], "mlp_user", seed)
+        item_embedding = _embedding(num_items, widths[0], "mlp_item", seed)
+        tower = [
+            keras.layers.Dense(w, activation="relu", name=f"mlp_layer_{i}")
+            for i, w in enumerate(widths)
+        ]
+        prediction = keras.layers.Dense(1, name="prediction")
+        # === Functional model ===
+        user_id = keras.Input(shape=(), dtype="int64", name=USER_ID)
+        item_id = keras.Input(shape=(), dtype="int64", name=ITEM_ID)
+        vector = ops.concatenate(
+            [user_embedding(user_id), item_embedding(item_id)], axis=-1
+        )
+        for layer in tower:
+            vector = layer(vector)
+        score = ops.sigmoid(ops.squeeze(prediction(vector), -1))
+        super().__init__(
+            inputs={USER_ID: user_id, ITEM_ID: item_id}, outputs=score, **kwargs
+        )
+        # === Config ===
+        self.prediction = prediction
+        self.num_users = num_users
+        self.num_items = num_items
+        self.predictive_factors = predictive_factors
+        self.num_layers = num_layers
+        self.seed = seed
+
+    def get_config(self):
+        return serialize_config(
+            self,
+            num_users=self.num_users,
+            num_items=self.num_items,
+            predictive_factors=self.predictive_factors,
+            num_layers=self.num_layers,
+            seed=self.seed,
+        )
+
+
+@keras.saving.register_keras_serializable(package="keras_rec")
+class NeuMF(_NCFBase):
+    """Neural Matrix Factorization: GMF and MLP with separate embeddings.
+
+    `y(u, i) = sigmoid(h^T [phi_GMF, phi_MLP] + b)`. With pre-training
+    (`load_pretrained`), the embeddings and tower come from trained GMF and
+    MLP models and `h = [alpha h_GMF, (1 - alpha) h_MLP]`,
+    `b = alpha b_GMF + (1 - alpha) b_MLP` (paper §3.4.1, alpha = 0.5), so the
+    fresh NeuMF's logit is the alpha-combination of the two models' logits.
+
+    Args:
+        num_users: int. Size of the user vocabulary.
+        num_items: int. Size of the item vocabulary.
+        predictive_factors: int. GMF embedding size and last MLP width.
+        num_layers: int. Number of MLP hidden layers.
+        seed: int. Seed of the initialisers.
+
+    Example:
+    >>> model = NeuMF(num_users=4, num_items=6, predictive_factors=8)
+    >>> model({"user_id": [0, 1], "item_id": [2, 3]}).shape
+    TensorShape([2])
+
+    References:
+        He et al., WWW 2017. https://arxiv.org/abs/1708.05031
+    """
+
+    def __init__(
+        self,
+        num_users: int,
+        num_items: int,
+        predictive_factors: int = 8,
+        num_layers: int = 3,
+        seed: int | None = None,
+        **kwargs,
+    ):
+        _check_positive(
+            num_users=num_users,
+            num_items=num_items,
+            predictive_factors=predictive_factors,
+            num_layers=num_layers,
+        )
+        widths = _tower_widths(predictive_factors, num_layers)
+        # === Layers ===
+        gmf_user = _embedding(num_users, predictive_factors, "gmf_user", seed)
+        gmf_item = _embedding(num_items, predictive_factors, "gmf_item", seed)
+        mlp_user = _embedding(num_users, widths[0], "mlp_user", seed)
+        mlp_item = _embedding(num_items, widths[0], "mlp_item", seed)
+        tower = [
+            keras.layers.Dense(w, activation="relu", name=f"mlp_layer_{i}")
+            for i, w in enumerate(widths)
+        ]
+        prediction = keras.layers.Dense(1, name="prediction")
+        # === Functional model ===
+        user_id = keras.Input(shape=(), dtype="int64", name=USER_ID)
+        item_id = keras.Input(shape=(), dtype="int64", name=ITEM_ID)
+        gmf_vector = gmf_user(user_id) * gmf_item(item_id)
+        mlp_vector = ops.concatenate([mlp_user(user_id), mlp_item(item_id)], axis=-1)
+        for layer in tower:
+            mlp_vector = layer(mlp_vector)
+        joint = ops.concatenate([gmf_vector, mlp_vector], axis=-1)
+        score = ops.sigmoid(ops.squeeze(prediction(joint), -1))
+        super().__init__(
+            inputs={USER_ID: user_id, ITEM_ID: item_id}, outputs=score, **kwargs
+        )
+        # === Config ===
+        self.prediction = prediction
+        self.num_users = num_users
+        self.num_items = num_items
+        self.predictive_factors = predictive_factors
+        self.num_layers = num_layers
+        self.seed = seed
+
+    def load_pretrained(self, gmf: GMF, mlp: MLP, alpha: float = 0.5) -> NeuMF:
+        """Initialises from trained GMF and MLP models (paper §3.4.1)."""
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"`alpha` must be in [0, 1]. Received alpha={alpha}")
+        if (gmf.predictive_factors, mlp.predictive_factors, mlp.num_layers) != (
+            self.predictive_factors,
+            self.predictive_factors,
+            self.num_layers,
+        ):
+            raise ValueError(
+                "GMF and MLP must have this NeuMF's predictive_factors "
+                f"({self.predictive_factors}) and num_layers ({self.num_layers})"
+            )
+        for name in ("gmf_user", "gmf_item"):
+            self.get_layer(name).set_weights(gmf.get_layer(name).get_weights())
+        for name in ["mlp_user", "mlp_item"] + [
+            f"mlp_layer_{i}" for i in range(self.num_layers)
+        ]:
+            self.get_layer(name).set_weights(mlp.get_layer(name).get_weights())
+        gmf_kernel, gmf_bias = gmf.prediction.get_weights()
+        mlp_kernel, mlp_bias = mlp.prediction.get_weights()
+        self.prediction.set_weights(
+            [
+                np.concatenate([alpha * gmf_kernel, (1.0 - alpha) * mlp_kernel]),
+                alpha * gmf_bias + (1.0 - alpha) * mlp_bias,
+            ]
+        )
+        return self
+
+    def get_config(self):
+        return serialize_config(
+            self,
+            num_users=self.num_users,
+            num_items=self.num_items,
+            predictive_factors=self.predictive_factors,
+            num_layers=self.num_layers,
+            seed=self.seed,
+        )

@@ -1,0 +1,99 @@
+"""Results files: atomic JSON records and the Markdown table beside the papers."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from importlib import metadata
+
+import numpy as np
+
+PACKAGES = (
+    "keras_rec",
+    "tensorflow",
+    "tensorflow-cpu",
+    "keras",
+    "numpy",
+    "scipy",
+    "tensorflow-datasets",
+    "ai-edge-litert",
+)
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
+def atomic_write_json(path: str, record: dict) -> None:
+    """Writes `record` to `path` via a temporary file and a rename, so a crash
+    never leaves a truncated file where a good one was."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    temporary = f"{path}.tmp"
+    with open(temporary, "w") as handle:
+        json.dump(_jsonable(record), handle, indent=2, sort_keys=True)
+        handle.write("\n")
+    os.replace(temporary, path)
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    temporary = f"{path}.tmp"
+    with open(temporary, "w") as handle:
+        handle.write(text)
+    os.replace(temporary, path)
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of the packages a result depends on, plus Python."""
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def summarize_seeds(records: list[dict]) -> dict[str, dict[str, float]]:
+    """Mean and standard deviation (ddof=0) over seeds of every test metric."""
+    names = sorted({name for r in records for name in r["metrics"]})
+    summary = {}
+    for name in names:
+        values = [r["metrics"][name] for r in records if name in r["metrics"]]
+        summary[name] = {
+            "mean": float(np.mean(values)),
+            "std": float(np.std(values)),
+            "n": len(values),
+        }
+    return summary
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """One row per (model, dataset, protocol, metric): ours beside the paper.
+
+    Each input row: `model`, `dataset`, `protocol`, `metric`, `mean`, `std`,
+    `n`, `paper` (or None), `seconds_per_epoch`.
+    """
+    lines = [
+        "| model | dataset | protocol | metric | ours (mean ± std, n seeds) "
+        "| paper | ours / paper | s/epoch |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        paper = row.get("paper")
+        ratio = f"{row['mean'] / paper:.1%}" if paper else "-"
+        lines.append(
+            f"| {row['model']} | {row['dataset']} | {row['protocol']} | "
+            f"{row['metric']} | {row['mean']:.4f} ± {row['std']:.4f} ({row['n']}) "
+            f"| {paper if paper else '-'} | {ratio} | "
+            f"{row.get('seconds_per_epoch', float('nan')):.2f} |"
+        )
+    return "\n".join(lines) + "\n"

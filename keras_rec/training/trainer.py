@@ -1,0 +1,189 @@
+"""Epoch loop with checkpoints, resume, NaN guard, time budget and eval curve.
+
+`train_model` runs Keras `fit` one epoch at a time on a fresh pipeline from
+`make_dataset(epoch)` (so negatives are re-drawn every epoch), and after each
+epoch writes `model.keras` and `state.json` atomically into
+`checkpoint_dir`. An interrupted run (Ctrl-C, a killed process) resumes from
+the last finished epoch with the optimizer state, the RNG stream of the data
+(it is keyed by epoch) and the evaluation curve intact.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+
+import keras
+import tensorflow as tf
+from tqdm.auto import tqdm
+
+from keras_rec.training.results import atomic_write_json
+
+MODEL_FILE = "model.keras"
+BEST_FILE = "best.weights.h5"
+STATE_FILE = "state.json"
+
+
+@dataclasses.dataclass
+class TrainingResult:
+    """What `train_model` returns: the trained model and its history."""
+
+    model: keras.Model
+    losses: list[float]
+    curve: list[dict]
+    epochs_run: int
+    seconds_per_epoch: float
+    stopped_by: str
+    resumed_from: int
+
+
+def _atomic_save(model: keras.Model, path: str) -> None:
+    temporary = path + ".tmp.keras"
+    model.save(temporary)
+    os.replace(temporary, path)
+
+
+def _atomic_save_weights(model: keras.Model, path: str) -> None:
+    temporary = path + ".tmp.weights.h5"
+    model.save_weights(temporary)
+    os.replace(temporary, path)
+
+
+def train_model(
+    model: keras.Model,
+    make_dataset: Callable[[int], tf.data.Dataset],
+    epochs: int,
+    checkpoint_dir: str | None = None,
+    evaluate: Callable[[keras.Model], dict] | None = None,
+    eval_every: int = 1,
+    monitor: str | None = None,
+    patience: int | None = None,
+    time_budget: float | None = None,
+    progress: bool = True,
+    fit_epoch: Callable[[keras.Model, tf.data.Dataset, int], float] | None = None,
+    description: str = "training",
+) -> TrainingResult:
+    """Trains `model` for up to `epochs` epochs, resumable from `checkpoint_dir`.
+
+    Args:
+        model: a compiled Keras model.
+        make_dataset: `epoch -> tf.data.Dataset` for that epoch.
+        epochs: total number of epochs (including any already done).
+        checkpoint_dir: where `model.keras`/`state.json` go; `None` for none.
+        evaluate: `model -> metrics` run every `eval_every` epochs (on the
+            validation set, typically); the curve is kept in the state.
+        eval_every: epochs between evaluations (and the last epoch).
+        monitor: metric of `evaluate` to keep the best weights by (higher is
+            better); the best weights are restored at the end.
+        patience: stop after this many evaluations without improvement.
+        time_budget: seconds after which no new epoch starts.
+        progress: show a progress bar over epochs.
+        fit_epoch: `(model, dataset, epoch) -> mean loss` to replace Keras
+            `fit` (custom training steps, distributed loops).
+        description: label of the progress bar.
+
+    Raises:
+        FloatingPointError: the loss became NaN or infinite; the checkpoint of
+            the last good epoch is left untouched.
+    """
+    state = {"epoch": 0, "losses": [], "curve": [], "seconds": 0.0, "best": None}
+    resumed_from = 0
+    if checkpoint_dir:
+        os.makedirs(checkpoint_dir, exist_ok=True)
+        state_path = os.path.join(checkpoint_dir, STATE_FILE)
+        model_path = os.path.join(checkpoint_dir, MODEL_FILE)
+        if os.path.exists(state_path) and os.path.exists(model_path):
+            with open(state_path) as handle:
+                state = json.load(handle)
+            model = keras.saving.load_model(model_path)
+            resumed_from = state["epoch"]
+    fit_epoch = fit_epoch or _keras_fit_epoch
+    begin = time.perf_counter() - state["seconds"]
+    stopped_by = "epochs"
+    bar = tqdm(
+        total=epochs,
+        initial=state["epoch"],
+        desc=description,
+        disable=not progress,
+        unit="epoch",
+    )
+    since_best = 0
+    for epoch in range(state["epoch"], epochs):
+        if time_budget is not None and time.perf_counter() - begin > time_budget:
+            stopped_by = "time_budget"
+            break
+        loss = float(fit_epoch(model, make_dataset(epoch), epoch))
+        if not math.isfinite(loss):
+            raise FloatingPointError(
+                f"{description}: the training loss became {loss} in epoch "
+                f"{epoch + 1}; the checkpoint of epoch {state['epoch']} is kept"
+                + (f" in {checkpoint_dir}" if checkpoint_dir else "")
+            )
+        state["losses"].append(loss)
+        state["epoch"] = epoch + 1
+        state["seconds"] = time.perf_counter() - begin
+        postfix = {"loss": f"{loss:.4f}"}
+        improved = False
+        if evaluate and ((epoch + 1) % eval_every == 0 or epoch + 1 == epochs):
+            metrics = evaluate(model)
+            point = {"epoch": epoch + 1, "seconds": state["seconds"], **metrics}
+            state["curve"].append(point)
+            if monitor:
+                value = metrics[monitor]
+                postfix[monitor] = f"{value:.4f}"
+                if state["best"] is None or value > state["best"]["value"]:
+                    state["best"] = {"epoch": epoch + 1, "value": value}
+                    improved, since_best = True, 0
+                else:
+                    since_best += 1
+        if checkpoint_dir:
+            if improved:
+                _atomic_save_weights(model, os.path.join(checkpoint_dir, BEST_FILE))
+            _atomic_save(model, os.path.join(checkpoint_dir, MODEL_FILE))
+            atomic_write_json(os.path.join(checkpoint_dir, STATE_FILE), state)
+        elif improved:
+            state["best_weights"] = [w.numpy() for w in model.weights]
+        bar.update(1)
+        bar.set_postfix(postfix)
+        if patience is not None and since_best >= patience:
+            stopped_by = "patience"
+            break
+    bar.close()
+    if monitor and state["best"] is not None:
+        _restore_best(model, state, checkpoint_dir)
+    epochs_run = len(state["losses"])
+    return TrainingResult(
+        model=model,
+        losses=state["losses"],
+        curve=state["curve"],
+        epochs_run=epochs_run,
+        seconds_per_epoch=state["seconds"] / max(1, epochs_run),
+        stopped_by=stopped_by,
+        resumed_from=resumed_from,
+    )
+
+
+def _restore_best(model, state, checkpoint_dir) -> None:
+    if checkpoint_dir:
+        path = os.path.join(checkpoint_dir, BEST_FILE)
+        if os.path.exists(path):
+            model.load_weights(path)
+    elif "best_weights" in state:
+        for variable, value in zip(model.weights, state.pop("best_weights"), strict=True):
+            variable.assign(value)
+
+
+def _keras_fit_epoch(model: keras.Model, dataset: tf.data.Dataset, epoch: int) -> float:
+    history = model.fit(
+        dataset,
+        initial_epoch=epoch,
+        epochs=epoch + 1,
+        verbose=0,
+        shuffle=False,  # the pipeline shuffles, freshly every epoch
+        callbacks=[keras.callbacks.TerminateOnNaN()],
+    )
+    return history.history["loss"][-1]

@@ -1,0 +1,122 @@
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from keras_rec.data import make_split, make_synthetic, pointwise_dataset
+from keras_rec.data.datasets import Dataset
+from keras_rec.evaluation import evaluate
+from keras_rec.models import Popularity
+from keras_rec.models.ncf import GMF, MLP, NeuMF
+
+
+def _pairs():
+    return {"user_id": np.array([0, 1, 2, 3]), "item_id": np.array([4, 3, 2, 1])}
+
+
+def _logit(p):
+    return np.log(p) - np.log1p(-p)
+
+
+@pytest.mark.parametrize("cls", [GMF, MLP, NeuMF])
+def test_output_shape_range_and_config_round_trip(cls, tmp_path):
+    model = cls(num_users=5, num_items=6, predictive_factors=4, seed=1)
+    scores = model(_pairs()).numpy()
+    assert scores.shape == (4,)
+    assert np.all((scores > 0) & (scores < 1))
+    clone = cls.from_config(json.loads(json.dumps(model.get_config())))
+    assert clone.get_config() == model.get_config()
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    np.testing.assert_allclose(
+        keras.saving.load_model(path)(_pairs()), scores, rtol=1e-6
+    )
+
+
+@pytest.mark.parametrize("cls", [GMF, MLP, NeuMF])
+def test_score_all_and_score_items_agree_with_pair_scores(cls):
+    model = cls(num_users=5, num_items=6, predictive_factors=4, seed=1)
+    users = np.array([2, 4])
+    full = model.score_all({"user_id": users}).numpy()
+    for row, user in enumerate(users):
+        pairs = {"user_id": np.full(6, user), "item_id": np.arange(6)}
+        np.testing.assert_allclose(full[row], model(pairs).numpy(), rtol=1e-6)
+    picked = model.score_items({"user_id": users}, np.array([[5, 0], [1, 1]]))
+    np.testing.assert_allclose(
+        picked, full[[[0, 0], [1, 1]], [[5, 0], [1, 1]]], rtol=1e-6
+    )
+
+
+def test_gmf_matches_numpy():
+    model = GMF(num_users=5, num_items=6, predictive_factors=4, seed=1)
+    p = model.get_layer("gmf_user").get_weights()[0]
+    q = model.get_layer("gmf_item").get_weights()[0]
+    h, b = model.prediction.get_weights()
+    pairs = _pairs()
+    expected = 1 / (
+        1 + np.exp(-((p[pairs["user_id"]] * q[pairs["item_id"]]) @ h[:, 0] + b[0]))
+    )
+    np.testing.assert_allclose(model(pairs).numpy(), expected, rtol=1e-5)
+
+
+def test_mlp_tower_halves_to_predictive_factors():
+    model = MLP(num_users=5, num_items=6, predictive_factors=8, num_layers=3)
+    widths = [model.get_layer(f"mlp_layer_{i}").units for i in range(3)]
+    assert widths == [32, 16, 8]
+    assert model.get_layer("mlp_user").output_dim == 32
+
+
+def test_pretrained_neumf_gives_alpha_combined_predictions():
+    gmf = GMF(num_users=5, num_items=6, predictive_factors=4, seed=1)
+    mlp = MLP(num_users=5, num_items=6, predictive_factors=4, seed=2)
+    # Make the output layers non-trivial, as after training.
+    rng = np.random.default_rng(0)
+    for model in (gmf, mlp):
+        kernel, bias = model.prediction.get_weights()
+        model.prediction.set_weights(
+            [rng.normal(size=kernel.shape), rng.normal(size=bias.shape)]
+        )
+    neumf = NeuMF(num_users=5, num_items=6, predictive_factors=4, seed=3)
+    neumf.load_pretrained(gmf, mlp, alpha=0.3)
+    pairs = _pairs()
+    expected_logit = 0.3 * _logit(gmf(pairs).numpy()) + 0.7 * _logit(mlp(pairs).numpy())
+    np.testing.assert_allclose(
+        _logit(neumf(pairs).numpy()), expected_logit, rtol=1e-4, atol=1e-5
+    )
+
+
+def test_load_pretrained_rejects_mismatched_sizes():
+    neumf = NeuMF(num_users=5, num_items=6, predictive_factors=4)
+    with pytest.raises(ValueError, match="predictive_factors"):
+        neumf.load_pretrained(GMF(5, 6, 8), MLP(5, 6, 4))
+    with pytest.raises(ValueError, match="alpha"):
+        neumf.load_pretrained(GMF(5, 6, 4), MLP(5, 6, 4), alpha=1.5)
+
+
+@pytest.mark.parametrize("cls", [GMF, MLP, NeuMF])
+def test_invalid_arguments(cls):
+    with pytest.raises(ValueError, match="predictive_factors"):
+        cls(num_users=5, num_items=6, predictive_factors=0)
+    with pytest.raises(ValueError, match="num_users"):
+        cls(num_users=0, num_items=6)
+
+
+def test_neumf_smoke_fit_beats_popularity():
+    data = make_synthetic(num_users=200, num_items=100, mean_length=15, seed=2)
+    split = make_split(
+        Dataset("synthetic", data), "loo_sampled", seed=0, num_negatives=50
+    )
+    model = NeuMF(split.num_users, split.num_items, predictive_factors=8, seed=0)
+    model.compile(optimizer=keras.optimizers.Adam(5e-3), loss="binary_crossentropy")
+    losses = [
+        model.fit(
+            pointwise_dataset(split.train, 4, 256, seed=0, epoch=e), verbose=0
+        ).history["loss"][0]
+        for e in range(6)
+    ]
+    assert losses[-1] < losses[0]
+    popularity = Popularity(split.num_items).fit_closed_form(split.train)
+    ours = evaluate(model, split.test, "loo_sampled")
+    theirs = evaluate(popularity, split.test, "loo_sampled")
+    assert ours["ndcg@10"] > theirs["ndcg@10"], (ours, theirs)

@@ -1,0 +1,54 @@
+import json
+import os
+
+import pytest
+
+import train_all
+
+
+def _args(tmp_path, *extra):
+    return [
+        "--results-dir",
+        str(tmp_path / "results"),
+        "--checkpoints-dir",
+        str(tmp_path / "checkpoints"),
+        "--saved-models-dir",
+        str(tmp_path / "saved_models"),
+        "--quiet",
+        *extra,
+    ]
+
+
+def test_default_run_writes_results_table_and_exports(tmp_path):
+    code = train_all.main(_args(tmp_path, "--epochs", "2"))
+    assert code == 0
+    results = tmp_path / "results"
+    for name in ("popularity_synthetic_seed0", "bpr_mf_synthetic_seed0"):
+        with open(results / f"{name}.json") as handle:
+            record = json.load(handle)
+        assert record["seed"] == 0
+        assert len(record["dataset"]["checksum_sha256"]) == 64
+        assert "tensorflow" in " ".join(record["versions"])
+        assert set(record["metrics"]) == {"loo_sampled", "loo_full"}
+        assert 0.0 <= record["metrics"]["loo_sampled"]["hr@10"] <= 1.0
+        assert record["config"]["model"] in name
+        exported = tmp_path / "saved_models" / name.replace("_seed0", "")
+        assert (exported / "1" / "saved_model.pb").exists()
+        assert (exported / "model.tflite").exists()
+    table = (results / "RESULTS.md").read_text()
+    assert "| bpr_mf | synthetic | loo_sampled | hr@10 |" in table
+
+
+def test_finished_runs_are_not_redone(tmp_path, capsys):
+    args = _args(tmp_path, "--models", "popularity", "--no-export")
+    assert train_all.main(args) == 0
+    path = tmp_path / "results" / "popularity_synthetic_seed0.json"
+    stamp = os.path.getmtime(path)
+    assert train_all.main(args) == 0
+    assert os.path.getmtime(path) == stamp
+    assert "finished earlier" in capsys.readouterr().out
+
+
+def test_unknown_model_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="Unknown model 'nope'"):
+        train_all.main(_args(tmp_path, "--models", "nope"))

@@ -1,0 +1,115 @@
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from keras_rec.data import bpr_dataset, make_synthetic
+from keras_rec.losses import BPRLoss
+from keras_rec.models import BPRMF
+from keras_rec.training.trainer import MODEL_FILE, STATE_FILE, train_model
+
+
+@pytest.fixture(scope="module")
+def train():
+    return make_synthetic(num_users=60, num_items=40, mean_length=10, seed=3)
+
+
+def _model(train, learning_rate=1e-2):
+    model = BPRMF(train.num_users, train.num_items, 8, l2=1e-4, seed=0)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=BPRLoss())
+    return model
+
+
+def _data(train):
+    return lambda epoch: bpr_dataset(train, 64, seed=0, epoch=epoch)
+
+
+def test_loss_goes_down_and_curve_is_recorded(train):
+    calls = []
+
+    def evaluate(model):
+        calls.append(1)
+        return {"score": float(len(calls))}
+
+    result = train_model(
+        _model(train),
+        _data(train),
+        6,
+        evaluate=evaluate,
+        eval_every=2,
+        monitor="score",
+        progress=False,
+    )
+    assert result.epochs_run == 6
+    assert result.losses[-1] < result.losses[0]
+    assert [p["epoch"] for p in result.curve] == [2, 4, 6]
+
+
+def test_resume_after_interruption_matches_uninterrupted_run(train, tmp_path):
+    reference = train_model(_model(train), _data(train), 4, progress=False).model
+
+    def interrupted(epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return _data(train)(epoch)
+
+    checkpoints = str(tmp_path / "run")
+    with pytest.raises(KeyboardInterrupt):
+        train_model(
+            _model(train), interrupted, 4, checkpoint_dir=checkpoints, progress=False
+        )
+    with open(os.path.join(checkpoints, STATE_FILE)) as handle:
+        assert json.load(handle)["epoch"] == 2
+    resumed = train_model(
+        _model(train), _data(train), 4, checkpoint_dir=checkpoints, progress=False
+    )
+    assert resumed.resumed_from == 2
+    assert resumed.epochs_run == 4
+    for ours, theirs in zip(resumed.model.weights, reference.weights, strict=True):
+        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), atol=1e-5)
+
+
+def test_nan_loss_raises_and_keeps_last_good_checkpoint(train, tmp_path):
+    checkpoints = str(tmp_path / "run")
+    train_model(
+        _model(train), _data(train), 1, checkpoint_dir=checkpoints, progress=False
+    )
+    model_path = os.path.join(checkpoints, MODEL_FILE)
+    before = os.path.getmtime(model_path)
+    good = [w.numpy() for w in keras.saving.load_model(model_path).weights]
+
+    def nan_epoch(model, dataset, epoch):
+        return float("nan")
+
+    with pytest.raises(FloatingPointError, match="epoch 2"):
+        train_model(
+            _model(train),
+            _data(train),
+            3,
+            checkpoint_dir=checkpoints,
+            fit_epoch=nan_epoch,
+            progress=False,
+        )
+    assert os.path.getmtime(model_path) == before
+    restored = keras.saving.load_model(model_path)
+    for ours, theirs in zip(restored.weights, good, strict=True):
+        np.testing.assert_allclose(ours.numpy(), theirs)
+
+
+def test_nan_weights_are_caught_in_keras_fit(train):
+    model = _model(train)
+    model.user_embedding.embeddings.assign(
+        np.full(model.user_embedding.embeddings.shape, np.nan, np.float32)
+    )
+    with pytest.raises(FloatingPointError, match="nan"):
+        train_model(model, _data(train), 2, progress=False)
+
+
+def test_time_budget_stops_before_next_epoch(train):
+    result = train_model(
+        _model(train), _data(train), 50, time_budget=0.0, progress=False
+    )
+    assert result.stopped_by == "time_budget"
+    assert result.epochs_run == 0

@@ -1,0 +1,246 @@
+"""Reproduction runs: train, evaluate and export every selected experiment.
+
+    python train_all.py                                   # all models, synthetic data
+    python train_all.py --models bpr_mf --datasets gowalla --data-dir ../shared/data
+
+For each (experiment, seed) it writes `results/<model>_<dataset>_seed<k>.json`
+(config, seed, dataset checksum, package versions, metrics, learning curve,
+seconds per epoch), refreshes `results/RESULTS.md` (ours beside the paper's
+numbers, mean ± std over seeds), and exports the first seed's model to
+`saved_models/<model>_<dataset>/` (SavedModel in `1/`, `model.tflite`).
+A finished run is never redone unless `--force`; an interrupted one resumes
+from `checkpoints/<run>/`. No model logic lives here: see `keras_rec/configs`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import glob
+import json
+import os
+import shutil
+import sys
+import time
+
+import keras_rec  # noqa: F401  (registers the Keras classes)
+from keras_rec import configs
+from keras_rec.data import load_dataset, make_split
+from keras_rec.data.datasets import DATA_DIR_ENV
+from keras_rec.evaluation import evaluate
+from keras_rec.training.distributed import build_in_scope, make_strategy
+from keras_rec.training.results import (
+    atomic_write_json,
+    atomic_write_text,
+    markdown_table,
+    package_versions,
+    summarize_seeds,
+)
+from keras_rec.training.trainer import train_model
+
+NON_METRICS = ("num_users", "seconds")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", help="comma-separated model names (default: all)")
+    parser.add_argument(
+        "--datasets", default="synthetic", help="comma-separated dataset names"
+    )
+    parser.add_argument(
+        "--data-dir", help=f"data directory (default: ${DATA_DIR_ENV} or ./data)"
+    )
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds")
+    parser.add_argument("--epochs", type=int, help="override every entry's epochs")
+    parser.add_argument(
+        "--time-budget", type=float, help="seconds per run after which training stops"
+    )
+    parser.add_argument("--results-dir", default="results")
+    parser.add_argument("--checkpoints-dir", default="checkpoints")
+    parser.add_argument("--saved-models-dir", default="saved_models")
+    parser.add_argument("--no-export", action="store_true", help="skip exporting")
+    parser.add_argument("--force", action="store_true", help="redo finished runs")
+    parser.add_argument(
+        "--strategy",
+        default="none",
+        help="tf.distribute strategy: none, mirrored, multi_worker (TF_CONFIG)",
+    )
+    parser.add_argument("--list", action="store_true", help="list experiments")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser.parse_args(argv)
+
+
+def _split_list(text: str | None) -> list[str] | None:
+    return [t.strip() for t in text.split(",") if t.strip()] if text else None
+
+
+def run_one(experiment, seed: int, dataset, args) -> dict:
+    """Trains, evaluates and (for the first seed) exports one experiment."""
+    run = f"{experiment.name}_seed{seed}"
+    started = datetime.datetime.now(datetime.timezone.utc).isoformat()
+    split = make_split(dataset, experiment.protocol, seed, **experiment.split_options)
+    strategy = make_strategy(args.strategy)
+    model = build_in_scope(strategy, lambda: experiment.build(split, seed))
+    epochs = args.epochs or experiment.epochs
+    training = None
+    if experiment.make_dataset is None:
+        begin = time.perf_counter()
+        model.fit_closed_form(split.train)
+        seconds_per_epoch = time.perf_counter() - begin
+    else:
+        curve_set = split.validation or split.test
+        training = train_model(
+            model,
+            lambda epoch: experiment.make_dataset(split, seed, epoch),
+            epochs,
+            checkpoint_dir=os.path.join(args.checkpoints_dir, run),
+            evaluate=lambda m: _metrics(evaluate(m, curve_set, experiment.protocol)),
+            eval_every=experiment.eval_every,
+            monitor=experiment.monitor if split.validation is not None else None,
+            patience=experiment.patience,
+            time_budget=args.time_budget,
+            progress=not args.quiet,
+            description=run,
+        )
+        model = training.model
+        seconds_per_epoch = training.seconds_per_epoch
+    metrics = {}
+    for protocol in (experiment.protocol, *experiment.views):
+        metrics[protocol] = evaluate(
+            model, split.test, protocol, progress=not args.quiet
+        )
+    record = {
+        "run": run,
+        "config": experiment.record(),
+        "seed": seed,
+        "epochs_requested": epochs,
+        "dataset": {
+            "name": dataset.name,
+            "checksum_sha256": dataset.checksum(),
+            "files": list(dataset.files),
+            "users": split.num_users,
+            "items": split.num_items,
+            "train_interactions": len(split.train),
+            "test_users": len(split.test),
+        },
+        "versions": package_versions(),
+        "metrics": metrics,
+        "seconds_per_epoch": seconds_per_epoch,
+        "started": started,
+        "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "command": " ".join(sys.argv),
+    }
+    if training is not None:
+        record.update(
+            epochs_run=training.epochs_run,
+            stopped_by=training.stopped_by,
+            resumed_from_epoch=training.resumed_from,
+            losses=training.losses,
+            curve=training.curve,
+            curve_on="validation" if split.validation is not None else "test",
+        )
+    if not args.no_export and seed == _seeds(args)[0]:
+        record["exported"] = _export(model, split, experiment.name, args)
+    return record
+
+
+def _metrics(result: dict) -> dict:
+    return {k: v for k, v in result.items() if k not in NON_METRICS}
+
+
+def _export(model, split, name: str, args) -> dict:
+    from keras_rec.export import export_saved_model, export_tflite
+
+    target = os.path.join(args.saved_models_dir, name)
+    seen = split.train.to_csr() if model.input_kind == "user_id" else None
+    saved = export_saved_model(model, os.path.join(target, "1"), seen_items=seen)
+    tflite = export_tflite(model, os.path.join(target, "model.tflite"), seen_items=seen)
+    return {"saved_model": saved, "tflite": tflite}
+
+
+def _seeds(args) -> list[int]:
+    return [int(s) for s in _split_list(args.seeds)]
+
+
+def write_table(results_dir: str) -> str:
+    """Rebuilds `RESULTS.md` from every results JSON in `results_dir`."""
+    groups: dict[tuple, list[dict]] = {}
+    for path in sorted(glob.glob(os.path.join(results_dir, "*.json"))):
+        with open(path) as handle:
+            record = json.load(handle)
+        key = (record["config"]["model"], record["config"]["dataset"])
+        groups.setdefault(key, []).append(record)
+    rows = []
+    for (model, dataset), records in sorted(groups.items()):
+        main = records[0]["config"]["protocol"]
+        paper = records[0]["config"]["paper"]
+        protocols = [main, *records[0]["config"]["views"]]
+        spe = sum(r["seconds_per_epoch"] for r in records) / len(records)
+        for protocol in protocols:
+            per_seed = [
+                {"metrics": _metrics(r["metrics"].get(protocol, {}))} for r in records
+            ]
+            for metric, stats in summarize_seeds(per_seed).items():
+                rows.append(
+                    {
+                        "model": model,
+                        "dataset": dataset,
+                        "protocol": protocol,
+                        "metric": metric,
+                        **stats,
+                        "paper": paper.get(metric) if protocol == main else None,
+                        "seconds_per_epoch": spe,
+                    }
+                )
+    text = "# Results\n\nWritten by `train_all.py`; every number is measured.\n\n"
+    text += markdown_table(rows)
+    path = os.path.join(results_dir, "RESULTS.md")
+    atomic_write_text(path, text)
+    return path
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.list:
+        for e in configs.EXPERIMENTS:
+            print(f"{e.model:12s} {e.dataset:12s} {e.protocol:22s} epochs={e.epochs}")
+        return 0
+    experiments = configs.select(_split_list(args.models), _split_list(args.datasets))
+    os.makedirs(args.results_dir, exist_ok=True)
+    datasets = {}
+    failures = []
+    for experiment in experiments:
+        for seed in _seeds(args):
+            run = f"{experiment.name}_seed{seed}"
+            path = os.path.join(args.results_dir, f"{run}.json")
+            if os.path.exists(path) and not args.force:
+                print(f"[{run}] finished earlier: {path} (use --force to redo)")
+                continue
+            if experiment.dataset not in datasets:
+                datasets[experiment.dataset] = load_dataset(
+                    experiment.dataset, args.data_dir
+                )
+            print(f"[{run}] {experiment.protocol} ...", flush=True)
+            try:
+                record = run_one(experiment, seed, datasets[experiment.dataset], args)
+            except (FloatingPointError, ValueError, FileNotFoundError) as error:
+                print(f"[{run}] FAILED: {error}", file=sys.stderr)
+                failures.append(run)
+                continue
+            atomic_write_json(path, record)
+            shutil.rmtree(os.path.join(args.checkpoints_dir, run), ignore_errors=True)
+            summary = ", ".join(
+                f"{k}={v:.4f}"
+                for k, v in _metrics(record["metrics"][experiment.protocol]).items()
+            )
+            print(f"[{run}] {summary}  ->  {path}", flush=True)
+    table = write_table(args.results_dir)
+    print(f"table: {table}")
+    if failures:
+        print(f"failed runs: {failures}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
