@@ -23,12 +23,19 @@ import shutil
 import sys
 import time
 
+import tensorflow as tf
+
 import keras_rec  # noqa: F401  (registers the Keras classes)
 from keras_rec import configs
 from keras_rec.data import load_dataset, make_split
 from keras_rec.data.datasets import DATA_DIR_ENV
 from keras_rec.evaluation import evaluate
-from keras_rec.training.distributed import build_in_scope, make_strategy
+from keras_rec.training.distributed import (
+    DistributedEpoch,
+    build_in_scope,
+    is_chief,
+    make_strategy,
+)
 from keras_rec.training.results import (
     atomic_write_json,
     atomic_write_text,
@@ -79,9 +86,27 @@ def run_one(experiment, seed: int, dataset, args) -> dict:
     run = f"{experiment.name}_seed{seed}"
     started = datetime.datetime.now(datetime.timezone.utc).isoformat()
     split = make_split(dataset, experiment.protocol, seed, **experiment.split_options)
-    strategy = make_strategy(args.strategy)
-    model = build_in_scope(strategy, lambda: experiment.build(split, seed))
+    strategy = args.strategy_object
     epochs = args.epochs or experiment.epochs
+    checkpoints = os.path.join(args.checkpoints_dir, run)
+    if experiment.pretrain is not None:
+
+        def train_part(name, model, make_dataset, part_epochs):
+            return train_model(
+                model,
+                make_dataset,
+                args.epochs or part_epochs,
+                checkpoint_dir=os.path.join(checkpoints, name),
+                time_budget=args.time_budget,
+                progress=not args.quiet,
+                description=f"{run}/{name}",
+            ).model
+
+        model = build_in_scope(
+            strategy, lambda: experiment.pretrain(split, seed, train_part)
+        )
+    else:
+        model = build_in_scope(strategy, lambda: experiment.build(split, seed))
     training = None
     if experiment.make_dataset is None:
         begin = time.perf_counter()
@@ -93,7 +118,7 @@ def run_one(experiment, seed: int, dataset, args) -> dict:
             model,
             lambda epoch: experiment.make_dataset(split, seed, epoch),
             epochs,
-            checkpoint_dir=os.path.join(args.checkpoints_dir, run),
+            checkpoint_dir=os.path.join(checkpoints, "main"),
             evaluate=lambda m: _metrics(evaluate(m, curve_set, experiment.protocol)),
             eval_every=experiment.eval_every,
             monitor=experiment.monitor if split.validation is not None else None,
@@ -101,6 +126,8 @@ def run_one(experiment, seed: int, dataset, args) -> dict:
             time_budget=args.time_budget,
             progress=not args.quiet,
             description=run,
+            strategy=strategy,
+            fit_epoch=_fit_epoch(strategy, experiment),
         )
         model = training.model
         seconds_per_epoch = training.seconds_per_epoch
@@ -139,9 +166,19 @@ def run_one(experiment, seed: int, dataset, args) -> dict:
             curve=training.curve,
             curve_on="validation" if split.validation is not None else "test",
         )
-    if not args.no_export and seed == _seeds(args)[0]:
+    if not args.no_export and seed == _seeds(args)[0] and is_chief(strategy):
         record["exported"] = _export(model, split, experiment.name, args)
     return record
+
+
+def _fit_epoch(strategy, experiment):
+    """Keras `fit` works under no strategy or MirroredStrategy; several workers
+    need the custom loop (Keras `fit` fails there, keras-team/keras#20585)."""
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return DistributedEpoch(
+            strategy, experiment.hyperparameters.get("batch_size", 1024)
+        )
+    return None
 
 
 def _metrics(result: dict) -> dict:
@@ -201,6 +238,8 @@ def write_table(results_dir: str) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    # Before any other TensorFlow op: collective ops are set up at start-up.
+    args.strategy_object = make_strategy(args.strategy)
     if args.list:
         for e in configs.EXPERIMENTS:
             print(f"{e.model:12s} {e.dataset:12s} {e.protocol:22s} epochs={e.epochs}")

@@ -38,6 +38,11 @@ class Experiment:
             validation set in the split); `None` reports the last epoch.
         patience: evaluations without improvement before stopping.
         split_options: keyword arguments for `make_split`.
+        pretrain: optional `(split, seed, train) -> compiled model` used
+            instead of `build` when the model starts from other trained
+            models (NeuMF from GMF and MLP). `train(name, model,
+            make_dataset, epochs)` trains a sub-model with its own
+            checkpoints and returns it.
     """
 
     model: str
@@ -53,6 +58,7 @@ class Experiment:
     monitor: str | None = None
     patience: int | None = None
     split_options: dict = dataclasses.field(default_factory=dict)
+    pretrain: Callable | None = None
 
     @property
     def name(self) -> str:
@@ -76,9 +82,9 @@ class Experiment:
 
 
 def _collect() -> list[Experiment]:
-    from keras_rec.configs import baselines
+    from keras_rec.configs import baselines, ncf
 
-    return [*baselines.EXPERIMENTS]
+    return [*baselines.EXPERIMENTS, *ncf.EXPERIMENTS]
 
 
 EXPERIMENTS: list[Experiment] = _collect()

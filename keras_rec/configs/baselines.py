@@ -88,11 +88,13 @@ EXPERIMENTS = [
     # Gowalla, the NGCF/LightGCN split. The LightGCN paper reports MF (BPR) at
     # Recall@20 0.1291, NDCG@20 0.1109 on this split.
     _popularity_entry("gowalla", "holdout_full"),
+    # Adam at 1e-3 reached Recall@20 0.1327 after 25 epochs in a probe run;
+    # 5e-3 peaked at 0.1216 (epoch 5) and then overfitted.
     _bpr_entry(
         "gowalla",
         "holdout_full",
-        60,
-        lr=5e-3,
+        40,
+        lr=1e-3,
         l2=1e-4,
         batch=2048,
         paper={"recall@20": 0.1291, "ndcg@20": 0.1109},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 from keras_rec.models.base import USER_ID, Recommender, serialize_config
@@ -91,9 +92,11 @@ class BPRMF(Recommender, keras.Model):
             users = self.user_embedding(x["user_id"])
             items = self.item_embedding(x["item_ids"])
             norm = ops.sum(ops.square(users)) + ops.sum(ops.square(items))
-            loss = loss + self.l2 * norm / (
-                2.0 * ops.cast(ops.shape(users)[0], "float32")
-            )
+            batch = ops.cast(ops.shape(users)[0], "float32")
+            # Keras scales the loss by 1/replicas inside each replica and sums
+            # the gradients over replicas: scale the penalty the same way.
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            loss = loss + self.l2 * norm / (2.0 * batch * replicas)
         return loss
 
     def score_all(self, inputs):

@@ -21,6 +21,7 @@ import keras
 import tensorflow as tf
 from tqdm.auto import tqdm
 
+from keras_rec.training.distributed import any_worker, build_in_scope, is_chief
 from keras_rec.training.results import atomic_write_json
 
 MODEL_FILE = "model.keras"
@@ -66,6 +67,7 @@ def train_model(
     progress: bool = True,
     fit_epoch: Callable[[keras.Model, tf.data.Dataset, int], float] | None = None,
     description: str = "training",
+    strategy: tf.distribute.Strategy | None = None,
 ) -> TrainingResult:
     """Trains `model` for up to `epochs` epochs, resumable from `checkpoint_dir`.
 
@@ -85,6 +87,10 @@ def train_model(
         fit_epoch: `(model, dataset, epoch) -> mean loss` to replace Keras
             `fit` (custom training steps, distributed loops).
         description: label of the progress bar.
+        strategy: the `tf.distribute` strategy the model was built under.
+            A resumed model is loaded in its scope; only the chief writes
+            checkpoints; stop decisions are agreed on by all workers. With
+            several workers pass `fit_epoch=DistributedEpoch(...)`.
 
     Raises:
         FloatingPointError: the loss became NaN or infinite; the checkpoint of
@@ -99,7 +105,9 @@ def train_model(
         if os.path.exists(state_path) and os.path.exists(model_path):
             with open(state_path) as handle:
                 state = json.load(handle)
-            model = keras.saving.load_model(model_path)
+            model = build_in_scope(
+                strategy, lambda: keras.saving.load_model(model_path)
+            )
             resumed_from = state["epoch"]
     fit_epoch = fit_epoch or _keras_fit_epoch
     begin = time.perf_counter() - state["seconds"]
@@ -113,7 +121,10 @@ def train_model(
     )
     since_best = 0
     for epoch in range(state["epoch"], epochs):
-        if time_budget is not None and time.perf_counter() - begin > time_budget:
+        over_budget = time_budget is not None and (
+            time.perf_counter() - begin > time_budget
+        )
+        if _agreed(strategy, over_budget):
             stopped_by = "time_budget"
             break
         loss = float(fit_epoch(model, make_dataset(epoch), epoch))
@@ -140,16 +151,16 @@ def train_model(
                     improved, since_best = True, 0
                 else:
                     since_best += 1
-        if checkpoint_dir:
+        if checkpoint_dir and is_chief(strategy):
             if improved:
                 _atomic_save_weights(model, os.path.join(checkpoint_dir, BEST_FILE))
             _atomic_save(model, os.path.join(checkpoint_dir, MODEL_FILE))
             atomic_write_json(os.path.join(checkpoint_dir, STATE_FILE), state)
-        elif improved:
+        elif improved and not checkpoint_dir:
             state["best_weights"] = [w.numpy() for w in model.weights]
         bar.update(1)
         bar.set_postfix(postfix)
-        if patience is not None and since_best >= patience:
+        if _agreed(strategy, patience is not None and since_best >= patience):
             stopped_by = "patience"
             break
     bar.close()
@@ -167,13 +178,20 @@ def train_model(
     )
 
 
+def _agreed(strategy, flag: bool) -> bool:
+    """`flag`, or with several workers: whether it holds on any of them."""
+    return flag if strategy is None else any_worker(strategy, flag)
+
+
 def _restore_best(model, state, checkpoint_dir) -> None:
     if checkpoint_dir:
         path = os.path.join(checkpoint_dir, BEST_FILE)
         if os.path.exists(path):
             model.load_weights(path)
     elif "best_weights" in state:
-        for variable, value in zip(model.weights, state.pop("best_weights"), strict=True):
+        for variable, value in zip(
+            model.weights, state.pop("best_weights"), strict=True
+        ):
             variable.assign(value)
 
 

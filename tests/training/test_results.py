@@ -1,0 +1,71 @@
+import json
+import os
+
+import numpy as np
+import pytest
+
+from keras_rec import configs
+from keras_rec.training.results import (
+    atomic_write_json,
+    markdown_table,
+    package_versions,
+    summarize_seeds,
+)
+
+
+def test_summarize_seeds_mean_and_std():
+    records = [{"metrics": {"hr@10": v}} for v in (0.5, 0.7, 0.9)]
+    summary = summarize_seeds(records)["hr@10"]
+    assert summary["n"] == 3
+    np.testing.assert_allclose(summary["mean"], 0.7)
+    np.testing.assert_allclose(summary["std"], np.std([0.5, 0.7, 0.9]))
+
+
+def test_markdown_table_puts_ours_beside_the_paper():
+    row = {
+        "model": "m",
+        "dataset": "d",
+        "protocol": "p",
+        "metric": "hr@10",
+        "mean": 0.73,
+        "std": 0.01,
+        "n": 3,
+        "paper": 0.730,
+        "seconds_per_epoch": 2.0,
+    }
+    table = markdown_table([row])
+    assert "| m | d | p | hr@10 | 0.7300 ± 0.0100 (3) | 0.73 | 100.0% | 2.00 |" in table
+
+
+def test_atomic_write_json_replaces_whole_file(tmp_path):
+    path = str(tmp_path / "r.json")
+    atomic_write_json(path, {"a": np.float32(1.5), "b": np.arange(2)})
+    with open(path) as handle:
+        assert json.load(handle) == {"a": 1.5, "b": [0, 1]}
+    assert not os.path.exists(path + ".tmp")
+
+
+def test_package_versions_names_tensorflow_and_keras():
+    versions = package_versions()
+    assert "keras" in versions and "python" in versions
+    assert "tensorflow" in versions or "tensorflow-cpu" in versions
+
+
+def test_select_defaults_to_synthetic_and_rejects_unknown_names():
+    chosen = configs.select()
+    assert chosen and all(e.dataset == "synthetic" for e in chosen)
+    assert {"popularity", "bpr_mf"} <= {e.model for e in chosen}
+    with pytest.raises(ValueError, match="Unknown dataset"):
+        configs.select(datasets=["nope"])
+    with pytest.raises(ValueError, match="Unknown model"):
+        configs.select(models=["nope"])
+
+
+def test_every_experiment_names_a_known_dataset_and_protocol():
+    from keras_rec.data.datasets import LOADERS, PROTOCOLS
+
+    for experiment in configs.EXPERIMENTS:
+        assert experiment.dataset in LOADERS
+        assert experiment.protocol in PROTOCOLS
+        assert set(experiment.views) <= set(PROTOCOLS)
+        assert (experiment.build is None) != (experiment.pretrain is None)
