@@ -9,7 +9,7 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from keras_rec import data, evaluation, layers, losses, models  # noqa: E402
+from keras_rec import data, evaluation, export, layers, losses, models  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["data", "evaluation", "layers", "losses", "models"]
+__all__ = ["data", "evaluation", "export", "layers", "losses", "models"]

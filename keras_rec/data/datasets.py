@@ -66,11 +66,15 @@ def _require(data_dir: str, name: str, relative: list[str]) -> list[str]:
     return paths
 
 
-def _first_existing(data_dir: str, options: list[str]) -> str:
+def _first_existing(data_dir: str, name: str, options: list[str]) -> str:
     for option in options:
         if os.path.exists(os.path.join(data_dir, option)):
             return option
-    return options[0]
+    raise FileNotFoundError(
+        f"Dataset {name!r} needs one of the files {options} under the data "
+        f"directory {os.path.abspath(data_dir)!r}; none exists. Pass --data-dir "
+        f"or set ${DATA_DIR_ENV}."
+    )
 
 
 def _ml100k(data_dir: str) -> Dataset:
@@ -79,14 +83,18 @@ def _ml100k(data_dir: str) -> Dataset:
 
 
 def _ml1m(data_dir: str) -> Dataset:
-    rel = _first_existing(data_dir, ["ml-1m/ratings.dat", "ml-1m/interactions.dat"])
+    rel = _first_existing(
+        data_dir, "ml-1m", ["ml-1m/ratings.dat", "ml-1m/interactions.dat"]
+    )
     (path,) = _require(data_dir, "ml-1m", [rel])
     return Dataset("ml-1m", readers.read_movielens_dat(path, "ml-1m"), files=(path,))
 
 
 def _ncf_ml1m(data_dir: str) -> Dataset:
     train_rel = _first_existing(
-        data_dir, ["ncf-ml-1m/ml-1m.train.rating", "ml-1m/ncf-ml-1m.train.pairs"]
+        data_dir,
+        "ncf-ml-1m",
+        ["ncf-ml-1m/ml-1m.train.rating", "ml-1m/ncf-ml-1m.train.pairs"],
     )
     train_path, rating_path, negative_path = _require(
         data_dir,
@@ -101,11 +109,13 @@ def _ncf_ml1m(data_dir: str) -> Dataset:
         raise readers.DataFormatError(
             f"{negative_path} and {rating_path} disagree on the (user, item) test rows"
         )
-    num_items = int(max(items.max(), negatives.max())) + 1
-    train = readers.read_ncf_train(
-        train_path, num_users=int(users.max()) + 1, num_items=num_items
+    train = readers.read_ncf_train(train_path)
+    train = dataclasses.replace(
+        train,
+        num_users=max(train.num_users, int(users.max()) + 1),
+        num_items=max(train.num_items, int(max(items.max(), negatives.max())) + 1),
+        name="ncf-ml-1m",
     )
-    train.name = "ncf-ml-1m"
     return Dataset(
         "ncf-ml-1m",
         train,
@@ -172,7 +182,9 @@ def load_dataset(name: str, data_dir: str | None = None) -> Dataset:
     if name.startswith("tfds:"):
         from keras_rec.data.tfds import load_tfds_movielens
 
-        interactions = load_tfds_movielens(name[5:], data_dir=data_dir)
+        interactions = load_tfds_movielens(
+            name[5:], data_dir=data_dir or os.environ.get(DATA_DIR_ENV)
+        )
         return Dataset(name, interactions)
     if name not in LOADERS:
         raise ValueError(

@@ -56,6 +56,10 @@ class Interactions:
                     f"{label} ids must lie in [0, num_{label}s={size}). "
                     f"Received min={values.min()}, max={values.max()}"
                 )
+        if self.timestamps is not None:
+            self.timestamps = np.asarray(self.timestamps, dtype=np.int64)
+        if self.ratings is not None:
+            self.ratings = np.asarray(self.ratings, dtype=np.float32)
         for label in ("timestamps", "ratings"):
             value = getattr(self, label)
             if value is not None and len(value) != len(self.user_ids):

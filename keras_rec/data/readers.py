@@ -71,16 +71,17 @@ def read_delimited(
                 f"({', '.join(columns)}) separated by {sep or 'whitespace'!r}, "
                 f"got {len(tokens)}: {line[:80]!r}"
             )
+        if widths and len(tokens) not in widths:
+            raise DataFormatError(
+                f"{path}:{number}: expected {next(iter(widths))} fields like the "
+                f"rows before, got {len(tokens)}: {line[:80]!r}"
+            )
         widths.add(len(tokens))
         for name, token in zip(columns, tokens, strict=False):
             if name == "rating":
                 values[name].append(_to_float(token, path, number, name))
             else:
                 values[name].append(_to_int(token, path, number, name))
-    if len(widths) > 1:
-        raise DataFormatError(
-            f"{path}: rows have different numbers of fields {sorted(widths)}"
-        )
     if not values[columns[0]]:
         raise DataFormatError(f"{path}: the file has a header but no rows")
     width = widths.pop()
@@ -216,6 +217,8 @@ def read_ngcf_split(
     """
     train_users, train_items = _read_adjacency_lines(train_path)
     test_users, test_items = _read_adjacency_lines(test_path)
+    if not train_items.size:
+        raise DataFormatError(f"{train_path}: no line lists any item")
     num_users = int(max(train_users.max(), test_users.max(initial=-1))) + 1
     num_items = int(max(train_items.max(), test_items.max(initial=-1))) + 1
 

@@ -192,7 +192,8 @@ def random_holdout(
         rows = order[bounds[user] : bounds[user + 1]]
         if len(rows) < 2:
             continue
-        count = max(1, int(round(test_fraction * len(rows))))
+        # At least one row goes to test and at least one stays in training.
+        count = min(len(rows) - 1, max(1, int(round(test_fraction * len(rows)))))
         is_test[rng.choice(rows, size=count, replace=False)] = True
     return dataclasses.replace(
         given_split(data.subset(~is_test), data.subset(is_test)),

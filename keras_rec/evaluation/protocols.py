@@ -114,13 +114,16 @@ def evaluate(
 
     Also returns `num_users` (evaluated users) and `seconds`.
     """
+    if protocol not in SAMPLED_RANKING + FULL_RANKING:
+        raise ValueError(
+            f"Unknown protocol {protocol!r}. Known: {SAMPLED_RANKING + FULL_RANKING}"
+        )
     ks = ks or DEFAULT_KS[protocol]
     metrics = metrics or DEFAULT_METRICS[protocol]
     begin = time.perf_counter()
     if protocol in SAMPLED_RANKING:
         ranks = rank_sampled(model, eval_set, batch_size, progress)
-        width = eval_set.negatives.shape[1] + 1
-        hits = np.zeros((len(ranks), min(max(ks), width)), np.float64)
+        hits = np.zeros((len(ranks), max(ks)), np.float64)
         inside = ranks < hits.shape[1]
         hits[np.flatnonzero(inside), ranks[inside]] = 1.0
         relevant = np.ones(len(ranks), np.int64)
@@ -130,6 +133,9 @@ def evaluate(
         for start in range(0, len(top), batch_size):
             stop = min(start + batch_size, len(top))
             dense = eval_set.targets[start:stop].toarray() > 0
+            # A target in the history is masked: it must never count as a hit
+            # (it can reach the top k at -inf when k > the unmasked items).
+            dense &= ~(eval_set.history_matrix[start:stop].toarray() > 0)
             hits[start:stop] = np.take_along_axis(dense, top[start:stop], axis=1)
         relevant = np.diff(eval_set.targets.indptr)
     else:

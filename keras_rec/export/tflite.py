@@ -1,0 +1,105 @@
+"""TFLite export: the SavedModel's signatures, builtin ops only, for LiteRT."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import keras
+import scipy.sparse as sp
+import tensorflow as tf
+from tensorflow.lite.python.convert import ConverterError
+
+from keras_rec.export.saved_model import (
+    SCORE_ITEMS,
+    SERVING_DEFAULT,
+    build_archive,
+    serving_functions,
+    write_atomically,
+)
+from keras_rec.models.base import ITEM_HISTORY
+
+
+def export_tflite(
+    model: keras.Model,
+    path: str | os.PathLike,
+    k: int = 10,
+    seen_items: sp.csr_matrix | None = None,
+    history_length: int | None = None,
+) -> str:
+    """Writes a `.tflite` model with the SavedModel's two signatures.
+
+    The functions are those of `export_saved_model` (top-k with seen items
+    excluded, and candidate scoring), converted with
+    `tf.lite.OpsSet.TFLITE_BUILTINS` only, so LiteRT's interpreter runs them
+    without the Flex delegate. Two differences:
+
+    * no id validation: TFLite has no `Assert` op, so callers must send
+      `user_id` in `[0, num_users)`, item ids in `[0, num_items)` and
+      histories with at least one item. An out-of-range id gives undefined
+      results (garbage or an interpreter error), not a clear message;
+    * the history length of history-based models is `history_length`, else
+      `model.history_length`; when both are `None` it is resizable like the
+      batch.
+
+    Every dimension left open is resizable: the inputs are created with size
+    1 there (`user_id` `[1]`, `item_history` `[1, L or 1]`, `item_ids`
+    `[1, 1]`) and a LiteRT signature runner
+    (`interpreter.get_signature_runner("serving_default")`) resizes them to
+    each call's arrays. The file is written atomically (temp file, then
+    rename).
+
+    Args:
+        model: a built `keras_rec` `Recommender`.
+        path: the `.tflite` file to write.
+        k: int. Number of recommendations of `serving_default`.
+        seen_items: `[num_users, num_items]` CSR matrix of items to exclude,
+            baked into the model; required for `user_id` models.
+        history_length: int or None. Fixed history length of history-based
+            models; defaults to `model.history_length` (`None`: resizable).
+
+    Returns:
+        The `.tflite` path, as a string.
+    """
+    path = os.path.abspath(os.fspath(path))
+    if model.input_kind == ITEM_HISTORY and history_length is None:
+        history_length = getattr(model, "history_length", None)
+    if history_length is not None and history_length <= 0:
+        raise ValueError(
+            "`history_length` must be positive or None. "
+            f"Received history_length={history_length}"
+        )
+    functions = serving_functions(
+        model, k, seen_items, validate=False, history_length=history_length
+    )
+    with tempfile.TemporaryDirectory() as directory:
+        build_archive(model, functions).write_out(directory, verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(
+            directory, signature_keys=[SERVING_DEFAULT, SCORE_ITEMS]
+        )
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        try:
+            flatbuffer = converter.convert()
+        except ConverterError as error:
+            raise ValueError(
+                f"{type(model).__name__} cannot be converted to TFLite with "
+                "builtin ops only (LiteRT's interpreter cannot run Flex ops). "
+                + _summary(error)
+            ) from error
+
+    def write(target: str) -> None:
+        with open(target, "wb") as file:
+            file.write(flatbuffer)
+
+    write_atomically(path, write, is_directory=False)
+    return path
+
+
+def _summary(error: Exception) -> str:
+    """The converter's lines that name the unsupported ops."""
+    lines = [
+        line.strip()
+        for line in str(error).splitlines()
+        if line.strip().startswith(("Custom ops:", "Flex ops:", "tf."))
+    ]
+    return " ".join(dict.fromkeys(lines)) or str(error)[-2000:]

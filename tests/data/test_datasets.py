@@ -1,0 +1,291 @@
+"""`load_dataset` on tiny files in each registered layout, and `make_split`."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import numpy as np
+import pytest
+
+from keras_rec.data import (
+    DATA_DIR_ENV,
+    DataFormatError,
+    load_dataset,
+    make_split,
+    resolve_data_dir,
+)
+from keras_rec.data.datasets import LOADERS
+
+pytestmark = pytest.mark.usefixtures("no_data_dir_env")
+
+ML_100K = "".join(
+    f"{u}\t{i}\t{r}\t{t}\n"
+    for u, i, r, t in [
+        (1, 10, 5, 1), (1, 20, 3, 2), (1, 30, 4, 3), (1, 40, 2, 4),
+        (2, 20, 4, 5), (2, 30, 5, 6), (2, 50, 1, 7), (2, 10, 3, 8),
+        (3, 10, 4, 9), (3, 40, 5, 10), (3, 60, 4, 11),
+    ]
+)  # fmt: skip
+
+NCF_FILES = {
+    "ncf-ml-1m/ml-1m.train.rating": "0\t0\t5\t1\n0\t1\t4\t2\n1\t2\t3\t3\n1\t0\t4\t4\n",
+    "ncf-ml-1m/ml-1m.test.rating": "0\t3\t5\t9\n1\t4\t4\t9\n",
+    "ncf-ml-1m/ml-1m.test.negative": "(0,3)\t2\t4\t5\n(1,4)\t1\t3\t5\n",
+}
+
+# For each name: the files to write (relative path -> text), and the
+# expected (users, items, interactions) of `Dataset.interactions`.
+LAYOUTS = {
+    "ml-100k": ({"ml-100k/u.data": ML_100K}, (3, 6, 11)),
+    "ml-1m": ({"ml-1m/ratings.dat": "1::5::3::7\n2::6::4::8\n1::6::5::9\n"}, (2, 2, 3)),
+    "ncf-ml-1m": (NCF_FILES, (2, 6, 4)),
+    "games": ({"sasrec/Video.txt": "1 1\n1 2\n2 2\n2 3\n1 4\n"}, (2, 4, 5)),
+    "beauty": ({"seq-s3rec-iclrec/Beauty.txt": "1 3 4 5\n2 4 6\n"}, (2, 4, 5)),
+    "gowalla": (
+        {
+            "gowalla/train.txt": "0 0 1\n1 1 2\n2 0\n",
+            "gowalla/test.txt": "0 2\n1\n2 3\n",
+        },
+        (3, 4, 5),
+    ),
+    "yelp2018": (
+        {"yelp2018/train.txt": "0 0\n1 1\n", "yelp2018/test.txt": "0 1\n"},
+        (2, 2, 2),
+    ),
+    "amazon-book": (
+        {"amazon-book/train.txt": "0 1\n1 0\n", "amazon-book/test.txt": "1 1\n"},
+        (2, 2, 2),
+    ),
+    "ml-20m": (
+        {"ml-20m/ratings.csv": "userId,movieId,rating,timestamp\n1,2,3.5,4\n5,2,4,6\n"},
+        (2, 1, 2),
+    ),
+    "ml-25m": (
+        {"ml-25m/ratings.csv": "userId,movieId,rating,timestamp\n1,2,3.5,4\n"},
+        (1, 1, 1),
+    ),
+}
+
+
+def write_layout(tmp_path, files: dict) -> str:
+    for relative, text in files.items():
+        path = tmp_path / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return str(tmp_path)
+
+
+def test_every_file_dataset_has_a_layout_test():
+    assert set(LOADERS) - {"synthetic"} == set(LAYOUTS)
+
+
+@pytest.mark.parametrize("name", sorted(LAYOUTS))
+def test_load_each_dataset(tmp_path, name):
+    files, (num_users, num_items, rows) = LAYOUTS[name]
+    dataset = load_dataset(name, write_layout(tmp_path, files))
+    data = dataset.interactions
+    assert dataset.name == name
+    assert (data.num_users, data.num_items, len(data)) == (num_users, num_items, rows)
+    assert sorted(dataset.files) == sorted(str(tmp_path / f) for f in files)
+    assert len(dataset.checksum()) == 64
+
+
+@pytest.mark.parametrize("name", sorted(LAYOUTS))
+def test_missing_files_are_named(tmp_path, name):
+    files, _ = LAYOUTS[name]
+    # Write all but the last file: the error names it and the directory.
+    *present, (missing, _) = files.items()
+    data_dir = write_layout(tmp_path, dict(present))
+    with pytest.raises(FileNotFoundError) as info:
+        load_dataset(name, data_dir)
+    message = str(info.value)
+    assert repr(missing) in message or missing in message
+    assert os.path.abspath(data_dir) in message
+    assert DATA_DIR_ENV in message
+
+
+@pytest.mark.parametrize(
+    "name, alternatives",
+    [
+        ("ml-1m", ["ml-1m/ratings.dat", "ml-1m/interactions.dat"]),
+        ("ncf-ml-1m", ["ncf-ml-1m/ml-1m.train.rating", "ml-1m/ncf-ml-1m.train.pairs"]),
+    ],
+)
+def test_missing_alternative_files_are_all_named(tmp_path, name, alternatives):
+    # Either file will do, so a user missing both must be told about both
+    # (the shared data ships the second of each pair).
+    with pytest.raises(FileNotFoundError) as info:
+        load_dataset(name, str(tmp_path))
+    for relative in alternatives:
+        assert relative in str(info.value)
+
+
+def test_ml_1m_reads_either_file(tmp_path):
+    pairs = write_layout(tmp_path / "a", {"ml-1m/interactions.dat": "1::5\n2::6\n"})
+    dataset = load_dataset("ml-1m", pairs)
+    assert dataset.files[0].endswith("interactions.dat")
+    assert dataset.interactions.ratings is None
+    both = write_layout(
+        tmp_path / "b",
+        {"ml-1m/interactions.dat": "1::5\n", "ml-1m/ratings.dat": "1::5::3::7\n"},
+    )
+    assert load_dataset("ml-1m", both).files[0].endswith("ratings.dat")
+
+
+def test_gowalla_keeps_the_test_file(tmp_path):
+    files, _ = LAYOUTS["gowalla"]
+    dataset = load_dataset("gowalla", write_layout(tmp_path, files))
+    test = dataset.test
+    assert (test.num_users, test.num_items) == (3, 4)
+    assert test.user_counts().tolist() == [1, 0, 1]
+
+
+def test_ncf_dataset(tmp_path):
+    dataset = load_dataset("ncf-ml-1m", write_layout(tmp_path, NCF_FILES))
+    users, items = dataset.test_items
+    np.testing.assert_array_equal(users, [0, 1])
+    np.testing.assert_array_equal(items, [3, 4])
+    np.testing.assert_array_equal(dataset.test_negatives, [[2, 4, 5], [1, 3, 5]])
+    assert dataset.interactions.name == "ncf-ml-1m"
+
+
+def test_ncf_dataset_with_the_pair_file(tmp_path):
+    files = dict(NCF_FILES)
+    files["ml-1m/ncf-ml-1m.train.pairs"] = "0\t0\n0\t1\n1\t2\n"
+    del files["ncf-ml-1m/ml-1m.train.rating"]
+    dataset = load_dataset("ncf-ml-1m", write_layout(tmp_path, files))
+    assert dataset.files[0].endswith("ncf-ml-1m.train.pairs")
+    assert len(dataset.interactions) == 3
+
+
+def test_ncf_dataset_item_ids_beyond_the_test_files(tmp_path):
+    # The training file may hold items (and users) that no test row or
+    # negative mentions: the vocabulary must cover the training file too.
+    files = dict(NCF_FILES)
+    files["ncf-ml-1m/ml-1m.train.rating"] += "2\t9\t4\t5\n"
+    dataset = load_dataset("ncf-ml-1m", write_layout(tmp_path, files))
+    assert dataset.interactions.num_items == 10
+    assert dataset.interactions.num_users == 3
+
+
+def test_ncf_dataset_files_that_disagree(tmp_path):
+    files = dict(NCF_FILES)
+    files["ncf-ml-1m/ml-1m.test.rating"] = "0\t3\t5\t9\n1\t5\t4\t9\n"
+    with pytest.raises(DataFormatError, match="disagree"):
+        load_dataset("ncf-ml-1m", write_layout(tmp_path, files))
+
+
+def test_unknown_name():
+    with pytest.raises(ValueError, match="Unknown dataset 'ml-2m'"):
+        load_dataset("ml-2m", "anywhere")
+
+
+def test_synthetic_needs_no_files(tmp_path):
+    dataset = load_dataset("synthetic", str(tmp_path / "empty"))
+    assert dataset.files == ()
+    assert dataset.checksum() == dataset.interactions.checksum()
+
+
+def test_checksum_follows_the_files(tmp_path):
+    files, _ = LAYOUTS["gowalla"]
+    data_dir = write_layout(tmp_path, files)
+    before = load_dataset("gowalla", data_dir).checksum()
+    assert load_dataset("gowalla", data_dir).checksum() == before
+    (tmp_path / "gowalla/test.txt").write_text("0 2\n1\n2 1\n")
+    assert load_dataset("gowalla", data_dir).checksum() != before
+
+
+def test_data_dir_from_the_environment(tmp_path, monkeypatch):
+    assert resolve_data_dir(None) == "data"
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path))
+    assert resolve_data_dir(None) == str(tmp_path)
+    assert resolve_data_dir("given") == "given"
+    write_layout(tmp_path, LAYOUTS["ml-100k"][0])
+    assert len(load_dataset("ml-100k").interactions) == 11
+
+
+def _no_network(*args, **kwargs):
+    raise AssertionError("the network was used")
+
+
+def test_tfds_without_prepared_data(tmp_path, monkeypatch):
+    pytest.importorskip("tensorflow_datasets")
+    monkeypatch.setattr(socket.socket, "connect", _no_network)
+    monkeypatch.setattr(socket, "create_connection", _no_network)
+    monkeypatch.setattr(socket, "getaddrinfo", _no_network)
+    with pytest.raises(FileNotFoundError, match="not prepared") as info:
+        load_dataset("tfds:movielens/100k-ratings", str(tmp_path))
+    assert str(tmp_path) in str(info.value)
+
+
+def test_tfds_only_movielens_ratings():
+    with pytest.raises(ValueError, match="movielens/\\*-ratings"):
+        load_dataset("tfds:mnist", "anywhere")
+
+
+# --- make_split --------------------------------------------------------------
+
+
+@pytest.fixture
+def ml_100k(tmp_path):
+    return load_dataset("ml-100k", write_layout(tmp_path, LAYOUTS["ml-100k"][0]))
+
+
+def test_make_split_unknown_protocol(ml_100k):
+    with pytest.raises(ValueError, match="Unknown protocol"):
+        make_split(ml_100k, "loo_random")
+
+
+def test_make_split_ncf_uses_the_fixed_negatives(tmp_path):
+    dataset = load_dataset("ncf-ml-1m", write_layout(tmp_path, NCF_FILES))
+    for protocol in ("loo_sampled", "loo_full"):
+        split = make_split(dataset, protocol)
+        assert split.protocol == protocol
+        assert split.train is dataset.interactions
+        np.testing.assert_array_equal(split.test.negatives, dataset.test_negatives)
+        np.testing.assert_array_equal(split.test.targets.indices, [3, 4])
+        assert [h.tolist() for h in split.test.histories] == [[0, 1], [2, 0]]
+
+
+def test_make_split_loo_sampled_draws_seeded_negatives(ml_100k):
+    split = make_split(ml_100k, "loo_sampled", seed=3, num_negatives=2)
+    again = make_split(ml_100k, "loo_sampled", seed=3, num_negatives=2)
+    for part in (split.test, split.validation):
+        assert part.negatives.shape == (3, 2)
+        seen = (part.history_matrix + part.targets).toarray() > 0
+        assert not np.take_along_axis(seen, part.negatives, axis=1).any()
+    np.testing.assert_array_equal(split.test.negatives, again.test.negatives)
+    assert make_split(ml_100k, "loo_full").test.negatives is None
+
+
+def test_make_split_min_rating(ml_100k):
+    split = make_split(ml_100k, "loo_full", min_rating=4, validation=False)
+    # 7 ratings >= 4 from 3 users; each user's latest one is its test item.
+    assert len(split.train) + len(split.test) == 7
+
+
+def test_make_split_holdout(tmp_path, ml_100k):
+    files, _ = LAYOUTS["gowalla"]
+    gowalla = load_dataset("gowalla", write_layout(tmp_path / "g", files))
+    split = make_split(gowalla, "holdout_full")
+    assert split.protocol == "holdout_full"
+    np.testing.assert_array_equal(split.test.users, [0, 2])
+    random = make_split(ml_100k, "holdout_full", seed=0)
+    assert len(random.train) + random.test.targets.nnz == 11
+
+
+def test_make_split_strong_generalization_merges_train_and_test(tmp_path):
+    train = "".join(
+        f"{u} " + " ".join(str(i) for i in range(u % 5, 10)) + "\n" for u in range(20)
+    )
+    test = "".join(f"{u} {10 + u % 3}\n" for u in range(20))
+    files = {"gowalla/train.txt": train, "gowalla/test.txt": test}
+    dataset = load_dataset("gowalla", write_layout(tmp_path, files))
+    split = make_split(dataset, "strong_generalization", num_heldout_users=3)
+    assert (len(split.validation), len(split.test)) == (3, 3)
+    held_rows = sum(len(h) for h in split.test.histories) + split.test.targets.nnz
+    held_rows += sum(len(h) for h in split.validation.histories)
+    held_rows += split.validation.targets.nnz
+    total = len(dataset.interactions) + len(dataset.test)
+    assert len(split.train) + held_rows == total

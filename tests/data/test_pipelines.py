@@ -1,0 +1,277 @@
+"""`tf.data` pipelines: negatives, alignment, padding, epochs and seeds."""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import tensorflow as tf
+
+from keras_rec.data import (
+    PAD,
+    Interactions,
+    bpr_dataset,
+    make_synthetic,
+    pad_histories,
+    pointwise_dataset,
+    sequence_dataset,
+    user_rows_dataset,
+)
+from keras_rec.data.pipelines import sample_unseen
+
+
+@pytest.fixture(scope="module")
+def train():
+    # Dense enough (about 40% of items per user) that careless negatives
+    # would often hit a positive.
+    return make_synthetic(num_users=40, num_items=30, mean_length=12, seed=1)
+
+
+def collect(dataset: tf.data.Dataset):
+    """Concatenates every batch of `(features, labels)` into NumPy arrays."""
+    features, labels = collections.defaultdict(list), collections.defaultdict(list)
+    for x, y in dataset:
+        for key, value in x.items():
+            features[key].append(value.numpy())
+        if isinstance(y, dict):
+            for key, value in y.items():
+                labels[key].append(value.numpy())
+        else:
+            labels[None].append(y.numpy())
+    features = {k: np.concatenate(v) for k, v in features.items()}
+    labels = {k: np.concatenate(v) for k, v in labels.items()}
+    return features, labels.get(None, labels)
+
+
+def positives_of(data: Interactions) -> list[set]:
+    return [set(s.tolist()) for s in data.sequences()]
+
+
+# --- sample_unseen -----------------------------------------------------------
+
+
+def test_sample_unseen_avoids_seen_items():
+    seen = sp.csr_matrix(np.array([[1, 1, 1, 0, 1], [0, 0, 0, 0, 0], [1, 0, 1, 0, 1]]))
+    seen.sort_indices()
+    rng = np.random.default_rng(0)
+    users = np.array([0, 2, 1, 0] * 50)
+    negatives = sample_unseen(users, seen, rng, num=7)
+    assert negatives.shape == (200, 7)
+    assert not seen.toarray()[users[:, None], negatives].any()
+    # User 0 can only get item 3; user 2 items 1 and 3 (both drawn).
+    assert set(negatives[users == 0].ravel().tolist()) == {3}
+    assert set(negatives[users == 2].ravel().tolist()) == {1, 3}
+    assert len(set(negatives[users == 1].ravel().tolist())) == 5
+
+
+def test_sample_unseen_user_who_saw_everything():
+    seen = sp.csr_matrix(np.array([[1, 1], [1, 0]]))
+    with pytest.raises(ValueError, match="user 0 has seen every item"):
+        sample_unseen(np.array([1, 0]), seen, np.random.default_rng(0))
+
+
+# --- pointwise (NCF) ---------------------------------------------------------
+
+
+def test_pointwise_dataset(train):
+    features, labels = collect(pointwise_dataset(train, 4, batch_size=64, seed=3))
+    users, items = features["user_id"], features["item_id"]
+    matrix = train.to_csr()
+    assert labels.dtype == np.float32
+    assert labels.sum() == matrix.nnz  # every positive exactly once
+    assert len(labels) == 5 * matrix.nnz  # 1 : 4
+    truth = matrix.toarray() > 0
+    np.testing.assert_array_equal(truth[users, items], labels == 1.0)
+    positive_pairs = set(
+        zip(users[labels == 1].tolist(), items[labels == 1].tolist(), strict=True)
+    )
+    assert positive_pairs == set(zip(*matrix.nonzero(), strict=True))
+    # Each user has 4 negatives per positive.
+    np.testing.assert_array_equal(
+        np.bincount(users[labels == 0], minlength=train.num_users),
+        4 * np.bincount(users[labels == 1], minlength=train.num_users),
+    )
+    assert labels[:64].min() == 0 and labels[:64].max() == 1  # shuffled
+
+
+def test_pointwise_negatives_never_positives_over_epochs(train):
+    truth = train.to_csr().toarray() > 0
+    for epoch in range(8):
+        features, labels = collect(pointwise_dataset(train, 4, 512, 0, epoch))
+        negative = labels == 0
+        assert not truth[
+            features["user_id"][negative], features["item_id"][negative]
+        ].any()
+
+
+def negatives_by_user(features, labels):
+    users = features["user_id"][labels == 0]
+    items = features["item_id"][labels == 0]
+    order = np.lexsort((items, users))
+    return users[order], items[order]
+
+
+def test_pointwise_epochs_and_seeds(train):
+    def negatives(seed, epoch):
+        return negatives_by_user(
+            *collect(pointwise_dataset(train, 4, 512, seed, epoch))
+        )
+
+    first = negatives(0, 0)
+    np.testing.assert_array_equal(first[1], negatives(0, 0)[1])
+    assert (first[1] != negatives(0, 1)[1]).mean() > 0.5
+    assert (first[1] != negatives(1, 0)[1]).mean() > 0.5
+
+
+# --- BPR ---------------------------------------------------------------------
+
+
+def test_bpr_dataset(train):
+    features, labels = collect(bpr_dataset(train, batch_size=100, seed=2))
+    users, items = features["user_id"], features["item_ids"]
+    matrix = train.to_csr()
+    truth = matrix.toarray() > 0
+    assert items.shape == (matrix.nnz, 2)
+    np.testing.assert_array_equal(labels, np.zeros(matrix.nnz))
+    assert set(zip(users.tolist(), items[:, 0].tolist(), strict=True)) == set(
+        zip(*matrix.nonzero(), strict=True)
+    )
+    assert truth[users, items[:, 0]].all()
+    assert not truth[users, items[:, 1]].any()
+
+
+def test_bpr_negatives_redrawn_each_epoch(train):
+    truth = train.to_csr().toarray() > 0
+
+    def triples(seed, epoch):
+        features, _ = collect(bpr_dataset(train, 4096, seed, epoch))
+        users, items = features["user_id"], features["item_ids"]
+        assert not truth[users, items[:, 1]].any()
+        order = np.lexsort((items[:, 0], users))
+        return items[order, 1]
+
+    first = triples(0, 0)
+    np.testing.assert_array_equal(first, triples(0, 0))
+    for epoch in range(1, 6):
+        assert (first != triples(0, epoch)).mean() > 0.5
+    assert (first != triples(9, 0)).mean() > 0.5
+
+
+# --- sequences (SASRec) ------------------------------------------------------
+
+
+def test_pad_histories():
+    padded = pad_histories([np.array([1, 2, 3, 4]), np.array([5]), np.array([])], 3)
+    np.testing.assert_array_equal(padded, [[2, 3, 4], [PAD, PAD, 5], [PAD, PAD, PAD]])
+    assert padded.dtype == np.int64
+
+
+@pytest.mark.parametrize("maxlen", [4, 25])
+def test_sequence_dataset(train, maxlen):
+    data = Interactions(
+        np.concatenate([train.user_ids, [train.num_users]]),
+        np.concatenate([train.item_ids, [0]]),
+        train.num_users + 1,  # one more user with a single interaction
+        train.num_items,
+        timestamps=np.arange(len(train) + 1),
+    )
+    features, labels = collect(
+        sequence_dataset(data, maxlen=maxlen, batch_size=16, shuffle=False)
+    )
+    inputs = features["item_history"]
+    positives, negatives = labels["positives"], labels["negatives"]
+    sequences = [s for s in data.sequences() if len(s) >= 2]
+    assert (
+        inputs.shape == positives.shape == negatives.shape == (len(sequences), maxlen)
+    )
+    assert len(sequences) == train.num_users  # the single-item user is left out
+    np.testing.assert_array_equal(
+        inputs, pad_histories([s[:-1] for s in sequences], maxlen)
+    )
+    np.testing.assert_array_equal(
+        positives, pad_histories([s[1:] for s in sequences], maxlen)
+    )
+    # Alignment: the input at t+1 is the positive at t.
+    both = (inputs[:, 1:] != PAD) & (positives[:, :-1] != PAD)
+    np.testing.assert_array_equal(inputs[:, 1:][both], positives[:, :-1][both])
+    np.testing.assert_array_equal(positives[:, -1], [s[-1] for s in sequences])
+    # Padding is aligned everywhere; negatives avoid the user's whole sequence.
+    np.testing.assert_array_equal(inputs == PAD, positives == PAD)
+    np.testing.assert_array_equal(negatives == PAD, positives == PAD)
+    for r, seq in enumerate(sequences):
+        real = negatives[r][negatives[r] != PAD]
+        assert not set(real.tolist()) & set(seq.tolist())
+    if maxlen == 4:
+        assert (positives != PAD).all()  # every sequence is longer: truncated
+    else:
+        assert (positives == PAD).any()
+
+
+def test_sequence_dataset_shuffles_and_redraws(train):
+    def rows(seed, epoch, shuffle=True):
+        features, labels = collect(
+            sequence_dataset(train, 10, 1000, seed, epoch, shuffle=shuffle)
+        )
+        order = np.lexsort(features["item_history"].T[::-1])
+        return features["item_history"][order], labels["negatives"][order]
+
+    first_inputs, first_negatives = rows(0, 0)
+    same_inputs, same_negatives = rows(0, 0)
+    next_inputs, next_negatives = rows(0, 1)
+    np.testing.assert_array_equal(first_negatives, same_negatives)
+    np.testing.assert_array_equal(first_inputs, next_inputs)  # same rows
+    real = first_negatives != PAD
+    assert (first_negatives[real] != next_negatives[real]).mean() > 0.5
+    shuffled, _ = collect(sequence_dataset(train, 10, 1000, 0, 0))
+    ordered, _ = collect(sequence_dataset(train, 10, 1000, 0, 0, shuffle=False))
+    assert (shuffled["item_history"] != ordered["item_history"]).any()
+
+
+def test_sequence_dataset_needs_two_interactions():
+    data = Interactions(np.array([0, 1]), np.array([0, 1]), 2, 3)
+    with pytest.raises(ValueError, match="two or more"):
+        sequence_dataset(data)
+
+
+# --- user rows (autoencoders) ------------------------------------------------
+
+
+def test_user_rows_dataset_dense(train):
+    matrix = train.to_csr()
+    seen = []
+    for x, y in user_rows_dataset(matrix, batch_size=7, seed=1):
+        x, y = x.numpy(), y.numpy()
+        np.testing.assert_array_equal(x, y)
+        assert x.dtype == np.float32 and x.shape[1] == train.num_items
+        seen.append(x)
+    batches = np.concatenate(seen)
+    assert [len(b) for b in seen] == [7] * 5 + [5]
+    dense = matrix.toarray()
+    # Every row exactly once per epoch, in a shuffled order.
+    order = [int(np.flatnonzero((dense == b).all(axis=1))[0]) for b in batches]
+    assert sorted(order) == list(range(train.num_users))
+    assert order != list(range(train.num_users))
+    np.testing.assert_array_equal(batches, dense[order])
+
+
+def test_user_rows_dataset_without_shuffle_and_sparse(train):
+    matrix = train.to_csr()
+    dense = np.concatenate(
+        [x.numpy() for x, _ in user_rows_dataset(matrix, 16, shuffle=False)]
+    )
+    np.testing.assert_array_equal(dense, matrix.toarray())
+    batches = list(user_rows_dataset(matrix, 16, shuffle=False, sparse=True))
+    assert all(isinstance(x, tf.SparseTensor) for x, _ in batches)
+    stacked = np.concatenate([tf.sparse.to_dense(x).numpy() for x, _ in batches])
+    np.testing.assert_array_equal(stacked, matrix.toarray())
+
+
+def test_user_rows_dataset_epochs_reshuffle(train):
+    def first_batch(epoch):
+        x, _ = next(iter(user_rows_dataset(train.to_csr(), 40, 0, epoch)))
+        return x.numpy()
+
+    np.testing.assert_array_equal(first_batch(0), first_batch(0))
+    assert (first_batch(0) != first_batch(1)).any()

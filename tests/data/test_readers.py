@@ -1,0 +1,261 @@
+"""Readers of every benchmark file format, on small files the tests write."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from keras_rec.data import readers
+from keras_rec.data.readers import DataFormatError
+
+
+def raw_pairs(data):
+    """The (raw user, raw item) pairs of `Interactions`, in row order."""
+    users = (
+        data.user_ids if data.raw_user_ids is None else data.raw_user_ids[data.user_ids]
+    )
+    items = (
+        data.item_ids if data.raw_item_ids is None else data.raw_item_ids[data.item_ids]
+    )
+    return list(zip(users.tolist(), items.tolist(), strict=True))
+
+
+# --- well-formed files -------------------------------------------------------
+
+
+def test_movielens_100k(write_file):
+    path = write_file("u.data", "7\t30\t5\t300\n3\t10\t2\t100\n7\t10\t4\t200\n")
+    data = readers.read_movielens_100k(path)
+    assert data.name == "ml-100k"
+    assert (data.num_users, data.num_items, len(data)) == (2, 2, 3)
+    # Raw ids are mapped in sorted raw order: users 3 -> 0, 7 -> 1.
+    np.testing.assert_array_equal(data.raw_user_ids, [3, 7])
+    np.testing.assert_array_equal(data.raw_item_ids, [10, 30])
+    np.testing.assert_array_equal(data.user_ids, [1, 0, 1])
+    np.testing.assert_array_equal(data.item_ids, [1, 0, 0])
+    np.testing.assert_allclose(data.ratings, [5.0, 2.0, 4.0])
+    np.testing.assert_array_equal(data.timestamps, [300, 100, 200])
+    # User 7's history is time ordered: item 10 (t=200) before item 30 (t=300).
+    np.testing.assert_array_equal(data.sequences()[1], [0, 1])
+
+
+def test_movielens_ratings_dat(write_file):
+    path = write_file("ratings.dat", "1::1193::5::978300760\n1::661::3::978302109\n")
+    data = readers.read_movielens_dat(path)
+    assert data.name == "ml-1m"
+    assert raw_pairs(data) == [(1, 1193), (1, 661)]
+    np.testing.assert_allclose(data.ratings, [5.0, 3.0])
+    np.testing.assert_array_equal(data.timestamps, [978300760, 978302109])
+
+
+def test_movielens_interactions_dat_has_no_ratings(write_file):
+    path = write_file("interactions.dat", "1::1193\n2::661\n1::661\n")
+    data = readers.read_movielens_dat(path)
+    assert data.ratings is None and data.timestamps is None
+    assert raw_pairs(data) == [(1, 1193), (2, 661), (1, 661)]
+    # Without timestamps, file order is the time order.
+    np.testing.assert_array_equal(data.raw_item_ids[data.sequences()[0]], [1193, 661])
+
+
+def test_movielens_csv_skips_the_header(write_file):
+    path = write_file(
+        "ratings.csv",
+        "userId,movieId,rating,timestamp\n1,2,3.5,1112486027\n1,29,4.0,1112484676\n",
+    )
+    data = readers.read_movielens_csv(path)
+    assert data.name == "ml-20m" and len(data) == 2
+    assert raw_pairs(data) == [(1, 2), (1, 29)]
+    np.testing.assert_allclose(data.ratings, [3.5, 4.0])
+    # Sorted by time: movie 29 first.
+    np.testing.assert_array_equal(data.raw_item_ids[data.sequences()[0]], [29, 2])
+
+
+def test_movielens_csv_with_only_a_header(write_file):
+    path = write_file("ratings.csv", "userId,movieId,rating,timestamp\n")
+    with pytest.raises(DataFormatError, match="header but no rows") as info:
+        readers.read_movielens_csv(path)
+    assert path in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["0\t5\t5\t978\n2\t1\t3\t979\n", "0\t5\n2\t1\n"],
+    ids=["train.rating", "pairs"],
+)
+def test_ncf_train_keeps_zero_based_ids(write_file, text):
+    path = write_file("ml-1m.train.rating", text)
+    data = readers.read_ncf_train(path)
+    # Ids are kept as given (no remapping), sizes are max id + 1.
+    np.testing.assert_array_equal(data.user_ids, [0, 2])
+    np.testing.assert_array_equal(data.item_ids, [5, 1])
+    assert (data.num_users, data.num_items) == (3, 6)
+    assert data.raw_user_ids is None
+    sized = readers.read_ncf_train(path, num_users=4, num_items=10)
+    assert (sized.num_users, sized.num_items) == (4, 10)
+
+
+def test_ncf_test_rating(write_file):
+    path = write_file(
+        "ml-1m.test.rating", "0\t25\t5\t978824351\n1\t133\t3\t978300174\n"
+    )
+    users, items = readers.read_ncf_test_rating(path)
+    np.testing.assert_array_equal(users, [0, 1])
+    np.testing.assert_array_equal(items, [25, 133])
+
+
+def test_ncf_test_negative(write_file):
+    path = write_file("ml-1m.test.negative", "(0,25)\t1\t2\t3\n(1,133)\t4\t5\t6\n")
+    users, items, negatives = readers.read_ncf_test_negative(path)
+    np.testing.assert_array_equal(users, [0, 1])
+    np.testing.assert_array_equal(items, [25, 133])
+    np.testing.assert_array_equal(negatives, [[1, 2, 3], [4, 5, 6]])
+    assert negatives.dtype == np.int64
+
+
+def test_user_item_pairs_file_order_is_time(write_file):
+    path = write_file("Video.txt", "1 5\n2 5\n1 3\n1 9\n2 1\n")
+    data = readers.read_user_item_pairs(path, "games")
+    assert data.name == "games"
+    np.testing.assert_array_equal(data.timestamps, np.arange(5))
+    sequences = [data.raw_item_ids[s].tolist() for s in data.sequences()]
+    assert sequences == [[5, 3, 9], [5, 1]]
+
+
+def test_user_sequences_file(write_file):
+    path = write_file("Beauty.txt", "10 4 2 8\n20 2\n30 8 4\n")
+    data = readers.read_user_sequences(path, "beauty")
+    assert (data.num_users, data.num_items, len(data)) == (3, 3, 6)
+    np.testing.assert_array_equal(data.raw_user_ids, [10, 20, 30])
+    sequences = [data.raw_item_ids[s].tolist() for s in data.sequences()]
+    assert sequences == [[4, 2, 8], [2], [8, 4]]
+
+
+def test_ngcf_split_with_an_empty_test_line(write_file):
+    train_path = write_file("train.txt", "0 0 1 2\n1 3\n2 1 4\n")
+    # User 1 has no test items: its line is just the user id.
+    test_path = write_file("test.txt", "0 3\n1\n2 0 5\n")
+    train, test = readers.read_ngcf_split(train_path, test_path, "gowalla")
+    assert (train.num_users, train.num_items) == (3, 6)
+    assert (test.num_users, test.num_items) == (3, 6)
+    assert raw_pairs(train) == [(0, 0), (0, 1), (0, 2), (1, 3), (2, 1), (2, 4)]
+    assert raw_pairs(test) == [(0, 3), (2, 0), (2, 5)]
+    assert test.user_counts().tolist() == [1, 0, 2]
+
+
+# --- bad input ---------------------------------------------------------------
+
+
+def _read_ngcf_train(path):
+    return readers.read_ngcf_split(path, path)
+
+
+READERS = {
+    "ml-100k": (readers.read_movielens_100k, "1\t2\t3\t4\n"),
+    "ratings.dat": (readers.read_movielens_dat, "1::2::3::4\n"),
+    "interactions.dat": (readers.read_movielens_dat, "1::2\n"),
+    "ratings.csv": (readers.read_movielens_csv, "userId,movieId,rating,ts\n1,2,3,4\n"),
+    "ncf-train": (readers.read_ncf_train, "0\t1\t5\t9\n"),
+    "ncf-test-rating": (readers.read_ncf_test_rating, "0\t1\t5\t9\n"),
+    "ncf-test-negative": (readers.read_ncf_test_negative, "(0,1)\t2\t3\n"),
+    "user-item": (readers.read_user_item_pairs, "1 2\n"),
+    "user-sequences": (readers.read_user_sequences, "1 2 3\n"),
+    "ngcf": (_read_ngcf_train, "0 1 2\n"),
+}
+
+# A bad line for each reader: (text of the line, what the message says).
+MALFORMED = {
+    "ml-100k": "1\t2\t3\n",
+    "ratings.dat": "1::2::3::4::5\n",
+    "interactions.dat": "1\n",
+    "ratings.csv": "1,2,3,4,5\n",
+    "ncf-train": "0 1 2 3 4\n",
+    "ncf-test-rating": "0\n",
+    "ncf-test-negative": "0,1\t2\t3\n",
+    "user-item": "1 2 3\n",
+}
+NON_INTEGER = {
+    "ml-100k": "1\tx2\t3\t4\n",
+    "ratings.dat": "u1::2::3::4\n",
+    "interactions.dat": "1::2.5\n",
+    "ratings.csv": "1,2,3,four\n",
+    "ncf-train": "0\tone\t5\t9\n",
+    "ncf-test-rating": "zero\t1\t5\t9\n",
+    "ncf-test-negative": "(0,1)\t2\tthree\n",
+    "user-item": "1 b\n",
+    "user-sequences": "1 2 c\n",
+    "ngcf": "0 1 x\n",
+}
+
+
+def _bad_file(write_file, name, bad_line):
+    """A file of `name`'s format whose physical line 4 is `bad_line`.
+
+    Line 2 is blank, so the reported number must count blank lines.
+    """
+    _, good = READERS[name]
+    header, row = (good.split("\n", 1)) if name == "ratings.csv" else ("", good)
+    lines = ([header] if header else [row.strip()]) + ["", row.strip(), bad_line]
+    return write_file(f"{name}.txt", "\n".join(lines).rstrip("\n") + "\n")
+
+
+@pytest.mark.parametrize("name", sorted(MALFORMED))
+def test_wrong_field_count_names_path_and_line(write_file, name):
+    path = _bad_file(write_file, name, MALFORMED[name])
+    with pytest.raises(DataFormatError) as info:
+        READERS[name][0](path)
+    assert f"{path}:4" in str(info.value)
+
+
+@pytest.mark.parametrize("name", sorted(NON_INTEGER))
+def test_non_integer_id_names_path_and_line(write_file, name):
+    path = _bad_file(write_file, name, NON_INTEGER[name])
+    with pytest.raises(DataFormatError, match="must be an integer") as info:
+        READERS[name][0](path)
+    assert f"{path}:4" in str(info.value)
+
+
+def test_non_numeric_rating_names_path_and_line(write_file):
+    path = write_file("u.data", "1\t2\t3\t4\n1\t3\tgood\t5\n")
+    with pytest.raises(DataFormatError, match="must be a number") as info:
+        readers.read_movielens_100k(path)
+    assert f"{path}:2" in str(info.value)
+
+
+def test_ratings_dat_with_a_short_row_names_path_and_line(write_file):
+    # `ratings.dat` rows have 4 fields, `interactions.dat` rows 2; a file that
+    # mixes them is malformed at the first row that differs (here line 3).
+    path = write_file("ratings.dat", "1::2::5::100\n1::3::4::101\n2::2::3\n")
+    with pytest.raises(DataFormatError) as info:
+        readers.read_movielens_dat(path)
+    assert f"{path}:3" in str(info.value)
+
+
+def test_ncf_negatives_of_different_widths(write_file):
+    path = write_file("x.test.negative", "(0,1)\t2\t3\n(1,1)\t2\n")
+    with pytest.raises(DataFormatError, match="expected 2 negatives") as info:
+        readers.read_ncf_test_negative(path)
+    assert f"{path}:2" in str(info.value)
+
+
+@pytest.mark.parametrize("name", sorted(READERS))
+@pytest.mark.parametrize("text", ["", "\n  \n\n"], ids=["empty", "blank"])
+def test_empty_file(write_file, name, text):
+    path = write_file(f"{name}.txt", text)
+    with pytest.raises(DataFormatError, match="empty") as info:
+        READERS[name][0](path)
+    assert path in str(info.value)
+
+
+@pytest.mark.parametrize("name", sorted(READERS))
+def test_missing_file(tmp_path, name):
+    path = str(tmp_path / "nowhere" / "file.txt")
+    with pytest.raises(FileNotFoundError) as info:
+        READERS[name][0](path)
+    assert path in str(info.value)
+
+
+@pytest.mark.parametrize("name", sorted(READERS))
+def test_good_sample_files_parse(write_file, name):
+    # Guards the bad-input tests: the same files without the bad line parse.
+    reader, good = READERS[name]
+    assert reader(write_file(f"{name}.txt", good)) is not None

@@ -1,0 +1,281 @@
+"""Protocol splits: leave-one-out, given files, holdout, strong generalization."""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from keras_rec.data import (
+    EvalSet,
+    Interactions,
+    given_split,
+    leave_one_out,
+    make_synthetic,
+    random_holdout,
+    strong_generalization,
+)
+from keras_rec.data.splits import sample_negatives, targets_matrix
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    return make_synthetic(num_users=120, num_items=80, mean_length=12, seed=3)
+
+
+def pairs_of(data: Interactions) -> collections.Counter:
+    return collections.Counter(
+        zip(data.user_ids.tolist(), data.item_ids.tolist(), strict=True)
+    )
+
+
+def row(matrix: sp.csr_matrix, r: int) -> list[int]:
+    return matrix.indices[matrix.indptr[r] : matrix.indptr[r + 1]].tolist()
+
+
+# --- leave-one-out -----------------------------------------------------------
+
+
+def test_leave_one_out_by_hand():
+    # File order is not time order; user 2 has 2 items, user 3 one item.
+    data = Interactions(
+        user_ids=np.array([0, 0, 0, 0, 1, 1, 1, 2, 2, 3]),
+        item_ids=np.array([4, 1, 2, 3, 5, 0, 1, 2, 3, 5]),
+        num_users=4,
+        num_items=6,
+        timestamps=np.array([40, 10, 20, 30, 3, 1, 2, 1, 2, 1]),
+    )
+    split = leave_one_out(data)
+    assert split.protocol == "leave_one_out"
+    np.testing.assert_array_equal(split.test.users, [0, 1])
+    assert [row(split.test.targets, r) for r in range(2)] == [[4], [5]]
+    assert [row(split.validation.targets, r) for r in range(2)] == [[3], [1]]
+    # The test history includes the validation item; the validation one not.
+    assert [h.tolist() for h in split.test.histories] == [[1, 2, 3], [0, 1]]
+    assert [h.tolist() for h in split.validation.histories] == [[1, 2], [0]]
+    train = [s.tolist() for s in split.train.sequences()]
+    # Users with fewer than 3 interactions stay wholly in training.
+    assert train == [[1, 2], [0], [2, 3], [5]]
+    assert (split.num_users, split.num_items) == (4, 6)
+
+    no_validation = leave_one_out(data, validation=False)
+    assert no_validation.validation is None
+    np.testing.assert_array_equal(no_validation.test.users, [0, 1, 2])
+    assert [row(no_validation.test.targets, r) for r in range(3)] == [[4], [5], [3]]
+    train = [s.tolist() for s in no_validation.train.sequences()]
+    assert train == [[1, 2, 3], [0, 1], [2], [5]]
+
+
+def test_leave_one_out_properties(synthetic):
+    split = leave_one_out(synthetic)
+    sequences = synthetic.sequences()
+    train = split.train.sequences()
+    assert len(split.test) == synthetic.num_users  # every user has >= 5 items
+    for r, user in enumerate(split.test.users):
+        seq = sequences[user]
+        assert row(split.test.targets, r) == [seq[-1]]
+        assert row(split.validation.targets, r) == [seq[-2]]
+        assert train[user].tolist() == seq[:-2].tolist()
+        assert split.test.histories[r].tolist() == seq[:-1].tolist()
+        # No leakage (synthetic sequences never repeat an item).
+        assert seq[-1] not in train[user] and seq[-2] not in train[user]
+        assert seq[-1] not in split.test.histories[r]
+    # Every interaction is in exactly one of train / validation / test.
+    assert len(split.train) + 2 * len(split.test) == len(synthetic)
+
+
+def test_leave_one_out_min_interactions():
+    data = Interactions(np.array([0, 0, 0, 1, 1, 1, 1]), np.arange(7), 2, 7)
+    split = leave_one_out(data, min_interactions=4)
+    np.testing.assert_array_equal(split.test.users, [1])
+    assert split.train.user_counts().tolist() == [3, 2]
+
+
+# --- given split -------------------------------------------------------------
+
+
+def test_given_split():
+    train = Interactions(np.array([0, 0, 1, 2]), np.array([1, 2, 0, 3]), 4, 5)
+    test = Interactions(np.array([2, 0, 2]), np.array([4, 3, 1]), 4, 5)
+    split = given_split(train, test)
+    assert split.train is train
+    np.testing.assert_array_equal(split.test.users, [0, 2])  # users 1, 3: no test
+    assert [row(split.test.targets, r) for r in range(2)] == [[3], [1, 4]]
+    assert [h.tolist() for h in split.test.histories] == [[1, 2], [3]]
+    assert split.test.targets.shape == (2, 5)
+
+
+def test_given_split_needs_one_id_space():
+    train = Interactions(np.array([0]), np.array([1]), 2, 5)
+    test = Interactions(np.array([0]), np.array([1]), 2, 6)
+    with pytest.raises(ValueError, match="one id space"):
+        given_split(train, test)
+
+
+# --- random holdout ----------------------------------------------------------
+
+
+def test_random_holdout(synthetic):
+    split = random_holdout(synthetic, 0.2, seed=1)
+    assert split.protocol == "random_holdout"
+    train_matrix = split.train.to_csr()
+    test_rows = {u: row(split.test.targets, r) for r, u in enumerate(split.test.users)}
+    for user, seq in enumerate(synthetic.sequences()):
+        held = test_rows.get(user, [])
+        assert len(held) == max(1, round(0.2 * len(seq)))
+        assert not set(held) & set(row(train_matrix, user))
+    # Train and test together are the original interactions.
+    test_pairs = collections.Counter(
+        (u, i) for u, items in test_rows.items() for i in items
+    )
+    assert pairs_of(split.train) + test_pairs == pairs_of(synthetic)
+    fraction = sum(test_pairs.values()) / len(synthetic)
+    assert 0.17 < fraction < 0.23
+
+
+def test_random_holdout_is_seeded(synthetic):
+    first = random_holdout(synthetic, 0.2, seed=7)
+    again = random_holdout(synthetic, 0.2, seed=7)
+    other = random_holdout(synthetic, 0.2, seed=8)
+    assert first.train.checksum() == again.train.checksum()
+    assert (first.test.targets != again.test.targets).nnz == 0
+    assert first.train.checksum() != other.train.checksum()
+
+
+def test_random_holdout_keeps_single_item_users_in_train():
+    data = Interactions(np.array([0, 1, 1, 1]), np.array([0, 1, 2, 3]), 2, 4)
+    split = random_holdout(data, 0.5, seed=0)
+    np.testing.assert_array_equal(split.test.users, [1])
+    assert split.train.user_counts().tolist() == [1, 1]
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.0, -0.1, 1.5])
+def test_random_holdout_invalid_fraction(synthetic, fraction):
+    with pytest.raises(ValueError, match="test_fraction"):
+        random_holdout(synthetic, fraction)
+
+
+# --- strong generalization ---------------------------------------------------
+
+
+def test_strong_generalization():
+    # Many rare items, so that some belong to held-out users only.
+    synthetic = make_synthetic(num_users=100, num_items=400, mean_length=10, seed=3)
+    split = strong_generalization(synthetic, 20, 30, seed=5)
+    assert split.protocol == "strong_generalization"
+    val, test = split.validation, split.test
+    assert not val.known_users and not test.known_users
+    assert (len(val), len(test)) == (20, 30)
+    train_users = set(np.flatnonzero(split.train.user_counts() > 0).tolist())
+    assert len(train_users) == synthetic.num_users - 50
+    # Disjoint user sets; no held-out user has a training row.
+    assert not train_users & set(val.users.tolist())
+    assert not train_users & set(test.users.tolist())
+    assert not set(val.users.tolist()) & set(test.users.tolist())
+
+    # Items are renumbered to those the training users have.
+    in_train = np.isin(synthetic.user_ids, sorted(train_users))
+    train_items = np.unique(synthetic.item_ids[in_train])
+    np.testing.assert_array_equal(split.train.raw_item_ids, train_items)
+    assert split.num_items == len(train_items) < synthetic.num_items
+    assert (split.train.item_counts() > 0).all()
+    sequences = synthetic.sequences()
+    for eval_set in (val, test):
+        assert eval_set.targets.shape[1] == split.num_items
+        for r, user in enumerate(eval_set.users):
+            fold_in = eval_set.histories[r].tolist()
+            held = row(eval_set.targets, r)
+            original = [i for i in sequences[user] if i in train_items]
+            # Fold-in and targets partition the user's (train-known) items.
+            renumbered = np.searchsorted(train_items, original).tolist()
+            assert sorted(fold_in + held) == sorted(renumbered)
+            assert len(held) == max(1, round(0.2 * len(original)))
+            # Fold-in keeps the time order.
+            assert fold_in == [i for i in renumbered if i in fold_in]
+
+
+def test_strong_generalization_drops_items_unknown_to_training():
+    # Item 9 belongs to one user only; whether it survives depends on whether
+    # that user trains. Check both outcomes against the rule over many seeds.
+    users = np.repeat(np.arange(10), 4)
+    items = np.tile(np.arange(4), 10)
+    users = np.append(users, 3)
+    items = np.append(items, 9)
+    data = Interactions.from_raw(users, items)
+    outcomes = set()
+    for seed in range(12):
+        split = strong_generalization(data, 2, 2, seed=seed)
+        user_3_trains = split.train.user_counts()[3] > 0
+        assert split.num_items == (5 if user_3_trains else 4)
+        assert (9 in split.train.raw_item_ids.tolist()) == user_3_trains
+        outcomes.add(bool(user_3_trains))
+    assert outcomes == {True, False}
+
+
+def test_strong_generalization_is_seeded(synthetic):
+    first = strong_generalization(synthetic, 10, 10, seed=1)
+    again = strong_generalization(synthetic, 10, 10, seed=1)
+    other = strong_generalization(synthetic, 10, 10, seed=2)
+    np.testing.assert_array_equal(first.test.users, again.test.users)
+    assert (first.test.targets != again.test.targets).nnz == 0
+    assert first.train.checksum() == again.train.checksum()
+    assert set(first.test.users.tolist()) != set(other.test.users.tolist())
+
+
+def test_strong_generalization_too_many_heldout_users(synthetic):
+    with pytest.raises(ValueError, match="held-out users"):
+        strong_generalization(synthetic, 60, 60)
+
+
+# --- EvalSet and negatives ---------------------------------------------------
+
+
+def make_eval_set():
+    histories = [np.array([0, 1, 1]), np.array([], np.int64), np.array([5, 2])]
+    targets = targets_matrix([np.array([3]), np.array([0, 4]), np.array([1])], 8)
+    return EvalSet(np.array([10, 11, 12]), histories, targets)
+
+
+def test_eval_set_history_matrix_and_take():
+    eval_set = make_eval_set()
+    expected = np.zeros((3, 8))
+    expected[[0, 0, 2, 2], [0, 1, 5, 2]] = 1
+    np.testing.assert_array_equal(eval_set.history_matrix.toarray(), expected)
+    part = eval_set.take(np.array([2, 0]))
+    np.testing.assert_array_equal(part.users, [12, 10])
+    assert [row(part.targets, r) for r in range(2)] == [[1], [3]]
+    assert part.histories[0].tolist() == [5, 2]
+
+
+def test_sample_negatives():
+    eval_set = make_eval_set()
+    exclude = targets_matrix([np.array([7]), np.array([7]), np.array([])], 8)
+    negatives = sample_negatives(eval_set, 3, 8, seed=0, exclude=exclude)
+    assert negatives.shape == (3, 3)
+    forbidden = (eval_set.history_matrix + eval_set.targets + exclude).toarray() > 0
+    for r in range(3):
+        assert len(set(negatives[r].tolist())) == 3
+        assert not forbidden[r, negatives[r]].any()
+    np.testing.assert_array_equal(
+        negatives, sample_negatives(eval_set, 3, 8, seed=0, exclude=exclude)
+    )
+
+
+def test_sample_negatives_many_rows_seeded(synthetic):
+    split = leave_one_out(synthetic)
+    negatives = sample_negatives(split.test, 30, synthetic.num_items, seed=4)
+    seen = (split.test.history_matrix + split.test.targets).toarray() > 0
+    assert not np.take_along_axis(seen, negatives, axis=1).any()
+    assert all(len(set(r)) == 30 for r in negatives.tolist())
+    assert (negatives >= 0).all() and (negatives < synthetic.num_items).all()
+    again = sample_negatives(split.test, 30, synthetic.num_items, seed=4)
+    other = sample_negatives(split.test, 30, synthetic.num_items, seed=5)
+    np.testing.assert_array_equal(negatives, again)
+    assert (negatives != other).any()
+
+
+def test_sample_negatives_too_few_unseen_items():
+    with pytest.raises(ValueError, match="fewer than num_negatives"):
+        sample_negatives(make_eval_set(), 6, 8, seed=0)

@@ -1,0 +1,332 @@
+"""SavedModel export: parity with the Keras models, REST bodies, errors, atomicity."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_rec  # noqa: F401  (sets the Keras backend)
+from keras_rec.data import Interactions, make_synthetic
+from keras_rec.export import export_saved_model, load_serving, saved_model, testing
+from keras_rec.models import BPRMF, Popularity
+
+DOCS = pathlib.Path(__file__).resolve().parents[2] / "docs" / "serving.md"
+NUM_USERS, NUM_ITEMS, K = 50, 40, 5
+BAD_HISTORY = r"`item_history` must lie in \[0, num_items=40\) or be PAD=-1"
+BAD_ITEM_IDS = r"`item_ids` must lie in \[0, num_items=40\)"
+
+
+@pytest.fixture(scope="module")
+def train() -> Interactions:
+    return make_synthetic(
+        num_users=NUM_USERS, num_items=NUM_ITEMS, mean_length=8, min_length=4
+    )
+
+
+@pytest.fixture(scope="module")
+def models(train) -> dict:
+    """An untrained BPR-MF (parity needs no training) and a fitted popularity."""
+    return {
+        "user_id": BPRMF(NUM_USERS, NUM_ITEMS, embedding_dim=8, seed=0),
+        "item_history": Popularity(NUM_ITEMS).fit_closed_form(train),
+    }
+
+
+@pytest.fixture(scope="module")
+def exports(models, train, tmp_path_factory) -> dict:
+    """`{input_kind: (model, seen_items, export path)}`."""
+    directory = tmp_path_factory.mktemp("exports")
+    result = {}
+    for kind, model in models.items():
+        seen = train.to_csr() if kind == "user_id" else None
+        path = export_saved_model(model, directory / kind / "1", k=K, seen_items=seen)
+        result[kind] = (model, seen, path)
+    return result
+
+
+@pytest.mark.parametrize("kind", ["user_id", "item_history"])
+def test_saved_model_cli_matches_keras_model(kind, models, train, tmp_path):
+    """Both signatures, run by saved_model_cli, equal recommend / score_items."""
+    model = models[kind]
+    seen = train.to_csr() if kind == "user_id" else None
+    path = testing.check_saved_model(model, tmp_path, seen_items=seen, k=K)
+    assert os.path.isfile(os.path.join(path, "saved_model.pb"))
+
+
+def test_hand_computed_recommendations_exclude_seen_items(tmp_path):
+    """Scores rise with the item id, so the answer is the top unseen ids."""
+    model = BPRMF(num_users=3, num_items=10, embedding_dim=1)
+    model.user_embedding.embeddings.assign(np.ones((3, 1), np.float32))
+    model.item_embedding.embeddings.assign(np.arange(10, dtype=np.float32)[:, None])
+    seen = Interactions(
+        user_ids=[0, 0, 0, 2], item_ids=[9, 8, 6, 0], num_users=3, num_items=10
+    ).to_csr()
+    path = export_saved_model(model, tmp_path / "1", k=3, seen_items=seen)
+    out = load_serving(path)(user_id=[0, 1, 2])
+    np.testing.assert_array_equal(out["item_ids"], [[7, 5, 4], [9, 8, 7], [9, 8, 7]])
+    np.testing.assert_allclose(out["scores"], [[7, 5, 4], [9, 8, 7], [9, 8, 7]])
+    scores = load_serving(path, "score_items")(user_id=[1], item_ids=[[2, 9]])
+    np.testing.assert_allclose(scores["scores"], [[2.0, 9.0]])
+
+
+def test_hand_computed_popularity_excludes_history(tmp_path):
+    counts = {3: 4, 1: 3, 0: 2, 2: 1}
+    items = [item for item, count in counts.items() for _ in range(count)]
+    train = Interactions(
+        user_ids=np.arange(len(items)) % 2, item_ids=items, num_users=2, num_items=5
+    )
+    model = Popularity(num_items=5).fit_closed_form(train)
+    path = export_saved_model(model, tmp_path / "1", k=2)
+    out = load_serving(path)(item_history=[[-1, 3], [1, 3]])
+    np.testing.assert_array_equal(out["item_ids"], [[1, 0], [0, 2]])
+    np.testing.assert_allclose(out["scores"], np.log1p([[3, 2], [2, 1]]), rtol=1e-6)
+
+
+def _run_request(path: str, body: dict) -> dict[str, np.ndarray]:
+    """Runs a TF Serving REST body (row or columnar format) on the SavedModel."""
+    if "instances" in body:
+        inputs = testing.instances_to_inputs(body["instances"])
+    else:
+        inputs = {name: np.asarray(v, np.int64) for name, v in body["inputs"].items()}
+    signature = body.get("signature_name", "serving_default")
+    return inputs, load_serving(path, signature)(**inputs)
+
+
+def _check_request(exports: dict, body: dict) -> None:
+    names = set(body.get("inputs") or body["instances"][0])
+    kind = "user_id" if "user_id" in names else "item_history"
+    model, seen, path = exports[kind]
+    inputs, out = _run_request(path, body)
+    if body.get("signature_name", "serving_default") == "serving_default":
+        testing.assert_same_top_k(
+            model,
+            inputs,
+            out,
+            testing.expected_recommendations(model, inputs, K, seen),
+            testing.excluded_items(model, inputs, seen),
+        )
+    else:
+        candidates = inputs.pop("item_ids")
+        np.testing.assert_allclose(
+            out["scores"],
+            testing.expected_scores(model, inputs, candidates),
+            atol=testing.ATOL,
+        )
+
+
+@pytest.mark.parametrize("kind", ["user_id", "item_history"])
+def test_export_info_describes_signatures_and_requests(kind, exports):
+    model, _, path = exports[kind]
+    with open(os.path.join(path, saved_model.INFO_FILE)) as file:
+        info = json.load(file)
+    assert info["model_class"] == type(model).__name__
+    assert (info["k"], info["num_items"], info["input_kind"]) == (K, NUM_ITEMS, kind)
+    assert set(info["signatures"]) == {"serving_default", "score_items"}
+    assert set(info["signatures"]["score_items"]["inputs"]) == {kind, "item_ids"}
+    assert info["signatures"]["serving_default"]["outputs"]["item_ids"] == {
+        "dtype": "int64",
+        "shape": [None, K],
+    }
+    loaded = tf.saved_model.load(path)
+    for name, signature in info["signatures"].items():
+        inputs = loaded.signatures[name].structured_input_signature[1]
+        assert set(inputs) == set(signature["inputs"])
+    requests = info["rest_requests"]
+    assert set(requests) == {"serving_default", "score_items"}
+    for name, body in requests.items():
+        assert body["signature_name"] == name
+        _check_request(exports, body)
+
+
+def test_documented_request_bodies_run_on_the_exports(exports):
+    bodies = [b for b in testing.json_blocks(DOCS.read_text()) if "signature_name" in b]
+    covered = {
+        (
+            "user_id" if "user_id" in (b.get("inputs") or b["instances"][0]) else "h",
+            b["signature_name"],
+        )
+        for b in bodies
+    }
+    assert covered == {
+        ("user_id", "serving_default"),
+        ("user_id", "score_items"),
+        ("h", "serving_default"),
+        ("h", "score_items"),
+    }
+    for body in bodies:
+        _check_request(exports, body)
+
+
+def test_out_of_range_user_id_is_named_by_the_serving_loader(exports):
+    _, _, path = exports["user_id"]
+    with pytest.raises(testing.SavedModelCliError) as error:
+        testing.run_saved_model_cli(path, "serving_default", {"user_id": [1, 50]})
+    message = str(error.value)
+    assert "InvalidArgumentError" in message
+    assert f"`user_id` must lie in [0, num_users={NUM_USERS})" in message
+
+
+@pytest.mark.parametrize("signature", ["serving_default", "score_items"])
+@pytest.mark.parametrize("user_id", [-1, NUM_USERS, 10**9])
+def test_out_of_range_user_id_raises(exports, signature, user_id):
+    _, _, path = exports["user_id"]
+    extra = {"item_ids": [[1]]} if signature == "score_items" else {}
+    with pytest.raises(tf.errors.InvalidArgumentError, match="`user_id` must lie"):
+        load_serving(path, signature)(user_id=[0, user_id], **extra)
+
+
+@pytest.mark.parametrize("signature", ["serving_default", "score_items"])
+def test_empty_history_raises(exports, signature):
+    _, _, path = exports["item_history"]
+    extra = {"item_ids": [[1], [2]]} if signature == "score_items" else {}
+    serve = load_serving(path, signature)
+    with pytest.raises(
+        tf.errors.InvalidArgumentError, match="`item_history` has a row"
+    ):
+        serve(item_history=[[-1, 3], [-1, -1]], **extra)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="`item_history`"):
+        serve(item_history=np.zeros((2, 0), np.int64), **extra)
+
+
+@pytest.mark.parametrize("bad", [NUM_ITEMS, -2])
+def test_out_of_range_history_item_raises(exports, bad):
+    _, _, path = exports["item_history"]
+    with pytest.raises(tf.errors.InvalidArgumentError, match=BAD_HISTORY):
+        load_serving(path)(item_history=[[-1, 1, bad]])
+
+
+@pytest.mark.parametrize("kind", ["user_id", "item_history"])
+@pytest.mark.parametrize("bad", [NUM_ITEMS, -1])
+def test_out_of_range_candidate_raises(exports, kind, bad):
+    _, _, path = exports[kind]
+    first = {"user_id": [0]} if kind == "user_id" else {"item_history": [[-1, 2]]}
+    with pytest.raises(tf.errors.InvalidArgumentError, match=BAD_ITEM_IDS):
+        load_serving(path, "score_items")(**first, item_ids=[[0, bad]])
+
+
+def test_invalid_arguments(models, train, tmp_path):
+    bpr = models["user_id"]
+    with pytest.raises(ValueError, match="`seen_items` is required"):
+        export_saved_model(bpr, tmp_path / "a")
+    with pytest.raises(ValueError, match="`seen_items` must have shape"):
+        export_saved_model(bpr, tmp_path / "a", seen_items=train.to_csr()[:10])
+    with pytest.raises(ValueError, match="`k` must lie in"):
+        export_saved_model(bpr, tmp_path / "a", k=0, seen_items=train.to_csr())
+    with pytest.raises(ValueError, match="input_kind"):
+        export_saved_model(keras.Sequential(), tmp_path / "a")
+    with pytest.raises(ValueError, match="Unknown signature"):
+        load_serving(export_saved_model(models["item_history"], tmp_path / "b"), "x")
+    assert not os.path.exists(tmp_path / "a")
+
+
+def _item_ids(path: str) -> np.ndarray:
+    return load_serving(path)(user_id=np.arange(NUM_USERS))["item_ids"]
+
+
+@pytest.fixture
+def previous(train, tmp_path) -> tuple[str, np.ndarray, BPRMF]:
+    """A complete export at `tmp_path/bpr/1`, its answers and a different model."""
+    path = export_saved_model(
+        BPRMF(NUM_USERS, NUM_ITEMS, 8, seed=1),
+        tmp_path / "bpr" / "1",
+        k=K,
+        seen_items=train.to_csr(),
+    )
+    other = BPRMF(NUM_USERS, NUM_ITEMS, 8, seed=2)
+    return path, _item_ids(path), other
+
+
+def test_failed_export_keeps_the_previous_one(previous, train, monkeypatch):
+    path, answers, other = previous
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    # The SavedModel is complete in the staging folder when this raises.
+    monkeypatch.setattr(saved_model, "export_info", fail)
+    with pytest.raises(RuntimeError, match="disk full"):
+        export_saved_model(other, path, k=K, seen_items=train.to_csr())
+    np.testing.assert_array_equal(_item_ids(path), answers)
+    assert os.listdir(os.path.dirname(path)) == ["1"]
+
+
+def test_failed_rename_restores_the_previous_one(previous, train, monkeypatch):
+    path, answers, other = previous
+    rename = os.rename
+
+    def rename_except_new_version(source, target):
+        if target == path and ".tmp-" in source and not source.endswith(".old"):
+            raise OSError("rename failed")
+        rename(source, target)
+
+    monkeypatch.setattr(saved_model.os, "rename", rename_except_new_version)
+    with pytest.raises(OSError, match="rename failed"):
+        export_saved_model(other, path, k=K, seen_items=train.to_csr())
+    monkeypatch.undo()
+    np.testing.assert_array_equal(_item_ids(path), answers)
+    assert os.listdir(os.path.dirname(path)) == ["1"]
+
+
+def test_failed_restore_never_deletes_the_previous_one(previous, train, monkeypatch):
+    path, answers, other = previous
+    rename = os.rename
+
+    def rename_except_into_place(source, target):
+        if target == path:
+            raise OSError("rename failed")
+        rename(source, target)
+
+    monkeypatch.setattr(saved_model.os, "rename", rename_except_into_place)
+    with pytest.raises(OSError, match="rename failed"):
+        export_saved_model(other, path, k=K, seen_items=train.to_csr())
+    monkeypatch.undo()
+    (staging,) = os.listdir(os.path.dirname(path))
+    kept = os.path.join(os.path.dirname(path), staging, "1.old")
+    np.testing.assert_array_equal(_item_ids(kept), answers)
+
+
+def test_export_replaces_the_previous_one(previous, train):
+    path, answers, other = previous
+    export_saved_model(other, path, k=K, seen_items=train.to_csr())
+    expected, _ = testing.expected_recommendations(
+        other, {"user_id": np.arange(NUM_USERS)}, K, train.to_csr()
+    )
+    new = _item_ids(path)
+    assert not np.array_equal(new, answers)
+    np.testing.assert_array_equal(new, expected)
+    assert os.listdir(os.path.dirname(path)) == ["1"]
+
+
+def test_export_refuses_to_replace_a_file(models, tmp_path):
+    target = tmp_path / "model"
+    target.write_text("not a SavedModel")
+    with pytest.raises(ValueError, match="is not a folder"):
+        export_saved_model(models["item_history"], target)
+    assert target.read_text() == "not a SavedModel"
+
+
+def test_assert_same_top_k_accepts_ties_and_rejects_wrong_answers():
+    model = BPRMF(num_users=1, num_items=6, embedding_dim=1)
+    model.user_embedding.embeddings.assign(np.ones((1, 1), np.float32))
+    scores = np.array([0, 3, 3, 1, 2, 2], np.float32)  # ties: {1, 2} and {4, 5}
+    model.item_embedding.embeddings.assign(scores[:, None])
+    inputs = {"user_id": np.array([0])}
+    expected = testing.expected_recommendations(model, inputs, k=3)
+
+    def check(ids, excluded=None):
+        out = {"item_ids": np.array([ids]), "scores": scores[np.array([ids])]}
+        testing.assert_same_top_k(model, inputs, out, expected, excluded)
+
+    check([1, 2, 4])
+    check([2, 1, 5])  # tie order, and the last item tied with the one left out
+    for wrong in ([1, 2, 3], [1, 4, 2], [1, 1, 4]):
+        with pytest.raises(AssertionError):
+            check(wrong)
+    with pytest.raises(AssertionError, match="excluded"):
+        check([1, 2, 4], excluded=[{4}])
