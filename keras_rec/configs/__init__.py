@@ -82,9 +82,15 @@ class Experiment:
 
 
 def _collect() -> list[Experiment]:
-    from keras_rec.configs import baselines, ncf
+    from keras_rec.configs import autoencoders, baselines, graph, ncf, sasrec
 
-    return [*baselines.EXPERIMENTS, *ncf.EXPERIMENTS]
+    return [
+        *baselines.EXPERIMENTS,
+        *ncf.EXPERIMENTS,
+        *sasrec.EXPERIMENTS,
+        *graph.EXPERIMENTS,
+        *autoencoders.EXPERIMENTS,
+    ]
 
 
 EXPERIMENTS: list[Experiment] = _collect()

@@ -1,0 +1,7 @@
+"""Experiments of the sasrec family (filled in by its issue)."""
+
+from __future__ import annotations
+
+from keras_rec.configs import Experiment
+
+EXPERIMENTS: list[Experiment] = []
