@@ -36,6 +36,26 @@ def _tower_widths(predictive_factors: int, num_layers: int) -> list[int]:
     return [predictive_factors * 2 ** (num_layers - 1 - i) for i in range(num_layers)]
 
 
+def _pair_inputs() -> tuple[keras.KerasTensor, keras.KerasTensor]:
+    return (
+        keras.Input(shape=(), dtype="int64", name=USER_ID),
+        keras.Input(shape=(), dtype="int64", name=ITEM_ID),
+    )
+
+
+def _mlp_tower(widths: list[int]) -> list[keras.layers.Layer]:
+    return [
+        keras.layers.Dense(w, activation="relu", name=f"mlp_layer_{i}")
+        for i, w in enumerate(widths)
+    ]
+
+
+def _apply(layers: list[keras.layers.Layer], vector):
+    for layer in layers:
+        vector = layer(vector)
+    return vector
+
+
 class _NCFBase(Recommender, keras.Model):
     """Scores `(user_id [B], item_id [B])` pairs with a sigmoid; `score_all`
     evaluates every item for each user by tiling the pair inputs."""
@@ -69,6 +89,23 @@ class _NCFBase(Recommender, keras.Model):
             }
         )
         return ops.reshape(scores, shape)
+
+    #: Constructor arguments, stored as attributes of the same name.
+    config_keys: tuple[str, ...] = (
+        "num_users",
+        "num_items",
+        "predictive_factors",
+        "seed",
+    )
+
+    def _store_config(self, **arguments) -> None:
+        for key in self.config_keys:
+            setattr(self, key, arguments[key])
+
+    def get_config(self):
+        return serialize_config(
+            self, **{key: getattr(self, key) for key in self.config_keys}
+        )
 
     @classmethod
     def from_config(cls, config):
@@ -116,8 +153,7 @@ class GMF(_NCFBase):
         item_embedding = _embedding(num_items, predictive_factors, "gmf_item", seed)
         prediction = keras.layers.Dense(1, name="prediction")
         # === Functional model ===
-        user_id = keras.Input(shape=(), dtype="int64", name=USER_ID)
-        item_id = keras.Input(shape=(), dtype="int64", name=ITEM_ID)
+        user_id, item_id = _pair_inputs()
         vector = user_embedding(user_id) * item_embedding(item_id)
         score = ops.sigmoid(ops.squeeze(prediction(vector), -1))
         super().__init__(
@@ -125,18 +161,11 @@ class GMF(_NCFBase):
         )
         # === Config ===
         self.prediction = prediction
-        self.num_users = num_users
-        self.num_items = num_items
-        self.predictive_factors = predictive_factors
-        self.seed = seed
-
-    def get_config(self):
-        return serialize_config(
-            self,
-            num_users=self.num_users,
-            num_items=self.num_items,
-            predictive_factors=self.predictive_factors,
-            seed=self.seed,
+        self._store_config(
+            num_users=num_users,
+            num_items=num_items,
+            predictive_factors=predictive_factors,
+            seed=seed,
         )
 
 
@@ -166,6 +195,8 @@ class MLP(_NCFBase):
         He et al., WWW 2017. https://arxiv.org/abs/1708.05031
     """
 
+    config_keys = (*_NCFBase.config_keys, "num_layers")
+
     def __init__(
         self,
         num_users: int,
@@ -185,39 +216,26 @@ class MLP(_NCFBase):
         # === Layers ===
         user_embedding = _embedding(num_users, widths[0], "mlp_user", seed)
         item_embedding = _embedding(num_items, widths[0], "mlp_item", seed)
-        tower = [
-            keras.layers.Dense(w, activation="relu", name=f"mlp_layer_{i}")
-            for i, w in enumerate(widths)
-        ]
+        tower = _mlp_tower(widths)
         prediction = keras.layers.Dense(1, name="prediction")
         # === Functional model ===
-        user_id = keras.Input(shape=(), dtype="int64", name=USER_ID)
-        item_id = keras.Input(shape=(), dtype="int64", name=ITEM_ID)
+        user_id, item_id = _pair_inputs()
         vector = ops.concatenate(
             [user_embedding(user_id), item_embedding(item_id)], axis=-1
         )
-        for layer in tower:
-            vector = layer(vector)
+        vector = _apply(tower, vector)
         score = ops.sigmoid(ops.squeeze(prediction(vector), -1))
         super().__init__(
             inputs={USER_ID: user_id, ITEM_ID: item_id}, outputs=score, **kwargs
         )
         # === Config ===
         self.prediction = prediction
-        self.num_users = num_users
-        self.num_items = num_items
-        self.predictive_factors = predictive_factors
-        self.num_layers = num_layers
-        self.seed = seed
-
-    def get_config(self):
-        return serialize_config(
-            self,
-            num_users=self.num_users,
-            num_items=self.num_items,
-            predictive_factors=self.predictive_factors,
-            num_layers=self.num_layers,
-            seed=self.seed,
+        self._store_config(
+            num_users=num_users,
+            num_items=num_items,
+            predictive_factors=predictive_factors,
+            num_layers=num_layers,
+            seed=seed,
         )
 
 
@@ -247,6 +265,8 @@ class NeuMF(_NCFBase):
         He et al., WWW 2017. https://arxiv.org/abs/1708.05031
     """
 
+    config_keys = (*_NCFBase.config_keys, "num_layers")
+
     def __init__(
         self,
         num_users: int,
@@ -268,18 +288,13 @@ class NeuMF(_NCFBase):
         gmf_item = _embedding(num_items, predictive_factors, "gmf_item", seed)
         mlp_user = _embedding(num_users, widths[0], "mlp_user", seed)
         mlp_item = _embedding(num_items, widths[0], "mlp_item", seed)
-        tower = [
-            keras.layers.Dense(w, activation="relu", name=f"mlp_layer_{i}")
-            for i, w in enumerate(widths)
-        ]
+        tower = _mlp_tower(widths)
         prediction = keras.layers.Dense(1, name="prediction")
         # === Functional model ===
-        user_id = keras.Input(shape=(), dtype="int64", name=USER_ID)
-        item_id = keras.Input(shape=(), dtype="int64", name=ITEM_ID)
+        user_id, item_id = _pair_inputs()
         gmf_vector = gmf_user(user_id) * gmf_item(item_id)
         mlp_vector = ops.concatenate([mlp_user(user_id), mlp_item(item_id)], axis=-1)
-        for layer in tower:
-            mlp_vector = layer(mlp_vector)
+        mlp_vector = _apply(tower, mlp_vector)
         joint = ops.concatenate([gmf_vector, mlp_vector], axis=-1)
         score = ops.sigmoid(ops.squeeze(prediction(joint), -1))
         super().__init__(
@@ -287,11 +302,13 @@ class NeuMF(_NCFBase):
         )
         # === Config ===
         self.prediction = prediction
-        self.num_users = num_users
-        self.num_items = num_items
-        self.predictive_factors = predictive_factors
-        self.num_layers = num_layers
-        self.seed = seed
+        self._store_config(
+            num_users=num_users,
+            num_items=num_items,
+            predictive_factors=predictive_factors,
+            num_layers=num_layers,
+            seed=seed,
+        )
 
     def load_pretrained(self, gmf: GMF, mlp: MLP, alpha: float = 0.5) -> NeuMF:
         """Initialises from trained GMF and MLP models (paper §3.4.1)."""
@@ -321,13 +338,3 @@ class NeuMF(_NCFBase):
             ]
         )
         return self
-
-    def get_config(self):
-        return serialize_config(
-            self,
-            num_users=self.num_users,
-            num_items=self.num_items,
-            predictive_factors=self.predictive_factors,
-            num_layers=self.num_layers,
-            seed=self.seed,
-        )
