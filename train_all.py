@@ -23,6 +23,7 @@ import shutil
 import sys
 import time
 
+import numpy as np
 import tensorflow as tf
 
 import keras_rec  # noqa: F401  (registers the Keras classes)
@@ -186,13 +187,58 @@ def _metrics(result: dict) -> dict:
 
 
 def _export(model, split, name: str, args) -> dict:
+    """Exports SavedModel + TFLite (+ the `.keras` file) and checks both
+    against the Keras model on a sample of users."""
     from keras_rec.export import export_saved_model, export_tflite
 
     target = os.path.join(args.saved_models_dir, name)
     seen = split.train.to_csr() if model.input_kind == "user_id" else None
     saved = export_saved_model(model, os.path.join(target, "1"), seen_items=seen)
     tflite = export_tflite(model, os.path.join(target, "model.tflite"), seen_items=seen)
-    return {"saved_model": saved, "tflite": tflite}
+    keras_file = os.path.join(target, "model.keras")
+    model.save(keras_file + ".tmp.keras")
+    os.replace(keras_file + ".tmp.keras", keras_file)
+    return {
+        "saved_model": saved,
+        "tflite": tflite,
+        "keras": keras_file,
+        "parity": export_parity(model, split, saved, tflite, seen),
+    }
+
+
+def export_parity(model, split, saved: str, tflite: str, seen, k: int = 10) -> dict:
+    """Top-k of `serving_default` through `saved_model_cli run` (TF Serving's
+    C++ loader) and through LiteRT, against `model.recommend`, on 8 test
+    users. Raises if the ids or scores differ."""
+    from keras_rec.data.pipelines import pad_histories
+    from keras_rec.export import testing
+
+    rows = np.linspace(0, len(split.test) - 1, num=min(8, len(split.test)))
+    rows = np.unique(rows.astype(np.int64))
+    if model.input_kind == "user_id":
+        inputs = {"user_id": split.test.users[rows]}
+    else:
+        histories = [split.test.histories[r] for r in rows]
+        width = model.history_length or max(len(h) for h in histories)
+        inputs = {"item_history": pad_histories(histories, width)}
+    expected = testing.expected_recommendations(model, inputs, k, seen)
+    request = ("serving_default", inputs)
+    report = {"users": len(rows)}
+    runs = {"saved_model_cli": lambda: testing.run_saved_model_cli(saved, *request)}
+    try:
+        import ai_edge_litert  # noqa: F401
+
+        runs["litert"] = lambda: testing.run_tflite(tflite, *request)
+    except ImportError:
+        report["litert"] = "not checked: ai-edge-litert is not installed"
+    for label, run in runs.items():
+        actual = run()
+        testing.assert_same_top_k(model, inputs, actual, expected)
+        report[label] = {
+            "same_ids": bool(np.array_equal(actual["item_ids"], expected[0])),
+            "max_abs_score_diff": float(np.max(np.abs(actual["scores"] - expected[1]))),
+        }
+    return report
 
 
 def _seeds(args) -> list[int]:

@@ -35,6 +35,10 @@ def test_default_run_writes_results_table_and_exports(tmp_path):
         exported = tmp_path / "saved_models" / name.replace("_seed0", "")
         assert (exported / "1" / "saved_model.pb").exists()
         assert (exported / "model.tflite").exists()
+        assert (exported / "model.keras").exists()
+        parity = record["exported"]["parity"]
+        for runtime in ("saved_model_cli", "litert"):
+            assert parity[runtime]["max_abs_score_diff"] < 1e-4
     table = (results / "RESULTS.md").read_text()
     assert "| bpr_mf | synthetic | loo_sampled | hr@10 |" in table
 
