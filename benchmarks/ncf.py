@@ -26,7 +26,7 @@ def forward_flops(name: str, factors: int, num_layers: int = 3) -> int:
     """Multiply-adds x 2 of one example's forward pass (embeddings are gathers)."""
     widths = _tower_widths(factors, num_layers)
     mlp = 0
-    width_in = 2 * widths[0]
+    width_in = widths[0]  # two embeddings of widths[0] / 2 each (paper §4.1)
     for width in widths:
         mlp += 2 * width_in * width
         width_in = width

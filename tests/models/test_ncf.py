@@ -64,7 +64,9 @@ def test_mlp_tower_halves_to_predictive_factors():
     model = MLP(num_users=5, num_items=6, predictive_factors=8, num_layers=3)
     widths = [model.get_layer(f"mlp_layer_{i}").units for i in range(3)]
     assert widths == [32, 16, 8]
-    assert model.get_layer("mlp_user").output_dim == 32
+    assert model.get_layer("mlp_user").output_dim == 16  # the paper's §4.1
+    wide = MLP(num_users=5, num_items=6, predictive_factors=8, embedding_dim=32)
+    assert wide.get_layer("mlp_user").output_dim == 32  # the authors' script
 
 
 def test_pretrained_neumf_gives_alpha_combined_predictions():
