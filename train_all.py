@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 import keras_rec  # noqa: F401  (registers the Keras classes)
-from keras_rec import configs
+from keras_rec import configs, plots
 from keras_rec.data import load_dataset, make_split
 from keras_rec.data.datasets import DATA_DIR_ENV
 from keras_rec.evaluation import evaluate
@@ -137,6 +137,12 @@ def run_one(experiment, seed: int, dataset, args) -> dict:
         metrics[protocol] = evaluate(
             model, split.test, protocol, progress=not args.quiet
         )
+    try:  # SASRec's attention per block (paper Figure 4); None for others
+        heatmap = plots.save_attention_heatmap(
+            model, split.test, os.path.join(args.results_dir, f"{run}_attention.png")
+        )
+    except ImportError as error:
+        heatmap = f"not drawn: {error}"
     record = {
         "run": run,
         "config": experiment.record(),
@@ -157,6 +163,7 @@ def run_one(experiment, seed: int, dataset, args) -> dict:
         "started": started,
         "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         "command": " ".join(sys.argv),
+        "attention_heatmap": heatmap,
     }
     if training is not None:
         record.update(

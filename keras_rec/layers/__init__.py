@@ -1,3 +1,9 @@
 """Custom layers, one per file."""
 
-__all__: list[str] = []
+from keras_rec.layers.causal_attention import CausalSelfAttentionBlock
+from keras_rec.layers.positional_embedding import PositionalEmbedding
+
+__all__ = [
+    "CausalSelfAttentionBlock",
+    "PositionalEmbedding",
+]

@@ -1,5 +1,9 @@
 """Losses, one per file."""
 
 from keras_rec.losses.bpr import BPRLoss
+from keras_rec.losses.sampled_bce import SampledBinaryCrossentropy
 
-__all__ = ["BPRLoss"]
+__all__ = [
+    "BPRLoss",
+    "SampledBinaryCrossentropy",
+]

@@ -3,5 +3,13 @@
 from keras_rec.models.base import ITEM_HISTORY, USER_ID, Recommender
 from keras_rec.models.bpr_mf import BPRMF
 from keras_rec.models.popularity import Popularity
+from keras_rec.models.sasrec import SASRec
 
-__all__ = ["BPRMF", "ITEM_HISTORY", "USER_ID", "Popularity", "Recommender"]
+__all__ = [
+    "BPRMF",
+    "ITEM_HISTORY",
+    "Popularity",
+    "Recommender",
+    "SASRec",
+    "USER_ID",
+]

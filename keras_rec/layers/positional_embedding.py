@@ -1,0 +1,87 @@
+"""A learnable positional embedding, added to a sequence of vectors."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="keras_rec")
+class PositionalEmbedding(keras.layers.Layer):
+    """Adds a learned vector per position: `E_hat_t = E_t + P_t` (SASRec eq. 1).
+
+    The table `P` has one row per position of the longest sequence,
+    `sequence_length`. Sequences in keras_rec are left padded with the most
+    recent item last, so positions are aligned to the end: an input of length
+    `L <= sequence_length` uses the last `L` rows of `P`, and the most recent
+    item always gets row `sequence_length - 1` (at `L = sequence_length`, the
+    SASRec model's case, this is the usual `P_0 .. P_{L-1}`).
+
+    Args:
+        sequence_length: int. Number of positions (SASRec's `n`, `maxlen`).
+        embeddings_initializer: str or initializer. Initialiser of `P`
+            (the reference code uses TensorFlow's default, Glorot uniform).
+        seed: int or None. Seed of the initialiser.
+
+    Example:
+    >>> layer = PositionalEmbedding(sequence_length=5)
+    >>> layer(keras.ops.zeros((2, 5, 3))).shape
+    TensorShape([2, 5, 3])
+
+    References:
+        Kang and McAuley, Self-Attentive Sequential Recommendation, ICDM 2018.
+        https://arxiv.org/abs/1808.09781
+    """
+
+    def __init__(
+        self,
+        sequence_length: int,
+        embeddings_initializer="glorot_uniform",
+        seed: int | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.sequence_length = sequence_length
+        self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
+        self.seed = seed
+        if not isinstance(sequence_length, int) or sequence_length <= 0:
+            raise ValueError(
+                "`sequence_length` must be a positive integer. "
+                f"Received sequence_length={sequence_length}"
+            )
+        if seed is not None and hasattr(self.embeddings_initializer, "seed"):
+            config = self.embeddings_initializer.get_config()
+            self.embeddings_initializer = type(self.embeddings_initializer)(
+                **{**config, "seed": seed}
+            )
+
+    def build(self, input_shape):
+        length, dim = input_shape[-2], input_shape[-1]
+        if length is not None and length > self.sequence_length:
+            raise ValueError(
+                f"Inputs have {length} positions but `sequence_length` is "
+                f"{self.sequence_length}"
+            )
+        self.embeddings = self.add_weight(
+            shape=(self.sequence_length, dim),
+            initializer=self.embeddings_initializer,
+            name="embeddings",
+        )
+
+    def call(self, inputs):
+        length = ops.shape(inputs)[-2]
+        positions = self.embeddings[self.sequence_length - length :]
+        return inputs + ops.cast(positions, inputs.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "sequence_length": self.sequence_length,
+            "embeddings_initializer": keras.initializers.serialize(
+                self.embeddings_initializer
+            ),
+            "seed": self.seed,
+        }

@@ -1,0 +1,205 @@
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from keras_rec.data import make_split, make_synthetic
+from keras_rec.data.datasets import Dataset
+from keras_rec.data.pipelines import pad_histories, sequence_dataset
+from keras_rec.evaluation import evaluate
+from keras_rec.export import testing
+from keras_rec.losses.sampled_bce import SampledBinaryCrossentropy
+from keras_rec.models import Popularity
+from keras_rec.models.sasrec import SASRec
+
+HISTORIES = np.array(
+    [[-1, -1, -1, 3, 4, 9], [1, 2, 5, 7, 0, 11], [-1, -1, -1, -1, -1, 8]]
+)
+
+
+def _model(**kwargs):
+    arguments = dict(num_items=12, maxlen=6, hidden_dim=8, num_heads=2, seed=0)
+    return SASRec(**{**arguments, **kwargs})
+
+
+def _sequence(model, histories):
+    return model({"item_history": histories}, training=False).numpy()
+
+
+def test_shapes_and_padding_outputs():
+    model = _model()
+    sequence = _sequence(model, HISTORIES)
+    assert sequence.shape == (3, 6, 8)
+    assert np.all(sequence[HISTORIES < 0] == 0.0)
+    assert model.history_length == 6 and model.input_kind == "item_history"
+    assert model.score_all({"item_history": HISTORIES}).shape == (3, 12)
+
+
+def test_scores_are_the_last_state_times_the_shared_item_embedding():
+    model = _model()
+    last = _sequence(model, HISTORIES)[:, -1]
+    table = model.item_embedding.embeddings.numpy()
+    expected = last @ table[1:].T  # row 0 is padding: ids are shifted by one
+    np.testing.assert_allclose(
+        model.score_all({"item_history": HISTORIES}), expected, rtol=1e-5, atol=1e-6
+    )
+    candidates = np.array([[0, 11, 4], [3, 3, 7], [10, 2, 1]])
+    np.testing.assert_allclose(
+        model.score_items({"item_history": HISTORIES}, candidates),
+        np.take_along_axis(expected, candidates, axis=1),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
+def test_embeddings_are_scaled_and_positions_added():
+    model = _model(num_blocks=1)
+    history = HISTORIES[:1]
+    table = model.item_embedding.embeddings.numpy()
+    positions = model.position_embedding.embeddings.numpy()
+    real = history[0] >= 0
+    expected = np.where(
+        real[:, None], table[history[0] + 1] * np.sqrt(8) + positions, 0.0
+    )
+    block = model.blocks[0]
+    np.testing.assert_allclose(
+        _sequence(model, history)[0],
+        model.final_norm(block(expected[None], padding_mask=real[None]))[0]
+        * real[:, None],
+        rtol=1e-5,
+        atol=1e-5,
+    )
+
+
+@pytest.mark.parametrize("position", [3, 4, 5])
+def test_changing_item_t_changes_no_earlier_state(position):
+    model = _model()
+    before = _sequence(model, HISTORIES[:1])
+    changed = HISTORIES[:1].copy()
+    changed[0, position] = 10
+    after = _sequence(model, changed)
+    np.testing.assert_array_equal(after[0, :position], before[0, :position])
+    assert np.abs(after[0, position] - before[0, position]).max() > 1e-4
+
+
+def test_history_length_is_cropped_and_padded():
+    model = _model()
+    long = np.array([[5, 6, 7, 1, 2, 3, 4, 9, 10]])
+    np.testing.assert_allclose(
+        model.score_all({"item_history": long}),
+        model.score_all({"item_history": long[:, -6:]}),
+    )
+    short = np.array([[3, 4, 9]])
+    np.testing.assert_allclose(
+        model.score_all({"item_history": short}),
+        model.score_all({"item_history": pad_histories([short[0]], 6)}),
+        atol=1e-6,
+    )
+
+
+def test_pair_logits_and_loss_match_numpy():
+    model = _model()
+    positives = np.array([[-1, -1, 3, 4, 9, 2], [2, 5, 7, 0, 11, 6], [-1] * 5 + [1]])
+    negatives = np.where(positives >= 0, (positives + 5) % 12, -1)
+    sequence = _sequence(model, HISTORIES)
+    table = model.item_embedding.embeddings.numpy()
+    logits = model.pair_logits(sequence, positives, negatives).numpy()
+    np.testing.assert_allclose(
+        logits[..., 0], (sequence * table[positives + 1]).sum(-1), rtol=1e-5, atol=1e-5
+    )
+    model.compile()
+    loss = model.compute_loss(
+        y={"positives": positives, "negatives": negatives}, y_pred=sequence
+    )
+    real = positives >= 0
+    terms = np.log1p(np.exp(-logits[..., 0])) + np.log1p(np.exp(logits[..., 1]))
+    np.testing.assert_allclose(float(loss), terms[real].mean(), rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"num_items": 0}, "num_items"),
+        ({"maxlen": 0}, "maxlen"),
+        ({"num_blocks": 0}, "num_blocks"),
+        ({"hidden_dim": 9, "num_heads": 2}, "num_heads"),
+        ({"dropout_rate": 1.0}, "dropout_rate"),
+    ],
+)
+def test_invalid_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        _model(**kwargs)
+
+
+def test_config_json_round_trip():
+    model = _model(dropout_rate=0.3, num_blocks=1, name="seq")
+    clone = SASRec.from_config(json.loads(json.dumps(model.get_config())))
+    assert clone.get_config() == model.get_config()
+
+
+@pytest.fixture(scope="module")
+def trained():
+    # Strong sequential dynamics: what a sequence model can use and
+    # popularity cannot.
+    data = make_synthetic(
+        num_users=200, num_items=100, mean_length=15, sequential_probability=0.7, seed=2
+    )
+    split = make_split(Dataset("synthetic", data), "loo_sampled", num_negatives=50)
+    model = SASRec(split.num_items, maxlen=20, hidden_dim=16, dropout_rate=0.2, seed=0)
+    model.compile(optimizer=keras.optimizers.Adam(5e-3, beta_2=0.98))
+    losses = [
+        model.fit(
+            sequence_dataset(split.train, 20, 64, seed=0, epoch=epoch), verbose=0
+        ).history["loss"][0]
+        for epoch in range(10)
+    ]
+    return model, split, losses
+
+
+def test_smoke_fit_loss_goes_down_and_beats_popularity(trained):
+    model, split, losses = trained
+    assert isinstance(model.loss, SampledBinaryCrossentropy)
+    assert losses[-1] < losses[0], losses
+    popularity = Popularity(split.num_items).fit_closed_form(split.train)
+    ours = evaluate(model, split.test, "loo_sampled")
+    theirs = evaluate(popularity, split.test, "loo_sampled")
+    assert ours["ndcg@10"] > theirs["ndcg@10"], (ours, theirs)
+
+
+def test_keras_save_load_gives_same_outputs_and_optimizer(trained, tmp_path):
+    model, split, _ = trained
+    path = str(tmp_path / "sasrec.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    inputs = {"item_history": pad_histories(split.test.histories[:8], 20)}
+    np.testing.assert_allclose(loaded.score_all(inputs), model.score_all(inputs))
+    assert int(loaded.optimizer.iterations) == int(model.optimizer.iterations)
+    assert isinstance(loaded.loss, SampledBinaryCrossentropy)
+
+
+def test_saved_model_and_tflite_match_the_model(trained, tmp_path):
+    # `tf.saved_model.load` here (saved_model_cli takes ~15 s a call on this
+    # machine); train_all's export check runs saved_model_cli on every export.
+    model, _, _ = trained
+    testing.check_saved_model(model, tmp_path, k=5, use_cli=False)
+    testing.check_tflite(model, tmp_path, k=5)
+
+
+def test_attention_heatmap_png(trained, tmp_path):
+    pytest.importorskip("matplotlib")
+    from keras_rec import plots
+
+    model, split, _ = trained
+    weights = plots.average_attention(model, split.test, max_users=50)
+    assert weights.shape == (2, 20, 20)
+    # Every position that some user's history reaches has a row summing to 1.
+    np.testing.assert_allclose(weights[:, -5:].sum(-1), 1.0, atol=1e-5)
+    assert np.all(np.triu(weights[0], k=1) == 0.0)
+    path = plots.save_attention_heatmap(model, split.test, tmp_path / "a.png")
+    with open(path, "rb") as file:
+        assert file.read(8) == b"\x89PNG\r\n\x1a\n"
+    popularity = Popularity(split.num_items)
+    assert (
+        plots.save_attention_heatmap(popularity, split.test, tmp_path / "p.png") is None
+    )
