@@ -82,7 +82,14 @@ class Experiment:
 
 
 def _collect() -> list[Experiment]:
-    from keras_rec.configs import autoencoders, baselines, graph, ncf, sasrec
+    from keras_rec.configs import (
+        autoencoders,
+        autoencoders_recvae_vasp,
+        baselines,
+        graph,
+        ncf,
+        sasrec,
+    )
 
     return [
         *baselines.EXPERIMENTS,
@@ -90,6 +97,7 @@ def _collect() -> list[Experiment]:
         *sasrec.EXPERIMENTS,
         *graph.EXPERIMENTS,
         *autoencoders.EXPERIMENTS,
+        *autoencoders_recvae_vasp.EXPERIMENTS,
     ]
 
 

@@ -2,14 +2,31 @@
 
 from keras_rec.models.base import ITEM_HISTORY, USER_ID, Recommender
 from keras_rec.models.bpr_mf import BPRMF
+from keras_rec.models.ease import EASE
+from keras_rec.models.flvae import FLVAE
+from keras_rec.models.lightgcn import LightGCN
+from keras_rec.models.mult_vae import MultDAE, MultVAE
+from keras_rec.models.neural_ease import NeuralEASE
+from keras_rec.models.ngcf import NGCF
 from keras_rec.models.popularity import Popularity
+from keras_rec.models.recvae import RecVAE
 from keras_rec.models.sasrec import SASRec
+from keras_rec.models.vasp import VASP
 
 __all__ = [
     "BPRMF",
+    "EASE",
+    "FLVAE",
     "ITEM_HISTORY",
+    "LightGCN",
+    "MultDAE",
+    "MultVAE",
+    "NGCF",
+    "NeuralEASE",
     "Popularity",
+    "RecVAE",
     "Recommender",
     "SASRec",
     "USER_ID",
+    "VASP",
 ]

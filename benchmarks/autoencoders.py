@@ -1,0 +1,198 @@
+"""EASE's closed form and the Mult-VAE / Mult-DAE epochs on ML-1M.
+
+    python benchmarks/autoencoders.py --data-dir ../shared/data [--epochs 2]
+
+On the `strong_generalization` training matrix (600 + 600 held-out users):
+
+* EASE: the Gram matrix `X^T X` (sparse, blockwise) and `B` from
+  `P = (X^T X + lambda I)^-1` five ways: ours (`keras_rec.models.ease`,
+  LAPACK Cholesky `dpotrf` + `dpotri` in float64), ours by blocks of 1,024
+  (the path of matrices over 4,096 items), and the plain formula with
+  `np.linalg.inv` (Steck's code), `tf.linalg.inv` in float64 and in
+  float32. Each `B` is compared with ours (max |difference|; the float64
+  ones must agree within 1e-4). FLOPs: `2 sum_u |x_u|^2` for the Gram matrix,
+  LAPACK's counts for the inverse (`n^3` for Cholesky + inverse, `8/3 n^3`
+  for `gesv` against the identity, `2 n^3` for LU + inverse).
+* Mult-VAE (I-600-200-600-I) and Mult-DAE (I-200-I), batch 500: seconds
+  per epoch of Keras `fit` after a warm-up epoch. FLOPs per epoch count the
+  dense matmuls, `2 * in * out` per layer and row, times 3 (forward and
+  backward).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import keras_rec  # noqa: F401
+from keras_rec.data import load_dataset, make_split
+from keras_rec.data.pipelines import user_rows_dataset
+from keras_rec.losses.multinomial import MultinomialLogLikelihood
+from keras_rec.models import ease
+from keras_rec.models.autoencoder_base import training_rows
+from keras_rec.models.ease import ease_weights, gram_matrix
+from keras_rec.models.mult_vae import MultDAE, MultVAE
+
+
+def _timed(function, *args, repeats: int = 1):
+    """`(result, seconds)`: the fastest of `repeats` calls (the CPU is shared,
+    so the first call of a method also pays thread start-up and others' load)."""
+    best = float("inf")
+    for _ in range(repeats):
+        begin = time.perf_counter()
+        result = function(*args)
+        best = min(best, time.perf_counter() - begin)
+    return result, best
+
+
+def _b_from_inverse(inverse: np.ndarray) -> np.ndarray:
+    weights = inverse / -np.diag(inverse)
+    np.fill_diagonal(weights, 0.0)
+    return weights
+
+
+def _blocked_ease_weights(matrix, l2: float, block: int) -> np.ndarray:
+    """Ours with the blocked inverse that matrices over 4,096 items take."""
+    saved, ease.INVERSE_BLOCK = ease.INVERSE_BLOCK, block
+    try:
+        return ease_weights(matrix, l2)
+    finally:
+        ease.INVERSE_BLOCK = saved
+
+
+def numpy_ease(matrix, l2: float) -> np.ndarray:
+    """Steck's reference formula with `np.linalg.inv`."""
+    gram = (matrix.T @ matrix).toarray().astype(np.float64)
+    gram[np.diag_indices_from(gram)] += l2
+    return _b_from_inverse(np.linalg.inv(gram))
+
+
+def tensorflow_ease(matrix, l2: float, dtype) -> np.ndarray:
+    gram = (matrix.T @ matrix).toarray().astype(np.float64)
+    gram[np.diag_indices_from(gram)] += l2
+    inverse = tf.linalg.inv(tf.constant(gram, dtype)).numpy().astype(np.float64)
+    return _b_from_inverse(inverse)
+
+
+def benchmark_ease(matrix, l2: float, repeats: int) -> None:
+    num_items = matrix.shape[1]
+    lengths = np.diff(matrix.indptr).astype(np.float64)
+    gram_flops = 2 * float(np.sum(lengths**2))
+    _, seconds = _timed(gram_matrix, matrix, repeats=repeats)
+    print(
+        f"EASE on {matrix.shape[0]:,} users x {num_items:,} items, "
+        f"{matrix.nnz:,} interactions, lambda={l2}"
+    )
+    print(
+        f"  Gram X^T X (sparse, blockwise): {seconds:6.2f} s, "
+        f"{gram_flops / 1e9:.2f} GFLOP, {gram_flops / seconds / 1e9:.2f} GFLOP/s"
+    )
+    ours, ours_seconds = _timed(ease_weights, matrix, l2, repeats=repeats)
+    cube = float(num_items) ** 3
+    rows = [("ours: dpotrf+dpotri float64", ours, ours_seconds, cube)]
+    for label, function, flops in (
+        (
+            "ours, by blocks of 1024",
+            lambda: _blocked_ease_weights(matrix, l2, 1024),
+            cube,
+        ),
+        ("np.linalg.inv float64", lambda: numpy_ease(matrix, l2), 8 / 3 * cube),
+        (
+            "tf.linalg.inv float64",
+            lambda: tensorflow_ease(matrix, l2, tf.float64),
+            2 * cube,
+        ),
+        (
+            "tf.linalg.inv float32",
+            lambda: tensorflow_ease(matrix, l2, tf.float32),
+            2 * cube,
+        ),
+    ):
+        result, seconds = _timed(function, repeats=repeats)
+        rows.append((label, result, seconds, flops))
+    for label, result, seconds, flops in rows:
+        difference = float(np.max(np.abs(result - ours)))
+        total = flops + gram_flops
+        print(
+            f"  {label:28s}: {seconds:6.2f} s (Gram included), "
+            f"{total / 1e9:6.1f} GFLOP, {total / seconds / 1e9:6.2f} GFLOP/s; "
+            f"max |B - ours| = {difference:.1e}"
+        )
+        if "float64" in label:
+            assert difference < 1e-4, (label, difference)
+
+
+def dense_flops(widths: list[int]) -> int:
+    """Forward multiply-add FLOPs of one row through dense layers `widths`."""
+    return sum(2 * a * b for a, b in zip(widths[:-1], widths[1:], strict=True))
+
+
+def benchmark_autoencoder(name, model, row_flops, matrix, epochs, batch_size) -> None:
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3), loss=MultinomialLogLikelihood()
+    )
+    model.fit(user_rows_dataset(matrix, batch_size, seed=0, epoch=0), verbose=0)
+    begin = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        model.fit(user_rows_dataset(matrix, batch_size, seed=0, epoch=epoch), verbose=0)
+    seconds = (time.perf_counter() - begin) / epochs
+    flops = 3 * row_flops * matrix.shape[0]
+    print(
+        f"{name}: {seconds:6.2f} s/epoch ({matrix.shape[0]:,} users, batch "
+        f"{batch_size}), {flops / 1e9:.1f} GFLOP/epoch, "
+        f"{flops / seconds / 1e9:.2f} GFLOP/s"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir")
+    parser.add_argument("--dataset", default="ml-1m")
+    parser.add_argument("--heldout-users", type=int, default=600)
+    parser.add_argument("--l2", type=float, default=500.0)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="EASE timings: best of this many"
+    )
+    parser.add_argument("--skip-ease", action="store_true")
+    parser.add_argument("--skip-autoencoders", action="store_true")
+    args = parser.parse_args()
+
+    dataset = load_dataset(args.dataset, args.data_dir)
+    split = make_split(
+        dataset,
+        "strong_generalization",
+        seed=0,
+        num_heldout_users=args.heldout_users,
+    )
+    matrix = training_rows(split.train)
+    items = split.num_items
+    if not args.skip_ease:
+        benchmark_ease(matrix, args.l2, args.repeats)
+    if not args.skip_autoencoders:
+        benchmark_autoencoder(
+            "Mult-VAE",
+            MultVAE(items, seed=0),
+            # Encoder I-600-(mu, log_var), decoder z-600-I.
+            dense_flops([items, 600, 400]) + dense_flops([200, 600, items]),
+            matrix,
+            args.epochs,
+            args.batch_size,
+        )
+        benchmark_autoencoder(
+            "Mult-DAE",
+            MultDAE(items, seed=0),
+            dense_flops([items, 200, items]),
+            matrix,
+            args.epochs,
+            args.batch_size,
+        )
+
+
+if __name__ == "__main__":
+    main()

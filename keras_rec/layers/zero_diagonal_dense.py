@@ -1,0 +1,98 @@
+"""A square item-to-item linear map whose diagonal is held at zero."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="keras_rec")
+class ZeroDiagonalDense(keras.layers.Layer):
+    """Square, bias-free `Dense` with `diag(W) = 0`: `y = activation(x (W * (1 - I)))`.
+
+    EASE's constraint `diag(B) = 0` (no item may predict itself), as a layer:
+    the kernel `W` is `[n, n]` for inputs `[..., n]` and its diagonal is
+    zeroed in the forward pass, so the diagonal never reaches the output and
+    its gradient is exactly zero. The zeroing is `tf.linalg.set_diag(W, 0)`,
+    which gives the values and gradients of `W * (1 - I)` without building
+    the `[n, n]` mask (a 1.6 GB constant at ML-20M's 20,108 items).
+
+    Args:
+        units: int or None. Output width; must equal the input width (the
+            layer is square). `None` takes the input width.
+        activation: activation applied to the output. Defaults to none.
+        kernel_initializer: initializer of `W`.
+        kernel_regularizer: optional regularizer of `W` (on all of `W`;
+            the diagonal is unused, so it only decays towards zero).
+        **kwargs: base `keras.layers.Layer` arguments (`name`, `trainable`).
+
+    Example:
+    >>> layer = ZeroDiagonalDense(kernel_initializer="ones")
+    >>> layer(keras.ops.convert_to_tensor([[1.0, 2.0, 3.0]]))  # each sums the others
+    <tf.Tensor: shape=(1, 3), dtype=float32, numpy=array([[5., 4., 3.]], ...)>
+
+    References:
+        Steck, Embarrassingly Shallow Autoencoders for Sparse Data, WWW 2019.
+        https://arxiv.org/abs/1905.03375
+        Vančura and Kordík, Deep Variational Autoencoder with Shallow
+        Parallel Path for Top-N Recommendation (VASP), ICANN 2021.
+        https://arxiv.org/abs/2102.05774
+    """
+
+    def __init__(
+        self,
+        units: int | None = None,
+        activation=None,
+        kernel_initializer="glorot_uniform",
+        kernel_regularizer=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.units = units
+        self.activation = keras.activations.get(activation)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        if units is not None and (
+            isinstance(units, bool) or not isinstance(units, int) or units <= 0
+        ):
+            raise ValueError(
+                f"`units` must be a positive int or None. Received: units={units!r}"
+            )
+
+    def build(self, input_shape):
+        width = input_shape[-1]
+        if width is None:
+            raise ValueError(
+                "ZeroDiagonalDense needs a known input width. Received input_shape="
+                f"{input_shape}"
+            )
+        if self.units is not None and self.units != width:
+            raise ValueError(
+                "`units` must equal the input width (the layer is square). "
+                f"Received: units={self.units}, input width={width}"
+            )
+        self.units = int(width)
+        self.kernel = self.add_weight(
+            shape=(width, width),
+            initializer=self.kernel_initializer,
+            regularizer=self.kernel_regularizer,
+            name="kernel",
+        )
+
+    def call(self, inputs):
+        kernel = ops.convert_to_tensor(self.kernel)
+        kernel = tf.linalg.set_diag(kernel, tf.zeros([self.units], kernel.dtype))
+        return self.activation(ops.matmul(inputs, kernel))
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "units": self.units,
+            "activation": keras.activations.serialize(self.activation),
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
+        }

@@ -1,0 +1,370 @@
+"""What NGCF and LightGCN share: the normalised user-item graph, the encoder
+that propagates embeddings over it, and the id-model serving path.
+
+Design:
+
+* **The graph lives in the weights.** `normalized_adjacency` builds
+  `L = D^-1/2 A D^-1/2` over the `num_users + num_items` nodes once, in
+  SciPy. The encoder stores its nonzeros (`[2 * num_edges, 2]` int32
+  indices, `[2 * num_edges]` values) as non-trainable weights whose shapes
+  come from the constructor argument `num_edges`; `set_graph(interactions)`
+  fills them. So `.keras` files and checkpoints carry the graph while the
+  config stays small JSON.
+* **Serving reads cached final embeddings.** The encoder also keeps the
+  final (propagated, inference-mode) user and item embeddings as
+  non-trainable weights, with a fingerprint of the weights and the graph
+  they were computed from. `score_all` and `score_items` refresh the cache
+  when the fingerprint no longer matches, then only gather and multiply;
+  inside a `tf.function` the check runs eagerly (`tf.init_scope`) when the
+  function is traced, so an exported SavedModel or TFLite model holds no
+  sparse op, just a gather, an inner product and top-k. Evaluation after
+  `fit`, `load_weights` or `set_weights` is therefore always up to date
+  without a manual step; `cache_embeddings()` forces a refresh (do it
+  before reusing a function traced before further training).
+* **Training propagates over the whole graph every step**, as the papers
+  do: one sparse product per layer (see `keras_rec.layers.graph_propagation`).
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import scipy.sparse as sp
+import tensorflow as tf
+
+from keras_rec.layers.graph_propagation import CSRAdjacency, NodeDropout
+from keras_rec.models.base import USER_ID, Recommender
+
+
+def interaction_matrix(interactions, num_users: int, num_items: int) -> sp.csr_matrix:
+    """Binary `[num_users, num_items]` CSR of `Interactions` or a SciPy matrix."""
+    if hasattr(interactions, "to_csr"):
+        matrix = interactions.to_csr()
+    elif sp.issparse(interactions):
+        matrix = sp.csr_matrix(interactions, dtype=np.float32)
+    else:
+        raise ValueError(
+            "`interactions` must be an `Interactions` or a SciPy sparse matrix. "
+            f"Received {type(interactions).__name__}"
+        )
+    if matrix.shape != (num_users, num_items):
+        raise ValueError(
+            f"`interactions` must have shape (num_users={num_users}, "
+            f"num_items={num_items}). Received shape {matrix.shape}"
+        )
+    matrix.sum_duplicates()
+    matrix.eliminate_zeros()
+    matrix.data[:] = 1.0
+    return matrix
+
+
+def normalized_adjacency(matrix: sp.csr_matrix) -> sp.csr_matrix:
+    """`D^-1/2 A D^-1/2` of the bipartite graph, `A = [[0, R], [R^T, 0]]`.
+
+    Nodes are the users then the items; isolated nodes get zero rows (as the
+    reference code's `d_inv[isinf] = 0`). Row-major with sorted indices.
+    """
+    matrix = sp.csr_matrix(matrix, dtype=np.float64)
+    adjacency = sp.bmat([[None, matrix], [matrix.T, None]], format="csr")
+    degree = np.asarray(adjacency.sum(axis=1)).ravel()
+    scale = np.zeros_like(degree)
+    scale[degree > 0] = degree[degree > 0] ** -0.5
+    normalized = sp.diags(scale) @ adjacency @ sp.diags(scale)
+    normalized = sp.csr_matrix(normalized, dtype=np.float32)
+    normalized.sort_indices()
+    return normalized
+
+
+@tf.function(reduce_retracing=True, autograph=False)
+def _checksum(values: list[tf.Tensor]) -> tf.Tensor:
+    """Exact checksum of `values`: `[3 * len(values)]` int64.
+
+    The 32 bits of every entry are split into 16-bit halves, whose sums
+    cannot overflow int64, so any changed entry shows. For a matrix the
+    third term pairs its first and last columns (an edge list's users and
+    items), so degree-preserving edge swaps show too.
+    """
+    parts = []
+    for value in values:
+        if value.dtype.is_floating:
+            value = tf.bitcast(tf.cast(value, tf.float32), tf.int32)
+        value = tf.cast(value, tf.int32)
+        low = tf.cast(tf.bitwise.bitwise_and(value, 0xFFFF), tf.int64)
+        high = tf.cast(tf.bitwise.right_shift(value, 16), tf.int64)
+        paired = tf.constant(0, tf.int64)
+        if value.shape.rank == 2:
+            paired = tf.reduce_sum(low[:, 0] * low[:, -1])
+        parts += [tf.reduce_sum(low), tf.reduce_sum(high), paired]
+    return tf.stack(parts)
+
+
+def _fingerprint(variables) -> tf.Tensor:
+    return _checksum([tf.convert_to_tensor(variable) for variable in variables])
+
+
+@keras.saving.register_keras_serializable(package="keras_rec")
+class GraphEncoder(keras.layers.Layer):
+    """Ego embeddings propagated over the normalised user-item graph.
+
+    `E^(0) = [E_users; E_items]`, `E^(l+1) = propagation[l](E^(l), L)`; the
+    final embeddings are `mean_l E^(l)` (LightGCN, weights `1/(L+1)`) or
+    `E^(0) || norm(E^(1)) || ... || norm(E^(L))` (NGCF, `norm` the row-wise
+    L2 normalisation when `normalize_layers`). Called on
+    `(user_id [B], item_ids [B, C])`, it propagates over the whole graph and
+    returns the batch's final user `[B, d']` and item `[B, C, d']` rows.
+    The graph and the serving cache are non-trainable weights (see the
+    module docstring).
+
+    Args:
+        num_users: int. Number of users.
+        num_items: int. Number of items.
+        num_edges: int. Number of distinct training (user, item) pairs.
+        embedding_dim: int. Dimension of the ego embeddings.
+        propagation: list of layers `(embeddings, adjacency) -> embeddings`.
+        combination: str. `"mean"` or `"concat"` of the layers' embeddings.
+        normalize_layers: bool. L2-normalise each propagated layer's rows
+            before the combination.
+        node_dropout: float. `NodeDropout` rate on the adjacency in training.
+        seed: int or None. Seed of the ego embeddings and the node dropout.
+
+    Example:
+    >>> from keras_rec.layers.graph_propagation import LightGCNPropagation
+    >>> encoder = GraphEncoder(3, 4, 5, 8, [LightGCNPropagation()])
+
+    References:
+        Wang et al., NGCF, SIGIR 2019. https://arxiv.org/abs/1905.08108
+        He et al., LightGCN, SIGIR 2020. https://arxiv.org/abs/2002.02126
+    """
+
+    def __init__(
+        self,
+        num_users: int,
+        num_items: int,
+        num_edges: int,
+        embedding_dim: int,
+        propagation: list,
+        combination: str = "mean",
+        normalize_layers: bool = False,
+        node_dropout: float = 0.0,
+        seed: int | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.num_users = num_users
+        self.num_items = num_items
+        self.num_edges = num_edges
+        self.embedding_dim = embedding_dim
+        self.propagation = list(propagation)
+        self.combination = combination
+        self.normalize_layers = normalize_layers
+        self.node_dropout = node_dropout
+        self.seed = seed
+        for name in ("num_users", "num_items", "num_edges", "embedding_dim"):
+            if (value := getattr(self, name)) <= 0:
+                raise ValueError(f"`{name}` must be positive. Received {name}={value}")
+        if combination not in ("mean", "concat"):
+            raise ValueError(
+                "`combination` must be 'mean' or 'concat'. "
+                f"Received combination={combination!r}"
+            )
+        self.dropout = NodeDropout(node_dropout, seed=seed)
+        self.num_nodes = num_users + num_items
+
+    @property
+    def output_dim(self) -> int:
+        dims = [self.embedding_dim]
+        for layer in self.propagation:
+            dims.append(getattr(layer, "units", dims[-1]))
+        return sum(dims) if self.combination == "concat" else dims[-1]
+
+    def build(self, input_shape=None):
+        def ego(name, offset):  # Xavier, as both reference implementations
+            seed = None if self.seed is None else self.seed + offset
+            size = self.num_users if offset == 0 else self.num_items
+            initializer = keras.initializers.GlorotUniform(seed)
+            return self.add_weight(
+                shape=(size, dim), initializer=initializer, name=name
+            )
+
+        def state(name, shape, dtype="float32", initializer="zeros"):
+            return self.add_weight(
+                shape=shape,
+                initializer=initializer,
+                dtype=dtype,
+                trainable=False,
+                name=name,
+            )
+
+        dim, nonzeros = self.embedding_dim, 2 * self.num_edges
+        self.user_embeddings = ego("user_embeddings", 0)
+        self.item_embeddings = ego("item_embeddings", 1)
+        self.adjacency_indices = state("adjacency_indices", (nonzeros, 2), "int32")
+        self.adjacency_values = state("adjacency_values", (nonzeros,))
+        for layer in self.propagation:
+            layer.build((self.num_nodes, dim))
+            dim = getattr(layer, "units", dim)
+        self.user_cache = state("user_cache", (self.num_users, self.output_dim))
+        self.item_cache = state("item_cache", (self.num_items, self.output_dim))
+        size = 3 * len(self._fingerprinted())
+        self.cache_fingerprint = state("cache_fingerprint", (size,), "int64", "ones")
+
+    def _fingerprinted(self) -> list:
+        """The variables the cached embeddings are computed from."""
+        learned = [
+            w for layer in self.propagation for w in layer.weights if w.trainable
+        ]
+        ego = [self.user_embeddings, self.item_embeddings]
+        return [*ego, *learned, self.adjacency_indices, self.adjacency_values]
+
+    def set_graph(self, interactions) -> None:
+        """Stores the normalised adjacency of `interactions` (`[U, I]`)."""
+        matrix = interaction_matrix(interactions, self.num_users, self.num_items)
+        if matrix.nnz != self.num_edges:
+            raise ValueError(
+                f"`interactions` has {matrix.nnz} distinct (user, item) pairs but "
+                f"the model was built for num_edges={self.num_edges}"
+            )
+        adjacency = normalized_adjacency(matrix).tocoo()
+        self.adjacency_indices.assign(np.stack([adjacency.row, adjacency.col], 1))
+        self.adjacency_values.assign(adjacency.data)
+        self.cache_fingerprint.assign(tf.ones_like(self.cache_fingerprint))
+
+    def adjacency(self) -> tf.SparseTensor:
+        """The normalised adjacency `[num_nodes, num_nodes]`, row-major."""
+        return tf.SparseTensor(
+            tf.cast(self.adjacency_indices, tf.int64),
+            tf.convert_to_tensor(self.adjacency_values),
+            [self.num_nodes, self.num_nodes],
+        )
+
+    def propagate(self, training=False) -> tuple[tf.Tensor, tf.Tensor]:
+        """Final user `[U, d']` and item `[I, d']` embeddings of the whole graph."""
+        dropped = bool(training) and self.node_dropout > 0
+        adjacency = CSRAdjacency(
+            self.dropout(self.adjacency(), training=training), symmetric=not dropped
+        )
+        embeddings = tf.concat([self.user_embeddings, self.item_embeddings], axis=0)
+        layers = [embeddings]
+        for layer in self.propagation:
+            embeddings = layer(embeddings, adjacency=adjacency, training=training)
+            normalize = self.normalize_layers
+            layers.append(
+                tf.math.l2_normalize(embeddings, 1) if normalize else embeddings
+            )
+        if self.combination == "mean":
+            final = tf.add_n(layers) / float(len(layers))
+        else:
+            final = tf.concat(layers, axis=1)
+        return final[: self.num_users], final[self.num_users :]
+
+    def call(self, inputs, training=None):
+        user_id, item_ids = inputs
+        users, items = self.propagate(training=training)
+        return tf.gather(users, user_id), tf.gather(items, item_ids)
+
+    def compute_output_shape(self, input_shape):
+        user_shape, item_shape = input_shape
+        return (*user_shape, self.output_dim), (*item_shape, self.output_dim)
+
+    def cache_is_fresh(self) -> bool:
+        """Whether the cached final embeddings match the current weights."""
+        current = _fingerprint(self._fingerprinted())
+        return bool(tf.reduce_all(current == self.cache_fingerprint))
+
+    def cache_embeddings(self) -> None:
+        """Recomputes the cached final embeddings (inference mode)."""
+        users, items = self.propagate(training=False)
+        self.user_cache.assign(users)
+        self.item_cache.assign(items)
+        self.cache_fingerprint.assign(_fingerprint(self._fingerprinted()))
+
+    def final_embeddings(self) -> tuple[tf.Variable, tf.Variable]:
+        """The cached final user and item embeddings, refreshed if stale."""
+        with tf.init_scope():  # eager even while a tf.function is traced
+            if not self.cache_is_fresh():
+                self.cache_embeddings()
+        return self.user_cache, self.item_cache
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_users": self.num_users,
+            "num_items": self.num_items,
+            "num_edges": self.num_edges,
+            "embedding_dim": self.embedding_dim,
+            "propagation": [
+                keras.saving.serialize_keras_object(layer) for layer in self.propagation
+            ],
+            "combination": self.combination,
+            "normalize_layers": self.normalize_layers,
+            "node_dropout": self.node_dropout,
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        layers = [
+            keras.saving.deserialize_keras_object(c) for c in config["propagation"]
+        ]
+        return cls(**{**config, "propagation": layers})
+
+
+class GraphRecommender(Recommender):
+    """Mixin of the graph models: scoring from the cached final embeddings,
+    the graph setter and the BPR loss with L2 on the batch's ego embeddings.
+
+    A subclass sets `self.encoder` (a `GraphEncoder`) and `self.l2`.
+    """
+
+    input_kind = USER_ID
+    encoder: GraphEncoder
+
+    def set_graph(self, interactions) -> None:
+        """Stores the training graph (`Interactions` or a `[U, I]` matrix)."""
+        self.encoder.set_graph(interactions)
+
+    def cache_embeddings(self) -> None:
+        """Recomputes the final embeddings that scoring and export read."""
+        self.encoder.cache_embeddings()
+
+    def score_all(self, inputs):
+        users, items = self.encoder.final_embeddings()
+        user_rows = tf.gather(users, inputs[USER_ID])
+        return tf.matmul(user_rows, items, transpose_b=True)
+
+    def score_items(self, inputs, item_ids):
+        users, items = self.encoder.final_embeddings()
+        user_rows = tf.gather(users, inputs[USER_ID])
+        item_rows = tf.gather(items, item_ids)
+        return tf.einsum("bd,bcd->bc", user_rows, item_rows)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, **kwargs):
+        loss = super().compute_loss(x, y, y_pred, sample_weight, **kwargs)
+        if self.l2:
+            users = tf.gather(self.encoder.user_embeddings, x["user_id"])
+            items = tf.gather(self.encoder.item_embeddings, x["item_ids"])
+            norm = tf.reduce_sum(tf.square(users)) + tf.reduce_sum(tf.square(items))
+            batch = tf.cast(tf.shape(users)[0], tf.float32)
+            # As BPRMF: Keras scales the loss by 1/replicas and sums the
+            # replicas' gradients, so the penalty is scaled the same way.
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            loss = loss + self.l2 * norm / (2.0 * batch * replicas)
+        return loss
+
+
+def resolve_num_edges(num_edges, interactions, num_users: int, num_items: int):
+    """`(num_edges, matrix or None)` from the constructor arguments."""
+    if interactions is None:
+        if num_edges is None:
+            raise ValueError(
+                "Pass `interactions` (the training graph) or `num_edges` (its "
+                "number of distinct (user, item) pairs, then `set_graph`)"
+            )
+        return num_edges, None
+    matrix = interaction_matrix(interactions, num_users, num_items)
+    if num_edges is not None and num_edges != matrix.nnz:
+        raise ValueError(
+            f"`num_edges`={num_edges} does not match the {matrix.nnz} distinct "
+            "(user, item) pairs of `interactions`"
+        )
+    return matrix.nnz, matrix

@@ -1,0 +1,75 @@
+"""Neural EASE (Vančura and Kordík, ICANN 2021): EASE's item-item matrix
+learned by gradient descent; the shallow path of VASP."""
+
+from __future__ import annotations
+
+import keras
+
+from keras_rec.layers.zero_diagonal_dense import ZeroDiagonalDense
+from keras_rec.models.autoencoder_base import (
+    LOGITS,
+    AutoencoderRecommender,
+    check_positive,
+    rows_input,
+)
+from keras_rec.models.base import serialize_config
+
+
+@keras.saving.register_keras_serializable(package="keras_rec")
+class NeuralEASE(AutoencoderRecommender, keras.Model):
+    """EASE as a single bias-free dense layer with a zero diagonal.
+
+    `s(x) = x B` with `diag(B) = 0` (`ZeroDiagonalDense`), so no item can
+    predict itself; where EASE solves for `B` in closed form, Neural EASE
+    learns it with a neural-network optimiser. Compile with
+    `CosineProximityLoss()` (the paper's loss for Neural EASE): the loss of a
+    user is `-cos(y, x B)`. Train it on user rows (`user_rows_dataset`) or on
+    split-brain pairs (`keras_rec.models.vasp.split_brain_dataset`). The
+    scores are `x B`.
+
+    Args:
+        num_items: int. Size of the item vocabulary.
+        l2: float. L2 penalty `l2 * sum(B^2)` (EASE's `lambda`; the paper's
+            Neural EASE uses none).
+        seed: int or None. Seed of the initialiser.
+
+    Example:
+    >>> model = NeuralEASE(num_items=20)
+    >>> model.score_all({"item_history": [[3, 5, -1]]}).shape
+    TensorShape([1, 20])
+
+    References:
+        Vančura and Kordík, VASP, ICANN 2021. https://arxiv.org/abs/2102.05774
+        Steck, EASE, WWW 2019. https://arxiv.org/abs/1905.03375
+    """
+
+    def __init__(
+        self, num_items: int, l2: float = 0.0, seed: int | None = None, **kwargs
+    ):
+        check_positive(num_items=num_items)
+        if l2 < 0:
+            raise ValueError(f"`l2` must be non-negative. Received: l2={l2}")
+        # === Layers ===
+        ease = ZeroDiagonalDense(
+            num_items,
+            kernel_initializer=keras.initializers.GlorotUniform(seed),
+            kernel_regularizer=keras.regularizers.L2(l2) if l2 else None,
+            name=LOGITS,
+        )
+        # === Functional model ===
+        rows = rows_input(num_items)
+        super().__init__(inputs=rows, outputs=ease(rows), **kwargs)
+        # === Config ===
+        self.ease = ease
+        self.num_items = num_items
+        self.l2 = l2
+        self.seed = seed
+
+    def get_config(self):
+        return serialize_config(
+            self, num_items=self.num_items, l2=self.l2, seed=self.seed
+        )
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)

@@ -1,0 +1,210 @@
+"""LightGCN, and the shared graph parts of `keras_rec.models.graph_base`."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import tensorflow as tf
+
+from keras_rec.data import bpr_dataset, make_split, make_synthetic
+from keras_rec.data.datasets import Dataset
+from keras_rec.evaluation import evaluate
+from keras_rec.export import testing
+from keras_rec.layers.graph_propagation import LightGCNPropagation
+from keras_rec.losses import BPRLoss
+from keras_rec.models import Popularity
+from keras_rec.models.graph_base import GraphEncoder, normalized_adjacency
+from keras_rec.models.lightgcn import LightGCN
+
+
+@pytest.fixture(scope="module")
+def split():
+    data = make_synthetic(num_users=300, num_items=150, mean_length=20, seed=1)
+    return make_split(Dataset("synthetic", data), "loo_full", seed=0)
+
+
+@pytest.fixture(scope="module")
+def trained(split):
+    model = LightGCN(
+        split.num_users, split.num_items, 16, 2, seed=0, interactions=split.train
+    )
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=BPRLoss())
+    losses = [
+        model.fit(bpr_dataset(split.train, 256, seed=0, epoch=e), verbose=0).history[
+            "loss"
+        ][0]
+        for e in range(8)
+    ]
+    return model, losses
+
+
+def numpy_lightgcn(model, matrix) -> tuple[np.ndarray, np.ndarray]:
+    """Final embeddings from the paper's formula, densely in NumPy."""
+    num_users, num_items = matrix.shape
+    adjacency = np.zeros((num_users + num_items,) * 2)
+    adjacency[:num_users, num_users:] = matrix.toarray()
+    adjacency[num_users:, :num_users] = matrix.toarray().T
+    degree = adjacency.sum(1)
+    scale = np.where(degree > 0, 1 / np.sqrt(np.maximum(degree, 1)), 0.0)
+    laplacian = scale[:, None] * adjacency * scale[None, :]
+    layer = np.concatenate(
+        [model.encoder.user_embeddings.numpy(), model.encoder.item_embeddings.numpy()]
+    )
+    total = layer.copy()
+    for _ in range(model.num_layers):
+        layer = laplacian @ layer
+        total += layer
+    final = total / (model.num_layers + 1)
+    return final[:num_users], final[num_users:]
+
+
+def test_normalized_adjacency_matches_numpy():
+    matrix = sp.csr_matrix(np.array([[1, 1, 0, 0], [0, 1, 1, 0], [0, 0, 0, 0]]))
+    laplacian = normalized_adjacency(matrix).toarray()
+    dense = np.zeros((7, 7))
+    dense[:3, 3:], dense[3:, :3] = matrix.toarray(), matrix.toarray().T
+    degree = dense.sum(1)
+    scale = np.where(degree > 0, 1 / np.sqrt(np.maximum(degree, 1)), 0.0)
+    np.testing.assert_allclose(laplacian, scale[:, None] * dense * scale, rtol=1e-6)
+    np.testing.assert_allclose(laplacian, laplacian.T)
+    assert laplacian[0, 4] == pytest.approx(1 / np.sqrt(2 * 2))  # u0 - i1
+    assert not laplacian[2].any() and not laplacian[:, 6].any()  # isolated
+
+
+def test_loss_goes_down_and_beats_popularity(split, trained):
+    model, losses = trained
+    assert losses[-1] < 0.8 * losses[0]
+    popularity = Popularity(split.num_items).fit_closed_form(split.train)
+    ours = evaluate(model, split.test, "loo_full")
+    theirs = evaluate(popularity, split.test, "loo_full")
+    assert ours["ndcg@20"] > theirs["ndcg@20"], (ours, theirs)
+
+
+def test_score_all_matches_numpy_propagation(split, trained):
+    model, _ = trained
+    users, items = numpy_lightgcn(model, split.train.to_csr())
+    rows = np.array([0, 7, 299])
+    np.testing.assert_allclose(
+        model.score_all({"user_id": rows}).numpy(),
+        users[rows] @ items.T,
+        rtol=1e-4,
+        atol=1e-6,
+    )
+    batch = {"user_id": rows, "item_ids": np.array([[1, 2], [3, 4], [5, 149]])}
+    expected = np.einsum("bd,bcd->bc", users[rows], items[batch["item_ids"]])
+    np.testing.assert_allclose(model(batch), expected, rtol=1e-4, atol=1e-6)
+    picked = model.score_items({"user_id": rows}, batch["item_ids"])
+    np.testing.assert_allclose(picked, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_cached_embeddings_follow_any_weight_change(split):
+    model = LightGCN(split.num_users, split.num_items, 8, seed=1, num_edges=5)
+    with pytest.raises(ValueError, match="num_edges=5"):
+        model.set_graph(split.train)
+    model = LightGCN(
+        split.num_users, split.num_items, 8, seed=1, interactions=split.train
+    )
+    inputs = {"user_id": np.array([3])}
+    first = model.score_all(inputs).numpy()
+    # Propagation is linear: doubling every ego embedding doubles the final
+    # ones, so the scores grow four times.
+    model.encoder.user_embeddings.assign(model.encoder.user_embeddings * 2.0)
+    model.encoder.item_embeddings.assign(model.encoder.item_embeddings * 2.0)
+    np.testing.assert_allclose(model.score_all(inputs), 4.0 * first, rtol=1e-5)
+    weights = model.get_weights()
+    rng = np.random.default_rng(0)
+    for index in (0, 1):  # the user and item ego embeddings
+        weights[index] = rng.normal(size=weights[index].shape).astype(np.float32)
+    model.set_weights(weights)
+    users, items = numpy_lightgcn(model, split.train.to_csr())
+    np.testing.assert_allclose(
+        model.score_all(inputs), users[[3]] @ items.T, rtol=1e-4, atol=1e-5
+    )
+
+
+def test_keras_save_load_gives_same_outputs(trained, tmp_path):
+    model, _ = trained
+    path = str(tmp_path / "lightgcn.keras")
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    assert restored.get_config() == model.get_config()
+    inputs = {"user_id": np.array([1, 2]), "item_ids": np.array([[3, 4], [5, 6]])}
+    np.testing.assert_allclose(model(inputs), restored(inputs), rtol=1e-6)
+    users = {"user_id": np.arange(10)}
+    np.testing.assert_allclose(model.score_all(users), restored.score_all(users))
+    # The graph came from the file: re-propagating gives the same scores.
+    restored.cache_embeddings()
+    np.testing.assert_allclose(
+        model.score_all(users), restored.score_all(users), rtol=1e-6
+    )
+
+
+def test_export_parity_without_sparse_ops(split, trained, tmp_path):
+    model, _ = trained
+    seen = split.train.to_csr()
+    path = testing.check_saved_model(model, tmp_path, seen_items=seen, use_cli=True)
+    loaded = tf.saved_model.load(path)
+    graph = loaded.signatures["serving_default"].graph.as_graph_def()
+    ops = {node.op for node in graph.node} | {
+        node.op for function in graph.library.function for node in function.node_def
+    }
+    assert not [op for op in ops if "Sparse" in op], sorted(ops)
+    testing.check_tflite(model, tmp_path, seen_items=seen)
+
+
+def test_config_json_round_trip():
+    graph = sp.random(7, 9, density=0.3, format="csr", random_state=0)
+    model = LightGCN(7, 9, 3, num_layers=2, l2=0.5, seed=4, interactions=graph)
+    config = json.loads(json.dumps(model.get_config()))
+    assert config["num_edges"] == graph.nnz
+    assert LightGCN.from_config(config).get_config() == model.get_config()
+
+
+def test_graph_encoder_config_json_round_trip():
+    encoder = GraphEncoder(
+        3, 4, 5, 8, [LightGCNPropagation(name="p0")], "concat", True, 0.2, seed=1
+    )
+    config = json.loads(json.dumps(encoder.get_config()))
+    clone = GraphEncoder.from_config(config)
+    assert clone.get_config() == encoder.get_config()
+    assert clone.output_dim == 16
+    with pytest.raises(ValueError, match="combination"):
+        GraphEncoder(3, 4, 5, 8, [], combination="sum")
+
+
+def test_l2_penalty_is_on_the_batch_ego_embeddings(trained):
+    model, _ = trained
+    x = {"user_id": np.array([0, 1]), "item_ids": np.array([[2, 3], [4, 5]])}
+    scores = model(x)
+    y = np.zeros(2, np.float32)
+    margin = scores.numpy()[:, 0] - scores.numpy()[:, 1]
+    bpr = np.mean(np.log1p(np.exp(-margin)))
+    p = model.encoder.user_embeddings.numpy()[x["user_id"]]
+    q = model.encoder.item_embeddings.numpy()[x["item_ids"]]
+    penalty = model.l2 * (np.sum(p**2) + np.sum(q**2)) / (2 * 2)
+    loss = model.compute_loss(x, y, scores)
+    np.testing.assert_allclose(float(loss), bpr + penalty, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"num_users": 0, "num_items": 3, "num_edges": 1}, "num_users"),
+        (
+            {"num_users": 3, "num_items": 3, "num_edges": 1, "num_layers": -1},
+            "num_layers",
+        ),
+        ({"num_users": 3, "num_items": 3, "num_edges": 1, "l2": -1.0}, "l2"),
+        ({"num_users": 3, "num_items": 3}, "num_edges"),
+        (
+            {"num_users": 3, "num_items": 3, "interactions": sp.eye(3), "num_edges": 2},
+            "num_edges",
+        ),
+        ({"num_users": 3, "num_items": 4, "interactions": sp.eye(3)}, "shape"),
+    ],
+)
+def test_invalid_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        LightGCN(**kwargs)

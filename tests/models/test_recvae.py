@@ -1,0 +1,203 @@
+import json
+import math
+
+import keras
+import numpy as np
+import pytest
+
+from keras_rec.data import make_split, make_synthetic, user_rows_dataset
+from keras_rec.data.datasets import Dataset
+from keras_rec.evaluation import evaluate
+from keras_rec.export import testing
+from keras_rec.models.autoencoder_base import training_rows
+from keras_rec.models.popularity import Popularity
+from keras_rec.models.recvae import (
+    DECODER_PHASE,
+    ENCODER_PHASE,
+    RecVAE,
+    alternating_rows_dataset,
+)
+
+BATCH = 64
+
+
+@pytest.fixture(scope="module")
+def split():
+    data = make_synthetic(
+        num_users=500,
+        num_items=150,
+        mean_length=15,
+        taste_strength=4.0,
+        sequential_probability=0.0,
+        seed=3,
+    )
+    return make_split(
+        Dataset("synthetic", data), "strong_generalization", 0, num_heldout_users=60
+    )
+
+
+@pytest.fixture(scope="module")
+def rows(split):
+    return training_rows(split.train)
+
+
+def small_model(split, seed=0):
+    model = RecVAE(
+        split.num_items, hidden_dim=48, latent_dim=12, num_layers=2, seed=seed
+    )
+    model.compile(optimizer=keras.optimizers.Adam(5e-3))
+    return model
+
+
+@pytest.fixture(scope="module")
+def trained(split, rows):
+    model = small_model(split)
+    losses = [
+        model.fit(alternating_rows_dataset(rows, BATCH, 0, epoch), verbose=0).history[
+            "loss"
+        ][0]
+        for epoch in range(6)
+    ]
+    return model, losses
+
+
+def weights(layer):
+    return [w.numpy().copy() for w in layer.weights]
+
+
+def same(first, second):
+    return all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
+
+
+def test_recvae_loss_goes_down_and_beats_popularity(split, trained):
+    model, losses = trained
+    assert losses[-1] < losses[0], losses
+    ours = evaluate(model, split.test, "strong_generalization")
+    popularity = Popularity(split.num_items).fit_closed_form(split.train)
+    theirs = evaluate(popularity, split.test, "strong_generalization")
+    assert ours["ndcg@100"] > theirs["ndcg@100"] + 0.01, (ours, theirs)
+    assert ours["recall@20"] > theirs["recall@20"], (ours, theirs)
+
+
+def test_alternating_rows_dataset_marks_three_encoder_passes_then_one(rows):
+    steps = math.ceil(rows.shape[0] / BATCH)
+    batches = list(alternating_rows_dataset(rows, BATCH, seed=1, epoch=2))
+    assert len(batches) == 4 * steps
+    phases = [int(b["phase"][0]) for b in batches]
+    assert phases == [ENCODER_PHASE] * 3 * steps + [DECODER_PHASE] * steps
+    for start in range(0, 4 * steps, steps):  # each pass is every row once
+        total = sum(b["rows"].numpy().sum(0) for b in batches[start : start + steps])
+        np.testing.assert_array_equal(total, np.asarray(rows.sum(0))[0])
+
+
+def test_recvae_old_encoder_is_frozen_and_refreshed_only_between_phases(split, rows):
+    model = small_model(split, seed=1)
+    trainable = {id(w) for w in model.trainable_weights}
+    assert not trainable & {id(w) for w in model.prior.old_encoder.weights}
+    steps = math.ceil(rows.shape[0] / BATCH)
+    dataset = alternating_rows_dataset(rows, BATCH, seed=0, epoch=0)
+    old_before = weights(model.prior.old_encoder)
+    decoder_before = weights(model.decoder)
+    model.fit(dataset.take(3 * steps), verbose=0)  # the encoder phase
+    encoder_after = weights(model.encoder)
+    assert same(weights(model.prior.old_encoder), old_before)
+    assert same(weights(model.decoder), decoder_before)
+    assert int(model.prior.refreshes.numpy()) == 0
+    model.fit(dataset.skip(3 * steps), verbose=0)  # the decoder phase
+    assert int(model.prior.refreshes.numpy()) == 1
+    assert same(weights(model.prior.old_encoder), encoder_after)
+    assert same(weights(model.encoder), encoder_after)
+    assert not same(weights(model.decoder), decoder_before)
+    # A second epoch refreshes once more, with that epoch's encoder.
+    model.fit(alternating_rows_dataset(rows, BATCH, seed=0, epoch=1), verbose=0)
+    assert int(model.prior.refreshes.numpy()) == 2
+    assert int(model.optimizer.iterations.numpy()) == 6 * steps
+    assert int(model.decoder_optimizer.iterations.numpy()) == 2 * steps
+
+
+def test_recvae_negative_elbo_matches_numpy(trained, rows):
+    model, _ = trained
+    x = rows[:5].toarray().astype(np.float32)
+    rng = np.random.default_rng(0)
+    mu, log_var = (t.numpy() for t in model.encoder(x))
+    z = (mu + np.exp(0.5 * log_var) * rng.normal(size=mu.shape)).astype(np.float32)
+    logits = model.decoder(z).numpy()
+    loss, kl = (t.numpy() for t in model.negative_elbo(x, logits, z, mu, log_var))
+
+    def log_normal(value, mean, log_variance):
+        return -0.5 * (
+            log_variance
+            + np.log(2 * np.pi)
+            + (value - mean) ** 2 / np.exp(log_variance)
+        )
+
+    old_mu, old_log_var = (t.numpy() for t in model.prior.old_encoder(x))
+    components = np.stack(
+        [
+            np.log(3 / 20) + log_normal(z, 0.0, 0.0),
+            np.log(3 / 4) + log_normal(z, old_mu, old_log_var),
+            np.log(1 / 10) + log_normal(z, 0.0, 10.0),
+        ]
+    )
+    top = components.max(0)
+    log_prior = top + np.log(np.exp(components - top).sum(0))
+    expected_kl = (log_normal(z, mu, log_var) - log_prior).sum(-1)
+    shifted = logits - logits.max(-1, keepdims=True)
+    log_softmax = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+    expected = -(x * log_softmax).sum(-1) + 0.005 * x.sum(-1) * expected_kl
+    np.testing.assert_allclose(kl, expected_kl, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(loss, expected, rtol=1e-4, atol=1e-3)
+
+
+def test_recvae_save_load_keeps_outputs_and_training_state(trained, rows, tmp_path):
+    model, _ = trained
+    path = str(tmp_path / "recvae.keras")
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    inputs = {"item_history": np.array([[1, 2, 3], [4, 5, -1]])}
+    np.testing.assert_allclose(
+        restored.score_all(inputs), model.score_all(inputs), rtol=1e-6
+    )
+    assert same(weights(restored.prior), weights(model.prior))
+    assert int(restored.prior.refreshes.numpy()) == 6
+    assert int(restored.prior.last_phase.numpy()) == DECODER_PHASE
+    for optimizer in ("optimizer", "decoder_optimizer"):
+        restored_state = getattr(restored, optimizer).variables
+        state = getattr(model, optimizer).variables
+        assert same([v.numpy() for v in restored_state], [v.numpy() for v in state])
+        assert len(state) > 2  # iterations, learning rate and the Adam slots
+    assert restored.get_config() == model.get_config()
+
+
+def test_recvae_export_parity(trained, tmp_path):
+    model, _ = trained
+    testing.check_saved_model(model, tmp_path, use_cli=True)
+    testing.check_tflite(model, tmp_path)
+
+
+def test_recvae_needs_phase_marked_batches(split, rows):
+    model = small_model(split)
+    with pytest.raises(ValueError, match="alternating_rows_dataset"):
+        model.fit(user_rows_dataset(rows, BATCH), verbose=0)
+
+
+def test_recvae_config_json_round_trip():
+    model = RecVAE(12, hidden_dim=5, latent_dim=3, num_layers=2, gamma=None, beta=0.3)
+    config = json.loads(json.dumps(model.get_config()))
+    assert RecVAE.from_config(config).get_config() == model.get_config()
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"num_items": 0}, "num_items"),
+        ({"num_items": 5, "gamma": None}, "gamma"),
+        ({"num_items": 5, "beta": 0.2}, "beta"),
+        ({"num_items": 5, "mixture_weights": (0.5, 0.5)}, "mixture_weights"),
+        ({"num_items": 5, "mixture_weights": (0.5, 0.5, 0.5)}, "sum to 1"),
+        ({"num_items": 5, "dropout_rate": 1.5}, "dropout_rate"),
+    ],
+)
+def test_recvae_invalid_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        RecVAE(**kwargs)

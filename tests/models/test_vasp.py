@@ -1,0 +1,229 @@
+import json
+
+import keras
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from keras_rec.data import make_split, make_synthetic
+from keras_rec.data.datasets import Dataset
+from keras_rec.evaluation import evaluate
+from keras_rec.export import testing
+from keras_rec.losses.cosine_proximity import CosineProximityLoss
+from keras_rec.losses.focal import FocalLoss
+from keras_rec.models.autoencoder_base import training_rows
+from keras_rec.models.flvae import FLVAE
+from keras_rec.models.neural_ease import NeuralEASE
+from keras_rec.models.popularity import Popularity
+from keras_rec.models.vasp import VASP, split_brain_dataset, split_brain_halves
+
+BATCH = 128
+ARCHITECTURE = {
+    "hidden_dim": 48,
+    "latent_dim": 12,
+    "encoder_layers": 3,
+    "decoder_layers": 2,
+}
+
+
+@pytest.fixture(scope="module")
+def split():
+    data = make_synthetic(
+        num_users=500,
+        num_items=150,
+        mean_length=15,
+        taste_strength=4.0,
+        sequential_probability=0.0,
+        seed=3,
+    )
+    return make_split(
+        Dataset("synthetic", data), "strong_generalization", 0, num_heldout_users=60
+    )
+
+
+@pytest.fixture(scope="module")
+def rows(split):
+    return training_rows(split.train)
+
+
+def fit(model, rows, epochs):
+    return [
+        model.fit(split_brain_dataset(rows, BATCH, 0, epoch), verbose=0).history[
+            "loss"
+        ][0]
+        for epoch in range(epochs)
+    ]
+
+
+@pytest.fixture(scope="module")
+def trained(split, rows):
+    model = VASP(split.num_items, **ARCHITECTURE, seed=0)
+    model.compile(optimizer=keras.optimizers.Nadam(3e-3), loss=FocalLoss())
+    return model, fit(model, rows, 12)
+
+
+def test_split_brain_halves_are_disjoint_and_cover_each_row():
+    rng = np.random.default_rng(0)
+    matrix = sp.random(30, 40, density=0.3, format="csr", random_state=1)
+    matrix.data[:] = 1.0
+    first, second = split_brain_halves(matrix, rng)
+    assert first.multiply(second).nnz == 0
+    np.testing.assert_array_equal((first + second).toarray(), matrix.toarray())
+    lengths = np.diff(matrix.indptr)
+    np.testing.assert_array_equal(np.diff(first.indptr), lengths // 2)
+    np.testing.assert_array_equal(np.diff(second.indptr), lengths - lengths // 2)
+    again, _ = split_brain_halves(matrix, rng)  # a fresh draw splits differently
+    assert (again != first).nnz > 0
+
+
+def test_split_brain_dataset_pairs_each_half_with_the_other(rows):
+    batches = list(split_brain_dataset(rows, BATCH, seed=0, epoch=4))
+    inputs = np.concatenate([x.numpy() for x, _ in batches])
+    targets = np.concatenate([y.numpy() for _, y in batches])
+    assert len(inputs) == 2 * rows.shape[0]
+    assert not np.any(inputs * targets)  # input and target are disjoint
+    rows_of_pairs = {
+        tuple(np.flatnonzero(x + y)) for x, y in zip(inputs, targets, strict=True)
+    }
+    dense = rows.toarray()
+    assert rows_of_pairs == {tuple(np.flatnonzero(r)) for r in dense}
+    np.testing.assert_array_equal(inputs.sum(0), dense.sum(0))
+    np.testing.assert_array_equal(targets.sum(0), dense.sum(0))
+
+
+def test_vasp_loss_goes_down_and_beats_popularity(split, trained):
+    model, losses = trained
+    assert losses[-1] < 0.8 * losses[0], losses
+    ours = evaluate(model, split.test, "strong_generalization")
+    popularity = Popularity(split.num_items).fit_closed_form(split.train)
+    theirs = evaluate(popularity, split.test, "strong_generalization")
+    assert ours["ndcg@100"] > theirs["ndcg@100"] + 0.01, (ours, theirs)
+
+
+def _numpy_residual_dense(block, x):
+    outputs, hidden = [], x
+    for dense, norm in zip(block.dense_layers, block.norm_layers, strict=True):
+        kernel, bias = (w.numpy() for w in dense.weights)
+        pre = hidden @ kernel + bias + sum(outputs, np.zeros_like(bias))
+        activated = pre / (1.0 + np.exp(-pre))
+        centred = activated - activated.mean(-1, keepdims=True)
+        scale = np.sqrt(activated.var(-1, keepdims=True) + norm.epsilon)
+        hidden = centred / scale * norm.gamma.numpy() + norm.beta.numpy()
+        outputs.append(hidden)
+    return hidden
+
+
+def _numpy_dense(layer, x):
+    kernel, bias = (w.numpy() for w in layer.weights)
+    return x @ kernel + bias
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def test_vasp_scores_and_loss_match_numpy(trained, rows):
+    model, _ = trained
+    x = rows[:6].toarray().astype(np.float32)
+    y = rows[6:12].toarray().astype(np.float32)
+    hidden = _numpy_residual_dense(model.get_layer("encoder"), x)
+    mu = _numpy_dense(model.get_layer("mean"), hidden)
+    log_var = _numpy_dense(model.get_layer("log_var"), hidden)
+    deep = _sigmoid(
+        _numpy_dense(
+            model.get_layer("deep_output"),
+            _numpy_residual_dense(model.get_layer("decoder"), mu),
+        )
+    )
+    latent = _sigmoid(_numpy_dense(model.get_layer("latent_output"), mu))
+    ease = model.ease.kernel.numpy().copy()
+    np.fill_diagonal(ease, 0.0)
+    expected = deep * latent * _sigmoid(x @ ease)
+    scores = model.score_rows(x).numpy()
+    np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-6)
+    # The loss: alpha-balanced focal loss summed over items, plus the KL
+    # averaged over users and latent dimensions.
+    p = np.clip(scores, 1e-7, 1 - 1e-7)
+    p_t = np.where(y > 0, p, 1 - p)
+    alpha_t = np.where(y > 0, 0.25, 0.75)
+    focal = (alpha_t * (1 - p_t) ** 2 * -np.log(p_t)).sum(-1).mean()
+    kl = -0.5 * np.mean(1 + log_var - mu**2 - np.exp(log_var))
+    loss = model.compute_loss(x, y, model(x, training=False), training=False)
+    np.testing.assert_allclose(float(loss), focal + kl, rtol=1e-3)
+
+
+def test_vasp_save_load_gives_same_outputs(trained, tmp_path):
+    model, _ = trained
+    path = str(tmp_path / "vasp.keras")
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    inputs = {"item_history": np.array([[1, 2, 3], [4, 5, -1]])}
+    np.testing.assert_allclose(
+        restored.score_all(inputs), model.score_all(inputs), rtol=1e-6
+    )
+    assert restored.get_config() == model.get_config()
+
+
+def test_vasp_export_parity(trained, tmp_path):
+    model, _ = trained
+    testing.check_saved_model(model, tmp_path, use_cli=True)
+    testing.check_tflite(model, tmp_path)
+
+
+@pytest.mark.parametrize("name", ["flvae", "neural_ease"])
+def test_vasp_parts_train_save_and_convert(name, split, rows, tmp_path):
+    if name == "flvae":
+        model = FLVAE(split.num_items, **ARCHITECTURE, seed=0)
+        model.compile(optimizer=keras.optimizers.Nadam(3e-3), loss=FocalLoss())
+    else:
+        model = NeuralEASE(split.num_items, seed=0)
+        model.compile(
+            optimizer=keras.optimizers.Nadam(1e-2), loss=CosineProximityLoss()
+        )
+    losses = fit(model, rows, 3)
+    assert losses[-1] < losses[0], losses
+    path = str(tmp_path / f"{name}.keras")
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    inputs = {"item_history": np.array([[1, 2, 3], [4, 5, -1]])}
+    np.testing.assert_allclose(restored.score_all(inputs), model.score_all(inputs))
+    # Their SavedModel path is VASP's (same layers, same `score_rows`), which
+    # `test_vasp_export_parity` runs through `saved_model_cli`.
+    testing.check_tflite(model, tmp_path)
+
+
+def test_neural_ease_item_never_predicts_itself():
+    model = NeuralEASE(num_items=6, seed=0)
+    scores = model.score_all({"item_history": np.arange(6)[:, None]}).numpy()
+    np.testing.assert_array_equal(np.diag(scores), np.zeros(6))
+    assert np.count_nonzero(scores) == 30
+
+
+@pytest.mark.parametrize("cls", [VASP, FLVAE])
+def test_deep_models_config_json_round_trip(cls):
+    model = cls(num_items=9, hidden_dim=4, latent_dim=2, encoder_layers=2, beta=0.5)
+    config = json.loads(json.dumps(model.get_config()))
+    assert cls.from_config(config).get_config() == model.get_config()
+
+
+def test_neural_ease_config_json_round_trip():
+    model = NeuralEASE(num_items=9, l2=0.1, seed=2)
+    config = json.loads(json.dumps(model.get_config()))
+    assert NeuralEASE.from_config(config).get_config() == model.get_config()
+
+
+@pytest.mark.parametrize(
+    "cls, kwargs, message",
+    [
+        (VASP, {"num_items": 0}, "num_items"),
+        (VASP, {"num_items": 5, "hidden_dim": 0}, "hidden_dim"),
+        (VASP, {"num_items": 5, "latent_dim": 2.5}, "latent_dim"),
+        (VASP, {"num_items": 5, "beta": -1.0}, "beta"),
+        (FLVAE, {"num_items": 5, "encoder_layers": 0}, "encoder_layers"),
+        (NeuralEASE, {"num_items": 0}, "num_items"),
+        (NeuralEASE, {"num_items": 5, "l2": -1.0}, "l2"),
+    ],
+)
+def test_vasp_family_invalid_arguments(cls, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        cls(**kwargs)
