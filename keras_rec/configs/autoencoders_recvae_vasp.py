@@ -19,6 +19,7 @@ import math
 import keras
 
 from keras_rec.configs import Experiment
+from keras_rec.configs.autoencoders import HELDOUT, MONITOR, PROTOCOL
 from keras_rec.losses.cosine_proximity import CosineProximityLoss
 from keras_rec.losses.focal import FocalLoss
 from keras_rec.models.autoencoder_base import training_rows
@@ -27,19 +28,8 @@ from keras_rec.models.neural_ease import NeuralEASE
 from keras_rec.models.recvae import RecVAE, alternating_rows_dataset
 from keras_rec.models.vasp import VASP, split_brain_dataset
 
-PROTOCOL = "strong_generalization"
-MONITOR = "ndcg@100"
-
-#: `make_split` options per data set (as `keras_rec.configs.autoencoders`).
-HELDOUT = {
-    "synthetic": {"num_heldout_users": 100},
-    "ml-1m": {"num_heldout_users": 600},
-    "gowalla": {"num_heldout_users": 3000},
-    # The references keep `rating > 3.5`; `min_rating` keeps `>=`, and ML-20M
-    # has half stars, so 4.0 is the same filter.
-    "ml-20m": {"num_heldout_users": 10_000, "min_rating": 4.0},
-}
-
+# One definition of the protocol, held-out users and paper numbers for the
+# whole autoencoder family lives in `keras_rec.configs.autoencoders`.
 #: The papers' ML-20M numbers (RecVAE's paper; VASP's Table III for the rest).
 PAPER_ML20M = {
     "recvae": {"recall@20": 0.414, "recall@50": 0.553, "ndcg@100": 0.442},
