@@ -93,11 +93,14 @@ def run_one(experiment, seed: int, dataset, args) -> dict:
     if experiment.pretrain is not None:
 
         def train_part(name, model, make_dataset, part_epochs):
+            # The parts share the checkpoints of their own runs on this
+            # dataset and seed (`--models gmf,mlp,neumf` trains each once).
+            part_run = f"{name}_{experiment.dataset}_seed{seed}"
             return train_model(
                 model,
                 make_dataset,
                 args.epochs or part_epochs,
-                checkpoint_dir=os.path.join(checkpoints, name),
+                checkpoint_dir=os.path.join(args.checkpoints_dir, part_run, "main"),
                 time_budget=args.time_budget,
                 progress=not args.quiet,
                 description=f"{run}/{name}",
@@ -301,6 +304,11 @@ def main(argv=None) -> int:
     os.makedirs(args.results_dir, exist_ok=True)
     datasets = {}
     failures = []
+    # Runs another entry pre-trains from keep their checkpoints (see
+    # `Experiment.pretrain_parts`).
+    parts = {
+        f"{part}_{e.dataset}" for e in configs.EXPERIMENTS for part in e.pretrain_parts
+    }
     for experiment in experiments:
         for seed in _seeds(args):
             run = f"{experiment.name}_seed{seed}"
@@ -320,7 +328,8 @@ def main(argv=None) -> int:
                 failures.append(run)
                 continue
             atomic_write_json(path, record)
-            shutil.rmtree(os.path.join(args.checkpoints_dir, run), ignore_errors=True)
+            if experiment.name not in parts:
+                shutil.rmtree(os.path.join(args.checkpoints_dir, run), ignore_errors=True)
             summary = ", ".join(
                 f"{k}={v:.4f}"
                 for k, v in _metrics(record["metrics"][experiment.protocol]).items()

@@ -1,6 +1,6 @@
 """NCF training throughput on ML-1M: GMF, MLP, NeuMF and the input pipeline.
 
-    python benchmarks/ncf.py --data-dir ../shared/data [--factors 64] [--steps 2000]
+    python benchmarks/ncf.py --data-dir ../shared/data [--factors 64] [--steps 2000] [--xla]
 
 For each model it times `--steps` training steps of Keras `fit` (batch 256,
 4 negatives per positive, as the paper) after a warm-up, and extrapolates to
@@ -18,6 +18,7 @@ import time
 import keras
 
 import keras_rec  # noqa: F401
+from keras_rec.configs.ncf import STEPS_PER_EXECUTION
 from keras_rec.data import load_dataset, pointwise_dataset
 from keras_rec.models.ncf import GMF, MLP, NeuMF, _tower_widths
 
@@ -45,6 +46,11 @@ def main() -> None:
     parser.add_argument("--factors", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument(
+        "--xla",
+        action="store_true",
+        help="also time the configs' setting: XLA and 50 steps per execution",
+    )
     args = parser.parse_args()
 
     train = load_dataset(args.dataset, args.data_dir).interactions
@@ -63,20 +69,30 @@ def main() -> None:
         f"{examples / (built + iterated):,.0f} examples/s"
     )
 
-    for name, cls in (("gmf", GMF), ("mlp", MLP), ("neumf", NeuMF)):
-        model = cls(train.num_users, train.num_items, args.factors, seed=0)
-        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
-        model.fit(dataset.take(50), verbose=0)  # warm-up / tracing
-        begin = time.perf_counter()
-        model.fit(dataset.take(args.steps), verbose=0)
-        seconds = time.perf_counter() - begin
-        per_second = args.steps * args.batch_size / seconds
-        flops = 3 * forward_flops(name, args.factors)
-        print(
-            f"{name:6s}: {examples / per_second:7.1f} s/epoch (extrapolated from "
-            f"{args.steps} steps), {per_second:,.0f} examples/s, "
-            f"{flops:,} FLOP/example, {flops * per_second / 1e9:.2f} GFLOP/s"
+    settings = [("eager steps", {})]
+    if args.xla:
+        settings.append(
+            ("XLA x50", {"jit_compile": True, "steps_per_execution": STEPS_PER_EXECUTION})
         )
+    for name, cls in (("gmf", GMF), ("mlp", MLP), ("neumf", NeuMF)):
+        for label, options in settings:
+            model = cls(train.num_users, train.num_items, args.factors, seed=0)
+            model.compile(
+                optimizer=keras.optimizers.Adam(1e-3),
+                loss="binary_crossentropy",
+                **options,
+            )
+            model.fit(dataset.take(100), verbose=0)  # warm-up / tracing
+            begin = time.perf_counter()
+            model.fit(dataset.take(args.steps), verbose=0)
+            seconds = time.perf_counter() - begin
+            per_second = args.steps * args.batch_size / seconds
+            flops = 3 * forward_flops(name, args.factors)
+            print(
+                f"{name:6s} {label:11s}: {examples / per_second:7.1f} s/epoch "
+                f"(from {args.steps} steps), {per_second:,.0f} examples/s, "
+                f"{flops:,} FLOP/example, {flops * per_second / 1e9:.2f} GFLOP/s"
+            )
 
 
 if __name__ == "__main__":

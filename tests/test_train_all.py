@@ -59,3 +59,22 @@ def test_finished_runs_are_not_redone(tmp_path, capsys):
 def test_unknown_model_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="Unknown model 'nope'"):
         train_all.main(_args(tmp_path, "--models", "nope"))
+
+
+def test_neumf_pretrains_from_the_gmf_and_mlp_runs(tmp_path):
+    # GMF and MLP run first and keep their checkpoints; NeuMF's pre-training
+    # resumes them (finished) instead of training them a second time.
+    args = _args(tmp_path, "--epochs", "1", "--no-export")
+    assert train_all.main([*args, "--models", "gmf,mlp"]) == 0
+    checkpoints = tmp_path / "checkpoints"
+    states = [
+        checkpoints / f"{m}_synthetic_seed0" / "main" / "state.json"
+        for m in ("gmf", "mlp")
+    ]
+    stamps = [os.path.getmtime(state) for state in states]
+    assert train_all.main([*args, "--models", "neumf"]) == 0
+    assert [os.path.getmtime(state) for state in states] == stamps
+    with open(tmp_path / "results" / "neumf_synthetic_seed0.json") as handle:
+        assert json.load(handle)["epochs_run"] == 1
+    # NeuMF's own checkpoints are removed once its results are written.
+    assert not (checkpoints / "neumf_synthetic_seed0").exists()

@@ -41,8 +41,11 @@ class Experiment:
         pretrain: optional `(split, seed, train) -> compiled model` used
             instead of `build` when the model starts from other trained
             models (NeuMF from GMF and MLP). `train(name, model,
-            make_dataset, epochs)` trains a sub-model with its own
-            checkpoints and returns it.
+            make_dataset, epochs)` trains a sub-model and returns it.
+        pretrain_parts: the models `pretrain` trains (`("gmf", "mlp")`).
+            A part is the same run as that model's own entry on the dataset
+            and seed, so the two share checkpoints: whichever runs first
+            trains it, and its checkpoints are kept for the other.
     """
 
     model: str
@@ -59,6 +62,7 @@ class Experiment:
     patience: int | None = None
     split_options: dict = dataclasses.field(default_factory=dict)
     pretrain: Callable | None = None
+    pretrain_parts: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
