@@ -78,3 +78,11 @@ def test_neumf_pretrains_from_the_gmf_and_mlp_runs(tmp_path):
         assert json.load(handle)["epochs_run"] == 1
     # NeuMF's own checkpoints are removed once its results are written.
     assert not (checkpoints / "neumf_synthetic_seed0").exists()
+
+
+def test_experiment_names_are_unique():
+    # A run's results file and checkpoints are named by model and dataset.
+    from keras_rec import configs
+
+    names = [e.name for e in configs.EXPERIMENTS]
+    assert len(names) == len(set(names))

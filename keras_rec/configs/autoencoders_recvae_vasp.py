@@ -221,6 +221,8 @@ EXPERIMENTS: list[Experiment] = [
     # Gowalla (LightGCN's files, train and test merged), 3,000/3,000 users.
     _recvae_entry("gowalla", 50),
     _focal_entry("vasp", "gowalla", 40, 1, 2048, learning_rate=2e-3, **CPU_SIZE),
+    _focal_entry("flvae", "gowalla", 40, 1, 2048, learning_rate=1e-3, **CPU_SIZE),
+    _neural_ease_entry("gowalla", 40, 1, 2048, 1e-3),
     # ML-20M: the papers' settings and numbers.
     _recvae_entry("ml-20m", 50),
     _focal_entry("vasp", "ml-20m", 90, 1, 2048, **_ML20M_VASP, **PAPER_SIZE),
