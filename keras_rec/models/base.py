@@ -102,3 +102,24 @@ def gather_rows(indptr: tf.Tensor, indices: tf.Tensor, rows: tf.Tensor) -> tf.Te
 def serialize_config(model: keras.Model, **arguments) -> dict:
     """`get_config` for functional subclasses: name, trainable and arguments."""
     return {"name": model.name, "trainable": model.trainable, **arguments}
+
+
+class ArgumentsConfig:
+    """Mixin of functional subclasses whose config is their constructor
+    arguments, stored as attributes of the names in `config_keys`.
+
+    `get_config` is `serialize_config` of those attributes, in that order;
+    `from_config` calls the constructor with them.
+    """
+
+    #: Constructor arguments, stored as attributes of the same name.
+    config_keys: tuple[str, ...] = ()
+
+    def get_config(self):
+        return serialize_config(
+            self, **{key: getattr(self, key) for key in self.config_keys}
+        )
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)

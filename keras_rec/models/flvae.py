@@ -14,7 +14,7 @@ from keras_rec.models.autoencoder_base import (
     check_positive,
     rows_input,
 )
-from keras_rec.models.base import serialize_config
+from keras_rec.models.base import ArgumentsConfig
 
 PROBABILITIES = "probabilities"
 KL = "kl"
@@ -104,8 +104,79 @@ def check_architecture(**values) -> None:
             raise ValueError(f"`{label}` must be an integer. Received: {label}={value}")
 
 
+class FLVAEBase(ArgumentsConfig, FocalVAELoss, AutoencoderRecommender, keras.Model):
+    """What FLVAE and VASP share: the deep path, the arguments and the config.
+
+    The functional model is FLVAE's deep path on the rows (`flvae_layers`,
+    `flvae_outputs`); where a subclass's `_shallow_path` returns a layer
+    (VASP's Neural EASE), the probabilities are multiplied by its output on
+    the rows and the layer is kept as `self.ease`. The arguments are
+    `FLVAE`'s.
+    """
+
+    config_keys = (
+        "num_items",
+        "hidden_dim",
+        "latent_dim",
+        "encoder_layers",
+        "decoder_layers",
+        "beta",
+        "seed",
+    )
+
+    def __init__(
+        self,
+        num_items: int,
+        hidden_dim: int = 4096,
+        latent_dim: int = 2048,
+        encoder_layers: int = 7,
+        decoder_layers: int = 5,
+        beta: float = 1.0,
+        seed: int | None = None,
+        **kwargs,
+    ):
+        check_architecture(
+            num_items=num_items,
+            hidden_dim=hidden_dim,
+            latent_dim=latent_dim,
+            encoder_layers=encoder_layers,
+            decoder_layers=decoder_layers,
+        )
+        if beta < 0:
+            raise ValueError(f"`beta` must be non-negative. Received: beta={beta}")
+        # === Layers ===
+        layers = flvae_layers(
+            num_items, hidden_dim, latent_dim, encoder_layers, decoder_layers, seed
+        )
+        shallow = self._shallow_path(num_items, seed)
+        # === Functional model ===
+        rows = rows_input(num_items)
+        probabilities, kl = flvae_outputs(layers, rows, latent_dim)
+        if shallow is not None:
+            probabilities = probabilities * shallow(rows)
+        super().__init__(
+            inputs=rows, outputs={PROBABILITIES: probabilities, KL: kl}, **kwargs
+        )
+        # === Config ===
+        if shallow is not None:
+            self.ease = shallow
+        self.num_items = num_items
+        self.hidden_dim = hidden_dim
+        self.latent_dim = latent_dim
+        self.encoder_layers = encoder_layers
+        self.decoder_layers = decoder_layers
+        self.beta = beta
+        self.seed = seed
+
+    def _shallow_path(
+        self, num_items: int, seed: int | None
+    ) -> keras.layers.Layer | None:
+        """The layer of the rows that multiplies the deep path (none here)."""
+        return None
+
+
 @keras.saving.register_keras_serializable(package="keras_rec")
-class FLVAE(FocalVAELoss, AutoencoderRecommender, keras.Model):
+class FLVAE(FLVAEBase):
     """A deep residual VAE with a focal-loss likelihood (VASP's deep path).
 
     Encoder: `ResidualDense` (each of `encoder_layers` swish + layer-norm
@@ -135,58 +206,3 @@ class FLVAE(FocalVAELoss, AutoencoderRecommender, keras.Model):
     References:
         Vančura and Kordík, VASP, ICANN 2021. https://arxiv.org/abs/2102.05774
     """
-
-    def __init__(
-        self,
-        num_items: int,
-        hidden_dim: int = 4096,
-        latent_dim: int = 2048,
-        encoder_layers: int = 7,
-        decoder_layers: int = 5,
-        beta: float = 1.0,
-        seed: int | None = None,
-        **kwargs,
-    ):
-        check_architecture(
-            num_items=num_items,
-            hidden_dim=hidden_dim,
-            latent_dim=latent_dim,
-            encoder_layers=encoder_layers,
-            decoder_layers=decoder_layers,
-        )
-        if beta < 0:
-            raise ValueError(f"`beta` must be non-negative. Received: beta={beta}")
-        # === Layers ===
-        layers = flvae_layers(
-            num_items, hidden_dim, latent_dim, encoder_layers, decoder_layers, seed
-        )
-        # === Functional model ===
-        rows = rows_input(num_items)
-        probabilities, kl = flvae_outputs(layers, rows, latent_dim)
-        super().__init__(
-            inputs=rows, outputs={PROBABILITIES: probabilities, KL: kl}, **kwargs
-        )
-        # === Config ===
-        self.num_items = num_items
-        self.hidden_dim = hidden_dim
-        self.latent_dim = latent_dim
-        self.encoder_layers = encoder_layers
-        self.decoder_layers = decoder_layers
-        self.beta = beta
-        self.seed = seed
-
-    def get_config(self):
-        return serialize_config(
-            self,
-            num_items=self.num_items,
-            hidden_dim=self.hidden_dim,
-            latent_dim=self.latent_dim,
-            encoder_layers=self.encoder_layers,
-            decoder_layers=self.decoder_layers,
-            beta=self.beta,
-            seed=self.seed,
-        )
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)

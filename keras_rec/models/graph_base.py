@@ -1,5 +1,6 @@
-"""What NGCF and LightGCN share: the normalised user-item graph, the encoder
-that propagates embeddings over it, and the id-model serving path.
+"""What NGCF and LightGCN share: the encoder that propagates embeddings over
+the normalised user-item graph (built in `keras_rec.models.graph_adjacency`),
+and the id-model around it with its serving path.
 
 Design:
 
@@ -29,50 +30,16 @@ from __future__ import annotations
 
 import keras
 import numpy as np
-import scipy.sparse as sp
 import tensorflow as tf
+from keras import ops
 
 from keras_rec.layers.graph_propagation import CSRAdjacency, NodeDropout
-from keras_rec.models.base import USER_ID, Recommender
-
-
-def interaction_matrix(interactions, num_users: int, num_items: int) -> sp.csr_matrix:
-    """Binary `[num_users, num_items]` CSR of `Interactions` or a SciPy matrix."""
-    if hasattr(interactions, "to_csr"):
-        matrix = interactions.to_csr()
-    elif sp.issparse(interactions):
-        matrix = sp.csr_matrix(interactions, dtype=np.float32)
-    else:
-        raise ValueError(
-            "`interactions` must be an `Interactions` or a SciPy sparse matrix. "
-            f"Received {type(interactions).__name__}"
-        )
-    if matrix.shape != (num_users, num_items):
-        raise ValueError(
-            f"`interactions` must have shape (num_users={num_users}, "
-            f"num_items={num_items}). Received shape {matrix.shape}"
-        )
-    matrix.sum_duplicates()
-    matrix.eliminate_zeros()
-    matrix.data[:] = 1.0
-    return matrix
-
-
-def normalized_adjacency(matrix: sp.csr_matrix) -> sp.csr_matrix:
-    """`D^-1/2 A D^-1/2` of the bipartite graph, `A = [[0, R], [R^T, 0]]`.
-
-    Nodes are the users then the items; isolated nodes get zero rows (as the
-    reference code's `d_inv[isinf] = 0`). Row-major with sorted indices.
-    """
-    matrix = sp.csr_matrix(matrix, dtype=np.float64)
-    adjacency = sp.bmat([[None, matrix], [matrix.T, None]], format="csr")
-    degree = np.asarray(adjacency.sum(axis=1)).ravel()
-    scale = np.zeros_like(degree)
-    scale[degree > 0] = degree[degree > 0] ** -0.5
-    normalized = sp.diags(scale) @ adjacency @ sp.diags(scale)
-    normalized = sp.csr_matrix(normalized, dtype=np.float32)
-    normalized.sort_indices()
-    return normalized
+from keras_rec.models.base import USER_ID, ArgumentsConfig, Recommender
+from keras_rec.models.graph_adjacency import (
+    interaction_matrix,
+    normalized_adjacency,
+)
+from keras_rec.models.graph_adjacency import resolve_num_edges as resolve_num_edges
 
 
 @tf.function(reduce_retracing=True, autograph=False)
@@ -309,15 +276,44 @@ class GraphEncoder(keras.layers.Layer):
         return cls(**{**config, "propagation": layers})
 
 
-class GraphRecommender(Recommender):
-    """Mixin of the graph models: scoring from the cached final embeddings,
-    the graph setter and the BPR loss with L2 on the batch's ego embeddings.
+class GraphRecommender(ArgumentsConfig, Recommender):
+    """Mixin of the graph models: the functional model around the encoder,
+    scoring from the cached final embeddings, the graph setter, the BPR loss
+    with L2 on the batch's ego embeddings, and the config.
 
-    A subclass sets `self.encoder` (a `GraphEncoder`) and `self.l2`.
+    A subclass is also a `keras.Model`; its constructor checks its
+    arguments, builds its `GraphEncoder` and passes it on to `__init__`,
+    then stores the rest of its `config_keys`.
     """
 
     input_kind = USER_ID
     encoder: GraphEncoder
+
+    config_keys = ("num_users", "num_items", "num_edges", "embedding_dim")
+
+    def __init__(self, encoder: GraphEncoder, matrix, l2: float, **kwargs):
+        """Scores `{"user_id": [B], "item_ids": [B, C]}` -> `[B, C]`: the
+        inner products of the encoder's user and item rows. Stores the
+        encoder, `l2`, the arguments the encoder holds and, unless `matrix`
+        is None (then `set_graph` later), the graph."""
+        # === Functional model ===
+        user_id = keras.Input(shape=(), dtype="int64", name="user_id")
+        item_ids = keras.Input(shape=(None,), dtype="int64", name="item_ids")
+        users, items = encoder((user_id, item_ids))
+        scores = ops.einsum("bd,bcd->bc", users, items)
+        super().__init__(
+            inputs={"user_id": user_id, "item_ids": item_ids}, outputs=scores, **kwargs
+        )
+        # === Config ===
+        self.encoder = encoder
+        self.num_users = encoder.num_users
+        self.num_items = encoder.num_items
+        self.num_edges = encoder.num_edges
+        self.embedding_dim = encoder.embedding_dim
+        self.l2 = l2
+        self.seed = encoder.seed
+        if matrix is not None:
+            self.set_graph(matrix)
 
     def set_graph(self, interactions) -> None:
         """Stores the training graph (`Interactions` or a `[U, I]` matrix)."""
@@ -350,21 +346,3 @@ class GraphRecommender(Recommender):
             replicas = tf.distribute.get_strategy().num_replicas_in_sync
             loss = loss + self.l2 * norm / (2.0 * batch * replicas)
         return loss
-
-
-def resolve_num_edges(num_edges, interactions, num_users: int, num_items: int):
-    """`(num_edges, matrix or None)` from the constructor arguments."""
-    if interactions is None:
-        if num_edges is None:
-            raise ValueError(
-                "Pass `interactions` (the training graph) or `num_edges` (its "
-                "number of distinct (user, item) pairs, then `set_graph`)"
-            )
-        return num_edges, None
-    matrix = interaction_matrix(interactions, num_users, num_items)
-    if num_edges is not None and num_edges != matrix.nnz:
-        raise ValueError(
-            f"`num_edges`={num_edges} does not match the {matrix.nnz} distinct "
-            "(user, item) pairs of `interactions`"
-        )
-    return matrix.nnz, matrix

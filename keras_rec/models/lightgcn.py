@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import keras
-from keras import ops
 
 from keras_rec.layers.graph_propagation import LightGCNPropagation
-from keras_rec.models.base import serialize_config
-from keras_rec.models.graph_base import (
-    GraphEncoder,
-    GraphRecommender,
-    resolve_num_edges,
-)
+from keras_rec.models.graph_adjacency import resolve_num_edges
+from keras_rec.models.graph_base import GraphEncoder, GraphRecommender
 
 
 @keras.saving.register_keras_serializable(package="keras_rec")
@@ -55,6 +50,8 @@ class LightGCN(GraphRecommender, keras.Model):
         https://arxiv.org/abs/2002.02126
     """
 
+    config_keys = (*GraphRecommender.config_keys, "num_layers", "l2", "seed")
+
     def __init__(
         self,
         num_users: int,
@@ -87,38 +84,6 @@ class LightGCN(GraphRecommender, keras.Model):
             seed=seed,
             name="encoder",
         )
-        # === Functional model ===
-        user_id = keras.Input(shape=(), dtype="int64", name="user_id")
-        item_ids = keras.Input(shape=(None,), dtype="int64", name="item_ids")
-        users, items = encoder((user_id, item_ids))
-        scores = ops.einsum("bd,bcd->bc", users, items)
-        super().__init__(
-            inputs={"user_id": user_id, "item_ids": item_ids}, outputs=scores, **kwargs
-        )
+        super().__init__(encoder, matrix, l2, **kwargs)
         # === Config ===
-        self.encoder = encoder
-        self.num_users = num_users
-        self.num_items = num_items
-        self.num_edges = num_edges
-        self.embedding_dim = embedding_dim
         self.num_layers = num_layers
-        self.l2 = l2
-        self.seed = seed
-        if matrix is not None:
-            self.set_graph(matrix)
-
-    def get_config(self):
-        return serialize_config(
-            self,
-            num_users=self.num_users,
-            num_items=self.num_items,
-            num_edges=self.num_edges,
-            embedding_dim=self.embedding_dim,
-            num_layers=self.num_layers,
-            l2=self.l2,
-            seed=self.seed,
-        )
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import keras
 import numpy as np
 from keras import ops
 
-from keras_rec.models.base import USER_ID, Recommender, serialize_config
+from keras_rec.models.base import USER_ID, ArgumentsConfig, Recommender
 
 ITEM_ID = "item_id"
 
@@ -56,11 +58,61 @@ def _apply(layers: list[keras.layers.Layer], vector):
     return vector
 
 
-class _NCFBase(Recommender, keras.Model):
+def _gmf_path(
+    num_users: int, num_items: int, predictive_factors: int, seed: int | None
+) -> Callable:
+    """GMF's embeddings; returns `(user_id, item_id) -> p_u * q_i`."""
+    user_embedding = _embedding(num_users, predictive_factors, "gmf_user", seed)
+    item_embedding = _embedding(num_items, predictive_factors, "gmf_item", seed)
+    return lambda user_id, item_id: user_embedding(user_id) * item_embedding(item_id)
+
+
+def _mlp_path(
+    num_users: int,
+    num_items: int,
+    predictive_factors: int,
+    num_layers: int,
+    embedding_dim: int | None,
+    seed: int | None,
+) -> Callable:
+    """MLP's embeddings and tower; returns `(user_id, item_id) -> a_L(...)`."""
+    widths = _tower_widths(predictive_factors, num_layers)
+    width = embedding_dim or widths[0] // 2
+    user_embedding = _embedding(num_users, width, "mlp_user", seed)
+    item_embedding = _embedding(num_items, width, "mlp_item", seed)
+    tower = _mlp_tower(widths)
+
+    def apply(user_id, item_id):
+        vector = ops.concatenate(
+            [user_embedding(user_id), item_embedding(item_id)], axis=-1
+        )
+        return _apply(tower, vector)
+
+    return apply
+
+
+class _NCFBase(ArgumentsConfig, Recommender, keras.Model):
     """Scores `(user_id [B], item_id [B])` pairs with a sigmoid; `score_all`
     evaluates every item for each user by tiling the pair inputs."""
 
     input_kind = USER_ID
+
+    def __init__(self, paths: list[Callable], **kwargs):
+        """`sigmoid(h^T [path(u, i) for path in paths] + b)`, the paths'
+        vectors (`_gmf_path`, `_mlp_path`) concatenated in order. A subclass
+        then stores its arguments (`_store_config`)."""
+        # === Layers ===
+        prediction = keras.layers.Dense(1, name="prediction")
+        # === Functional model ===
+        user_id, item_id = _pair_inputs()
+        vectors = [path(user_id, item_id) for path in paths]
+        vector = vectors[0] if len(vectors) == 1 else ops.concatenate(vectors, axis=-1)
+        score = ops.sigmoid(ops.squeeze(prediction(vector), -1))
+        super().__init__(
+            inputs={USER_ID: user_id, ITEM_ID: item_id}, outputs=score, **kwargs
+        )
+        # === Config ===
+        self.prediction = prediction
 
     def score_all(self, inputs):
         users = ops.convert_to_tensor(inputs[USER_ID], "int64")
@@ -90,8 +142,7 @@ class _NCFBase(Recommender, keras.Model):
         )
         return ops.reshape(scores, shape)
 
-    #: Constructor arguments, stored as attributes of the same name.
-    config_keys: tuple[str, ...] = (
+    config_keys = (
         "num_users",
         "num_items",
         "predictive_factors",
@@ -101,15 +152,6 @@ class _NCFBase(Recommender, keras.Model):
     def _store_config(self, **arguments) -> None:
         for key in self.config_keys:
             setattr(self, key, arguments[key])
-
-    def get_config(self):
-        return serialize_config(
-            self, **{key: getattr(self, key) for key in self.config_keys}
-        )
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
 
 
 @keras.saving.register_keras_serializable(package="keras_rec")
@@ -149,18 +191,9 @@ class GMF(_NCFBase):
             predictive_factors=predictive_factors,
         )
         # === Layers ===
-        user_embedding = _embedding(num_users, predictive_factors, "gmf_user", seed)
-        item_embedding = _embedding(num_items, predictive_factors, "gmf_item", seed)
-        prediction = keras.layers.Dense(1, name="prediction")
-        # === Functional model ===
-        user_id, item_id = _pair_inputs()
-        vector = user_embedding(user_id) * item_embedding(item_id)
-        score = ops.sigmoid(ops.squeeze(prediction(vector), -1))
-        super().__init__(
-            inputs={USER_ID: user_id, ITEM_ID: item_id}, outputs=score, **kwargs
-        )
+        gmf = _gmf_path(num_users, num_items, predictive_factors, seed)
+        super().__init__([gmf], **kwargs)
         # === Config ===
-        self.prediction = prediction
         self._store_config(
             num_users=num_users,
             num_items=num_items,
@@ -169,8 +202,52 @@ class GMF(_NCFBase):
         )
 
 
+class _TowerBase(_NCFBase):
+    """What MLP and NeuMF share: the arguments, their check and the MLP path,
+    after the GMF path where `with_gmf` (NeuMF). The arguments are `MLP`'s."""
+
+    config_keys = (*_NCFBase.config_keys, "num_layers", "embedding_dim")
+    #: Whether GMF's vector joins the MLP tower's (NeuMF).
+    with_gmf: bool = False
+
+    def __init__(
+        self,
+        num_users: int,
+        num_items: int,
+        predictive_factors: int = 8,
+        num_layers: int = 3,
+        embedding_dim: int | None = None,
+        seed: int | None = None,
+        **kwargs,
+    ):
+        _check_positive(
+            num_users=num_users,
+            num_items=num_items,
+            predictive_factors=predictive_factors,
+            num_layers=num_layers,
+        )
+        # === Layers ===
+        paths = []
+        if self.with_gmf:
+            paths.append(_gmf_path(num_users, num_items, predictive_factors, seed))
+        mlp = _mlp_path(
+            num_users, num_items, predictive_factors, num_layers, embedding_dim, seed
+        )
+        paths.append(mlp)
+        super().__init__(paths, **kwargs)
+        # === Config ===
+        self._store_config(
+            num_users=num_users,
+            num_items=num_items,
+            predictive_factors=predictive_factors,
+            num_layers=num_layers,
+            embedding_dim=embedding_dim,
+            seed=seed,
+        )
+
+
 @keras.saving.register_keras_serializable(package="keras_rec")
-class MLP(_NCFBase):
+class MLP(_TowerBase):
     """The NCF multi-layer perceptron.
 
     `y(u, i) = sigmoid(h^T a_L(... a_1([p_u, q_i])))`: user and item
@@ -199,55 +276,9 @@ class MLP(_NCFBase):
         He et al., WWW 2017. https://arxiv.org/abs/1708.05031
     """
 
-    config_keys = (*_NCFBase.config_keys, "num_layers", "embedding_dim")
-
-    def __init__(
-        self,
-        num_users: int,
-        num_items: int,
-        predictive_factors: int = 8,
-        num_layers: int = 3,
-        embedding_dim: int | None = None,
-        seed: int | None = None,
-        **kwargs,
-    ):
-        _check_positive(
-            num_users=num_users,
-            num_items=num_items,
-            predictive_factors=predictive_factors,
-            num_layers=num_layers,
-        )
-        widths = _tower_widths(predictive_factors, num_layers)
-        # === Layers ===
-        width = embedding_dim or widths[0] // 2
-        user_embedding = _embedding(num_users, width, "mlp_user", seed)
-        item_embedding = _embedding(num_items, width, "mlp_item", seed)
-        tower = _mlp_tower(widths)
-        prediction = keras.layers.Dense(1, name="prediction")
-        # === Functional model ===
-        user_id, item_id = _pair_inputs()
-        vector = ops.concatenate(
-            [user_embedding(user_id), item_embedding(item_id)], axis=-1
-        )
-        vector = _apply(tower, vector)
-        score = ops.sigmoid(ops.squeeze(prediction(vector), -1))
-        super().__init__(
-            inputs={USER_ID: user_id, ITEM_ID: item_id}, outputs=score, **kwargs
-        )
-        # === Config ===
-        self.prediction = prediction
-        self._store_config(
-            num_users=num_users,
-            num_items=num_items,
-            predictive_factors=predictive_factors,
-            num_layers=num_layers,
-            embedding_dim=embedding_dim,
-            seed=seed,
-        )
-
 
 @keras.saving.register_keras_serializable(package="keras_rec")
-class NeuMF(_NCFBase):
+class NeuMF(_TowerBase):
     """Neural Matrix Factorization: GMF and MLP with separate embeddings.
 
     `y(u, i) = sigmoid(h^T [phi_GMF, phi_MLP] + b)`. With pre-training
@@ -274,53 +305,7 @@ class NeuMF(_NCFBase):
         He et al., WWW 2017. https://arxiv.org/abs/1708.05031
     """
 
-    config_keys = (*_NCFBase.config_keys, "num_layers", "embedding_dim")
-
-    def __init__(
-        self,
-        num_users: int,
-        num_items: int,
-        predictive_factors: int = 8,
-        num_layers: int = 3,
-        embedding_dim: int | None = None,
-        seed: int | None = None,
-        **kwargs,
-    ):
-        _check_positive(
-            num_users=num_users,
-            num_items=num_items,
-            predictive_factors=predictive_factors,
-            num_layers=num_layers,
-        )
-        widths = _tower_widths(predictive_factors, num_layers)
-        # === Layers ===
-        gmf_user = _embedding(num_users, predictive_factors, "gmf_user", seed)
-        gmf_item = _embedding(num_items, predictive_factors, "gmf_item", seed)
-        width = embedding_dim or widths[0] // 2
-        mlp_user = _embedding(num_users, width, "mlp_user", seed)
-        mlp_item = _embedding(num_items, width, "mlp_item", seed)
-        tower = _mlp_tower(widths)
-        prediction = keras.layers.Dense(1, name="prediction")
-        # === Functional model ===
-        user_id, item_id = _pair_inputs()
-        gmf_vector = gmf_user(user_id) * gmf_item(item_id)
-        mlp_vector = ops.concatenate([mlp_user(user_id), mlp_item(item_id)], axis=-1)
-        mlp_vector = _apply(tower, mlp_vector)
-        joint = ops.concatenate([gmf_vector, mlp_vector], axis=-1)
-        score = ops.sigmoid(ops.squeeze(prediction(joint), -1))
-        super().__init__(
-            inputs={USER_ID: user_id, ITEM_ID: item_id}, outputs=score, **kwargs
-        )
-        # === Config ===
-        self.prediction = prediction
-        self._store_config(
-            num_users=num_users,
-            num_items=num_items,
-            predictive_factors=predictive_factors,
-            num_layers=num_layers,
-            embedding_dim=embedding_dim,
-            seed=seed,
-        )
+    with_gmf = True
 
     def load_pretrained(self, gmf: GMF, mlp: MLP, alpha: float = 0.5) -> NeuMF:
         """Initialises from trained GMF and MLP models (paper §3.4.1)."""

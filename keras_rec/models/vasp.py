@@ -10,16 +10,7 @@ import tensorflow as tf
 
 from keras_rec.data.pipelines import user_rows_dataset
 from keras_rec.layers.zero_diagonal_dense import ZeroDiagonalDense
-from keras_rec.models.autoencoder_base import AutoencoderRecommender, rows_input
-from keras_rec.models.base import serialize_config
-from keras_rec.models.flvae import (
-    KL,
-    PROBABILITIES,
-    FocalVAELoss,
-    check_architecture,
-    flvae_layers,
-    flvae_outputs,
-)
+from keras_rec.models.flvae import FLVAEBase
 
 
 def split_brain_halves(
@@ -80,7 +71,7 @@ def split_brain_dataset(
 
 
 @keras.saving.register_keras_serializable(package="keras_rec")
-class VASP(FocalVAELoss, AutoencoderRecommender, keras.Model):
+class VASP(FLVAEBase):
     """Variational autoencoder with a parallel shallow path (VASP).
 
     `p(x) = p_vae(x) * sigmoid(x B)`: the Hadamard product of FLVAE's
@@ -111,31 +102,9 @@ class VASP(FocalVAELoss, AutoencoderRecommender, keras.Model):
         Vančura and Kordík, VASP, ICANN 2021. https://arxiv.org/abs/2102.05774
     """
 
-    def __init__(
-        self,
-        num_items: int,
-        hidden_dim: int = 4096,
-        latent_dim: int = 2048,
-        encoder_layers: int = 7,
-        decoder_layers: int = 5,
-        beta: float = 1.0,
-        seed: int | None = None,
-        **kwargs,
-    ):
-        check_architecture(
-            num_items=num_items,
-            hidden_dim=hidden_dim,
-            latent_dim=latent_dim,
-            encoder_layers=encoder_layers,
-            decoder_layers=decoder_layers,
-        )
-        if beta < 0:
-            raise ValueError(f"`beta` must be non-negative. Received: beta={beta}")
-        # === Layers ===
-        layers = flvae_layers(
-            num_items, hidden_dim, latent_dim, encoder_layers, decoder_layers, seed
-        )
-        ease = ZeroDiagonalDense(
+    def _shallow_path(self, num_items: int, seed: int | None) -> keras.layers.Layer:
+        """Neural EASE's `sigmoid(x B)` with `diag(B) = 0`."""
+        return ZeroDiagonalDense(
             num_items,
             activation="sigmoid",
             kernel_initializer=keras.initializers.GlorotUniform(
@@ -143,35 +112,3 @@ class VASP(FocalVAELoss, AutoencoderRecommender, keras.Model):
             ),
             name="ease",
         )
-        # === Functional model ===
-        rows = rows_input(num_items)
-        deep, kl = flvae_outputs(layers, rows, latent_dim)
-        probabilities = deep * ease(rows)
-        super().__init__(
-            inputs=rows, outputs={PROBABILITIES: probabilities, KL: kl}, **kwargs
-        )
-        # === Config ===
-        self.ease = ease
-        self.num_items = num_items
-        self.hidden_dim = hidden_dim
-        self.latent_dim = latent_dim
-        self.encoder_layers = encoder_layers
-        self.decoder_layers = decoder_layers
-        self.beta = beta
-        self.seed = seed
-
-    def get_config(self):
-        return serialize_config(
-            self,
-            num_items=self.num_items,
-            hidden_dim=self.hidden_dim,
-            latent_dim=self.latent_dim,
-            encoder_layers=self.encoder_layers,
-            decoder_layers=self.decoder_layers,
-            beta=self.beta,
-            seed=self.seed,
-        )
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)

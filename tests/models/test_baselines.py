@@ -4,39 +4,21 @@ import keras
 import numpy as np
 import pytest
 
-from keras_rec.data import bpr_dataset, make_split, make_synthetic
-from keras_rec.data.datasets import Dataset
-from keras_rec.evaluation import evaluate
-from keras_rec.losses import BPRLoss
 from keras_rec.models import BPRMF, Popularity
 
 
 @pytest.fixture(scope="module")
-def split():
-    data = make_synthetic(num_users=300, num_items=150, mean_length=20, seed=1)
-    return make_split(Dataset("synthetic", data), "loo_full", seed=0)
+def trained(loo_split, fit_bpr):
+    model = BPRMF(loo_split.num_users, loo_split.num_items, 16, l2=1e-4, seed=0)
+    return model, fit_bpr(model, loo_split.train, 12)
 
 
-@pytest.fixture(scope="module")
-def trained(split):
-    model = BPRMF(split.num_users, split.num_items, 16, l2=1e-4, seed=0)
-    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=BPRLoss())
-    losses = [
-        model.fit(bpr_dataset(split.train, 256, seed=0, epoch=e), verbose=0).history[
-            "loss"
-        ][0]
-        for e in range(12)
-    ]
-    return model, losses
-
-
-def test_bpr_mf_loss_goes_down_and_beats_popularity(split, trained):
+def test_bpr_mf_loss_goes_down_and_beats_popularity(
+    loo_split, trained, beats_popularity
+):
     model, losses = trained
     assert losses[-1] < 0.7 * losses[0]
-    popularity = Popularity(split.num_items).fit_closed_form(split.train)
-    ours = evaluate(model, split.test, "loo_full")
-    theirs = evaluate(popularity, split.test, "loo_full")
-    assert ours["ndcg@20"] > theirs["ndcg@20"], (ours, theirs)
+    beats_popularity(model, loo_split, "loo_full", "ndcg@20")
 
 
 def test_bpr_mf_score_all_matches_numpy(trained):
@@ -49,14 +31,11 @@ def test_bpr_mf_score_all_matches_numpy(trained):
     )
 
 
-def test_bpr_mf_keras_save_load_gives_same_outputs(trained, tmp_path):
+def test_bpr_mf_keras_save_load_gives_same_outputs(trained, reload):
     model, _ = trained
-    path = str(tmp_path / "bpr.keras")
-    model.save(path)
-    restored = keras.saving.load_model(path)
+    restored = reload(model)
     inputs = {"user_id": np.array([1, 2]), "item_ids": np.array([[3, 4], [5, 6]])}
     np.testing.assert_allclose(model(inputs), restored(inputs), rtol=1e-6)
-    assert restored.get_config() == model.get_config()
 
 
 def test_bpr_mf_config_json_round_trip():
@@ -79,9 +58,9 @@ def test_bpr_mf_invalid_arguments(kwargs, message):
         BPRMF(**kwargs)
 
 
-def test_popularity_scores_are_log_counts_and_survive_saving(split, tmp_path):
-    model = Popularity(split.num_items).fit_closed_form(split.train)
-    counts = np.bincount(split.train.item_ids, minlength=split.num_items)
+def test_popularity_scores_are_log_counts_and_survive_saving(loo_split, tmp_path):
+    model = Popularity(loo_split.num_items).fit_closed_form(loo_split.train)
+    counts = np.bincount(loo_split.train.item_ids, minlength=loo_split.num_items)
     scores = model.score_all({"item_history": np.array([[0, -1], [1, 2]])}).numpy()
     np.testing.assert_allclose(scores[0], np.log1p(counts), rtol=1e-6)
     np.testing.assert_allclose(scores[1], np.log1p(counts), rtol=1e-6)
@@ -95,8 +74,8 @@ def test_popularity_scores_are_log_counts_and_survive_saving(split, tmp_path):
     )
 
 
-def test_recommend_excludes_history(split):
-    model = Popularity(split.num_items).fit_closed_form(split.train)
-    top_item = int(np.argmax(np.bincount(split.train.item_ids)))
+def test_recommend_excludes_history(loo_split):
+    model = Popularity(loo_split.num_items).fit_closed_form(loo_split.train)
+    top_item = int(np.argmax(np.bincount(loo_split.train.item_ids)))
     ids, _ = model.recommend({"item_history": np.array([[top_item, -1]])}, k=5)
     assert top_item not in ids.numpy()[0]

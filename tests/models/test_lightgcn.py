@@ -2,42 +2,28 @@
 
 import json
 
-import keras
 import numpy as np
 import pytest
 import scipy.sparse as sp
 import tensorflow as tf
 
-from keras_rec.data import bpr_dataset, make_split, make_synthetic
-from keras_rec.data.datasets import Dataset
-from keras_rec.evaluation import evaluate
 from keras_rec.export import testing
 from keras_rec.layers.graph_propagation import LightGCNPropagation
-from keras_rec.losses import BPRLoss
-from keras_rec.models import Popularity
 from keras_rec.models.graph_base import GraphEncoder, normalized_adjacency
 from keras_rec.models.lightgcn import LightGCN
 
 
 @pytest.fixture(scope="module")
-def split():
-    data = make_synthetic(num_users=300, num_items=150, mean_length=20, seed=1)
-    return make_split(Dataset("synthetic", data), "loo_full", seed=0)
-
-
-@pytest.fixture(scope="module")
-def trained(split):
+def trained(loo_split, fit_bpr):
     model = LightGCN(
-        split.num_users, split.num_items, 16, 2, seed=0, interactions=split.train
+        loo_split.num_users,
+        loo_split.num_items,
+        16,
+        2,
+        seed=0,
+        interactions=loo_split.train,
     )
-    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=BPRLoss())
-    losses = [
-        model.fit(bpr_dataset(split.train, 256, seed=0, epoch=e), verbose=0).history[
-            "loss"
-        ][0]
-        for e in range(8)
-    ]
-    return model, losses
+    return model, fit_bpr(model, loo_split.train, 8)
 
 
 def numpy_lightgcn(model, matrix) -> tuple[np.ndarray, np.ndarray]:
@@ -73,38 +59,31 @@ def test_normalized_adjacency_matches_numpy():
     assert not laplacian[2].any() and not laplacian[:, 6].any()  # isolated
 
 
-def test_loss_goes_down_and_beats_popularity(split, trained):
+def test_loss_goes_down_and_beats_popularity(loo_split, trained, beats_popularity):
     model, losses = trained
     assert losses[-1] < 0.8 * losses[0]
-    popularity = Popularity(split.num_items).fit_closed_form(split.train)
-    ours = evaluate(model, split.test, "loo_full")
-    theirs = evaluate(popularity, split.test, "loo_full")
-    assert ours["ndcg@20"] > theirs["ndcg@20"], (ours, theirs)
+    beats_popularity(model, loo_split, "loo_full", "ndcg@20")
 
 
-def test_score_all_matches_numpy_propagation(split, trained):
+def test_score_all_matches_numpy_propagation(
+    loo_split, trained, check_inner_product_scores
+):
     model, _ = trained
-    users, items = numpy_lightgcn(model, split.train.to_csr())
-    rows = np.array([0, 7, 299])
-    np.testing.assert_allclose(
-        model.score_all({"user_id": rows}).numpy(),
-        users[rows] @ items.T,
-        rtol=1e-4,
-        atol=1e-6,
-    )
-    batch = {"user_id": rows, "item_ids": np.array([[1, 2], [3, 4], [5, 149]])}
-    expected = np.einsum("bd,bcd->bc", users[rows], items[batch["item_ids"]])
-    np.testing.assert_allclose(model(batch), expected, rtol=1e-4, atol=1e-6)
-    picked = model.score_items({"user_id": rows}, batch["item_ids"])
-    np.testing.assert_allclose(picked, expected, rtol=1e-4, atol=1e-6)
+    users, items = numpy_lightgcn(model, loo_split.train.to_csr())
+    rows, item_ids = np.array([0, 7, 299]), np.array([[1, 2], [3, 4], [5, 149]])
+    check_inner_product_scores(model, users, items, rows, item_ids, atol=1e-6)
 
 
-def test_cached_embeddings_follow_any_weight_change(split):
-    model = LightGCN(split.num_users, split.num_items, 8, seed=1, num_edges=5)
+def test_cached_embeddings_follow_any_weight_change(loo_split):
+    model = LightGCN(loo_split.num_users, loo_split.num_items, 8, seed=1, num_edges=5)
     with pytest.raises(ValueError, match="num_edges=5"):
-        model.set_graph(split.train)
+        model.set_graph(loo_split.train)
     model = LightGCN(
-        split.num_users, split.num_items, 8, seed=1, interactions=split.train
+        loo_split.num_users,
+        loo_split.num_items,
+        8,
+        seed=1,
+        interactions=loo_split.train,
     )
     inputs = {"user_id": np.array([3])}
     first = model.score_all(inputs).numpy()
@@ -118,18 +97,15 @@ def test_cached_embeddings_follow_any_weight_change(split):
     for index in (0, 1):  # the user and item ego embeddings
         weights[index] = rng.normal(size=weights[index].shape).astype(np.float32)
     model.set_weights(weights)
-    users, items = numpy_lightgcn(model, split.train.to_csr())
+    users, items = numpy_lightgcn(model, loo_split.train.to_csr())
     np.testing.assert_allclose(
         model.score_all(inputs), users[[3]] @ items.T, rtol=1e-4, atol=1e-5
     )
 
 
-def test_keras_save_load_gives_same_outputs(trained, tmp_path):
+def test_keras_save_load_gives_same_outputs(trained, reload):
     model, _ = trained
-    path = str(tmp_path / "lightgcn.keras")
-    model.save(path)
-    restored = keras.saving.load_model(path)
-    assert restored.get_config() == model.get_config()
+    restored = reload(model)
     inputs = {"user_id": np.array([1, 2]), "item_ids": np.array([[3, 4], [5, 6]])}
     np.testing.assert_allclose(model(inputs), restored(inputs), rtol=1e-6)
     users = {"user_id": np.arange(10)}
@@ -141,9 +117,9 @@ def test_keras_save_load_gives_same_outputs(trained, tmp_path):
     )
 
 
-def test_export_parity_without_sparse_ops(split, trained, tmp_path):
+def test_export_parity_without_sparse_ops(loo_split, trained, tmp_path):
     model, _ = trained
-    seen = split.train.to_csr()
+    seen = loo_split.train.to_csr()
     path = testing.check_saved_model(model, tmp_path, seen_items=seen, use_cli=True)
     loaded = tf.saved_model.load(path)
     graph = loaded.signatures["serving_default"].graph.as_graph_def()

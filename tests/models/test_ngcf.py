@@ -1,46 +1,27 @@
 import json
 
-import keras
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from keras_rec.data import bpr_dataset, make_split, make_synthetic
-from keras_rec.data.datasets import Dataset
-from keras_rec.evaluation import evaluate
 from keras_rec.export import testing
-from keras_rec.losses import BPRLoss
-from keras_rec.models import Popularity
 from keras_rec.models.graph_base import normalized_adjacency
 from keras_rec.models.ngcf import NGCF
 
 
 @pytest.fixture(scope="module")
-def split():
-    data = make_synthetic(num_users=300, num_items=150, mean_length=20, seed=1)
-    return make_split(Dataset("synthetic", data), "loo_full", seed=0)
-
-
-@pytest.fixture(scope="module")
-def trained(split):
+def trained(loo_split, fit_bpr):
     model = NGCF(
-        split.num_users,
-        split.num_items,
+        loo_split.num_users,
+        loo_split.num_items,
         16,
         [16, 8],
         node_dropout=0.1,
         message_dropout=0.1,
         seed=0,
-        interactions=split.train,
+        interactions=loo_split.train,
     )
-    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=BPRLoss())
-    losses = [
-        model.fit(bpr_dataset(split.train, 256, seed=0, epoch=e), verbose=0).history[
-            "loss"
-        ][0]
-        for e in range(6)
-    ]
-    return model, losses
+    return model, fit_bpr(model, loo_split.train, 6)
 
 
 def numpy_ngcf(model, matrix) -> tuple[np.ndarray, np.ndarray]:
@@ -62,29 +43,20 @@ def numpy_ngcf(model, matrix) -> tuple[np.ndarray, np.ndarray]:
     return final[: matrix.shape[0]], final[matrix.shape[0] :]
 
 
-def test_loss_goes_down_and_beats_popularity(split, trained):
+def test_loss_goes_down_and_beats_popularity(loo_split, trained, beats_popularity):
     model, losses = trained
     assert losses[-1] < 0.8 * losses[0]
-    popularity = Popularity(split.num_items).fit_closed_form(split.train)
-    ours = evaluate(model, split.test, "loo_full")
-    theirs = evaluate(popularity, split.test, "loo_full")
-    assert ours["ndcg@20"] > theirs["ndcg@20"], (ours, theirs)
+    beats_popularity(model, loo_split, "loo_full", "ndcg@20")
 
 
-def test_score_all_matches_numpy_forward(split, trained):
+def test_score_all_matches_numpy_forward(
+    loo_split, trained, check_inner_product_scores
+):
     model, _ = trained
-    users, items = numpy_ngcf(model, split.train.to_csr())
+    users, items = numpy_ngcf(model, loo_split.train.to_csr())
     assert users.shape[1] == 16 + 16 + 8
-    rows = np.array([0, 9, 299])
-    np.testing.assert_allclose(
-        model.score_all({"user_id": rows}).numpy(),
-        users[rows] @ items.T,
-        rtol=1e-4,
-        atol=1e-5,
-    )
-    batch = {"user_id": rows, "item_ids": np.array([[1, 2], [3, 4], [5, 149]])}
-    expected = np.einsum("bd,bcd->bc", users[rows], items[batch["item_ids"]])
-    np.testing.assert_allclose(model(batch), expected, rtol=1e-4, atol=1e-5)
+    rows, item_ids = np.array([0, 9, 299]), np.array([[1, 2], [3, 4], [5, 149]])
+    check_inner_product_scores(model, users, items, rows, item_ids, atol=1e-5)
 
 
 def test_dropout_only_in_training(trained):
@@ -96,12 +68,9 @@ def test_dropout_only_in_training(trained):
     np.testing.assert_array_equal(model(batch).numpy(), model(batch).numpy())
 
 
-def test_keras_save_load_gives_same_outputs(trained, tmp_path):
+def test_keras_save_load_gives_same_outputs(trained, reload):
     model, _ = trained
-    path = str(tmp_path / "ngcf.keras")
-    model.save(path)
-    restored = keras.saving.load_model(path)
-    assert restored.get_config() == model.get_config()
+    restored = reload(model)
     inputs = {"user_id": np.array([1, 2]), "item_ids": np.array([[3, 4], [5, 6]])}
     np.testing.assert_allclose(model(inputs), restored(inputs), rtol=1e-6)
     restored.cache_embeddings()
@@ -111,11 +80,11 @@ def test_keras_save_load_gives_same_outputs(trained, tmp_path):
     )
 
 
-def test_export_parity(split, trained, tmp_path):
+def test_export_parity(loo_split, trained, tmp_path):
     # The serving path is graph_base's, shared with LightGCN, whose test runs
     # the SavedModel through saved_model_cli; here tf.saved_model.load.
     model, _ = trained
-    seen = split.train.to_csr()
+    seen = loo_split.train.to_csr()
     testing.check_saved_model(model, tmp_path, seen_items=seen, use_cli=False)
     testing.check_tflite(model, tmp_path, seen_items=seen)
 

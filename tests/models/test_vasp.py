@@ -5,16 +5,11 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from keras_rec.data import make_split, make_synthetic
-from keras_rec.data.datasets import Dataset
-from keras_rec.evaluation import evaluate
 from keras_rec.export import testing
 from keras_rec.losses.cosine_proximity import CosineProximityLoss
 from keras_rec.losses.focal import FocalLoss
-from keras_rec.models.autoencoder_base import training_rows
 from keras_rec.models.flvae import FLVAE
 from keras_rec.models.neural_ease import NeuralEASE
-from keras_rec.models.popularity import Popularity
 from keras_rec.models.vasp import VASP, split_brain_dataset, split_brain_halves
 
 BATCH = 128
@@ -27,39 +22,18 @@ ARCHITECTURE = {
 
 
 @pytest.fixture(scope="module")
-def split():
-    data = make_synthetic(
-        num_users=500,
-        num_items=150,
-        mean_length=15,
-        taste_strength=4.0,
-        sequential_probability=0.0,
-        seed=3,
-    )
-    return make_split(
-        Dataset("synthetic", data), "strong_generalization", 0, num_heldout_users=60
+def fit(heldout_rows, epoch_losses):
+    """`fit(model, epochs) -> losses` on the split-brain pairs of `heldout_rows`."""
+    return lambda model, epochs: epoch_losses(
+        model, lambda epoch: split_brain_dataset(heldout_rows, BATCH, 0, epoch), epochs
     )
 
 
 @pytest.fixture(scope="module")
-def rows(split):
-    return training_rows(split.train)
-
-
-def fit(model, rows, epochs):
-    return [
-        model.fit(split_brain_dataset(rows, BATCH, 0, epoch), verbose=0).history[
-            "loss"
-        ][0]
-        for epoch in range(epochs)
-    ]
-
-
-@pytest.fixture(scope="module")
-def trained(split, rows):
-    model = VASP(split.num_items, **ARCHITECTURE, seed=0)
+def trained(heldout_split, fit):
+    model = VASP(heldout_split.num_items, **ARCHITECTURE, seed=0)
     model.compile(optimizer=keras.optimizers.Nadam(3e-3), loss=FocalLoss())
-    return model, fit(model, rows, 12)
+    return model, fit(model, 12)
 
 
 def test_split_brain_halves_are_disjoint_and_cover_each_row():
@@ -76,28 +50,29 @@ def test_split_brain_halves_are_disjoint_and_cover_each_row():
     assert (again != first).nnz > 0
 
 
-def test_split_brain_dataset_pairs_each_half_with_the_other(rows):
-    batches = list(split_brain_dataset(rows, BATCH, seed=0, epoch=4))
+def test_split_brain_dataset_pairs_each_half_with_the_other(heldout_rows):
+    batches = list(split_brain_dataset(heldout_rows, BATCH, seed=0, epoch=4))
     inputs = np.concatenate([x.numpy() for x, _ in batches])
     targets = np.concatenate([y.numpy() for _, y in batches])
-    assert len(inputs) == 2 * rows.shape[0]
+    assert len(inputs) == 2 * heldout_rows.shape[0]
     assert not np.any(inputs * targets)  # input and target are disjoint
     rows_of_pairs = {
         tuple(np.flatnonzero(x + y)) for x, y in zip(inputs, targets, strict=True)
     }
-    dense = rows.toarray()
+    dense = heldout_rows.toarray()
     assert rows_of_pairs == {tuple(np.flatnonzero(r)) for r in dense}
     np.testing.assert_array_equal(inputs.sum(0), dense.sum(0))
     np.testing.assert_array_equal(targets.sum(0), dense.sum(0))
 
 
-def test_vasp_loss_goes_down_and_beats_popularity(split, trained):
+def test_vasp_loss_goes_down_and_beats_popularity(
+    heldout_split, trained, beats_popularity
+):
     model, losses = trained
     assert losses[-1] < 0.8 * losses[0], losses
-    ours = evaluate(model, split.test, "strong_generalization")
-    popularity = Popularity(split.num_items).fit_closed_form(split.train)
-    theirs = evaluate(popularity, split.test, "strong_generalization")
-    assert ours["ndcg@100"] > theirs["ndcg@100"] + 0.01, (ours, theirs)
+    beats_popularity(
+        model, heldout_split, "strong_generalization", "ndcg@100", margin=0.01
+    )
 
 
 def _numpy_residual_dense(block, x):
@@ -122,10 +97,10 @@ def _sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def test_vasp_scores_and_loss_match_numpy(trained, rows):
+def test_vasp_scores_and_loss_match_numpy(trained, heldout_rows):
     model, _ = trained
-    x = rows[:6].toarray().astype(np.float32)
-    y = rows[6:12].toarray().astype(np.float32)
+    x = heldout_rows[:6].toarray().astype(np.float32)
+    y = heldout_rows[6:12].toarray().astype(np.float32)
     hidden = _numpy_residual_dense(model.get_layer("encoder"), x)
     mu = _numpy_dense(model.get_layer("mean"), hidden)
     log_var = _numpy_dense(model.get_layer("log_var"), hidden)
@@ -152,16 +127,13 @@ def test_vasp_scores_and_loss_match_numpy(trained, rows):
     np.testing.assert_allclose(float(loss), focal + kl, rtol=1e-3)
 
 
-def test_vasp_save_load_gives_same_outputs(trained, tmp_path):
+def test_vasp_save_load_gives_same_outputs(trained, reload):
     model, _ = trained
-    path = str(tmp_path / "vasp.keras")
-    model.save(path)
-    restored = keras.saving.load_model(path)
+    restored = reload(model)
     inputs = {"item_history": np.array([[1, 2, 3], [4, 5, -1]])}
     np.testing.assert_allclose(
         restored.score_all(inputs), model.score_all(inputs), rtol=1e-6
     )
-    assert restored.get_config() == model.get_config()
 
 
 def test_vasp_export_parity(trained, tmp_path):
@@ -171,20 +143,18 @@ def test_vasp_export_parity(trained, tmp_path):
 
 
 @pytest.mark.parametrize("name", ["flvae", "neural_ease"])
-def test_vasp_parts_train_save_and_convert(name, split, rows, tmp_path):
+def test_vasp_parts_train_save_and_convert(name, heldout_split, fit, reload, tmp_path):
     if name == "flvae":
-        model = FLVAE(split.num_items, **ARCHITECTURE, seed=0)
+        model = FLVAE(heldout_split.num_items, **ARCHITECTURE, seed=0)
         model.compile(optimizer=keras.optimizers.Nadam(3e-3), loss=FocalLoss())
     else:
-        model = NeuralEASE(split.num_items, seed=0)
+        model = NeuralEASE(heldout_split.num_items, seed=0)
         model.compile(
             optimizer=keras.optimizers.Nadam(1e-2), loss=CosineProximityLoss()
         )
-    losses = fit(model, rows, 3)
+    losses = fit(model, 3)
     assert losses[-1] < losses[0], losses
-    path = str(tmp_path / f"{name}.keras")
-    model.save(path)
-    restored = keras.saving.load_model(path)
+    restored = reload(model)
     inputs = {"item_history": np.array([[1, 2, 3], [4, 5, -1]])}
     np.testing.assert_allclose(restored.score_all(inputs), model.score_all(inputs))
     # Their SavedModel path is VASP's (same layers, same `score_rows`), which

@@ -1,0 +1,65 @@
+"""The user-item graph of NGCF and LightGCN, built once in SciPy: the binary
+interaction matrix, its normalised bipartite adjacency, and the number of
+edges the models' constructors size their graph weights by."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+
+def interaction_matrix(interactions, num_users: int, num_items: int) -> sp.csr_matrix:
+    """Binary `[num_users, num_items]` CSR of `Interactions` or a SciPy matrix."""
+    if hasattr(interactions, "to_csr"):
+        matrix = interactions.to_csr()
+    elif sp.issparse(interactions):
+        matrix = sp.csr_matrix(interactions, dtype=np.float32)
+    else:
+        raise ValueError(
+            "`interactions` must be an `Interactions` or a SciPy sparse matrix. "
+            f"Received {type(interactions).__name__}"
+        )
+    if matrix.shape != (num_users, num_items):
+        raise ValueError(
+            f"`interactions` must have shape (num_users={num_users}, "
+            f"num_items={num_items}). Received shape {matrix.shape}"
+        )
+    matrix.sum_duplicates()
+    matrix.eliminate_zeros()
+    matrix.data[:] = 1.0
+    return matrix
+
+
+def normalized_adjacency(matrix: sp.csr_matrix) -> sp.csr_matrix:
+    """`D^-1/2 A D^-1/2` of the bipartite graph, `A = [[0, R], [R^T, 0]]`.
+
+    Nodes are the users then the items; isolated nodes get zero rows (as the
+    reference code's `d_inv[isinf] = 0`). Row-major with sorted indices.
+    """
+    matrix = sp.csr_matrix(matrix, dtype=np.float64)
+    adjacency = sp.bmat([[None, matrix], [matrix.T, None]], format="csr")
+    degree = np.asarray(adjacency.sum(axis=1)).ravel()
+    scale = np.zeros_like(degree)
+    scale[degree > 0] = degree[degree > 0] ** -0.5
+    normalized = sp.diags(scale) @ adjacency @ sp.diags(scale)
+    normalized = sp.csr_matrix(normalized, dtype=np.float32)
+    normalized.sort_indices()
+    return normalized
+
+
+def resolve_num_edges(num_edges, interactions, num_users: int, num_items: int):
+    """`(num_edges, matrix or None)` from the constructor arguments."""
+    if interactions is None:
+        if num_edges is None:
+            raise ValueError(
+                "Pass `interactions` (the training graph) or `num_edges` (its "
+                "number of distinct (user, item) pairs, then `set_graph`)"
+            )
+        return num_edges, None
+    matrix = interaction_matrix(interactions, num_users, num_items)
+    if num_edges is not None and num_edges != matrix.nnz:
+        raise ValueError(
+            f"`num_edges`={num_edges} does not match the {matrix.nnz} distinct "
+            "(user, item) pairs of `interactions`"
+        )
+    return matrix.nnz, matrix
