@@ -123,6 +123,29 @@ def pad_histories(histories: list[np.ndarray], maxlen: int) -> np.ndarray:
     return out
 
 
+def _training_sequences(train: Interactions) -> list[np.ndarray]:
+    sequences = [s for s in train.sequences() if len(s) >= 2]
+    if not sequences:
+        raise ValueError(f"{train.name}: no user has two or more interactions")
+    return sequences
+
+
+def expected_valid_positions(
+    train: Interactions, maxlen: int = 50, batch_size: int = 128
+) -> float:
+    """Expected number of non-padding positions in a uniformly drawn batch of
+    `batch_size` training sequences of `sequence_dataset`:
+    `batch_size * mean_u min(|S_u| - 1, maxlen)`.
+
+    The constant `SampledBinaryCrossentropy(normalizer=...)` divides by when
+    the batches are bucketed by length, so that every position has the same
+    weight and the expected gradient per epoch is that of random batches.
+    """
+    sequences = _training_sequences(train)
+    lengths = np.minimum([len(s) - 1 for s in sequences], maxlen)
+    return float(batch_size * np.mean(lengths))
+
+
 def sequence_dataset(
     train: Interactions,
     maxlen: int = 50,
@@ -130,16 +153,46 @@ def sequence_dataset(
     seed: int = 0,
     epoch: int = 0,
     shuffle: bool = True,
+    bucket_by_length: bool = False,
+    bucket_window: int = 32,
 ) -> tf.data.Dataset:
     """SASRec: input `seq[:-1]`, positives `seq[1:]`, one fresh negative per
     position that is never in the user's sequence; padding is `PAD` everywhere.
 
-    Yields `({"item_history": [B, L]}, {"positives": [B, L], "negatives": [B, L]})`.
+    Yields `({"item_history": [B, L]}, {"positives": [B, L], "negatives": [B, L]})`
+    with `L = maxlen`, users in a random order (`shuffle`).
+
+    With `bucket_by_length`, the same rows (same users, same negatives, as
+    many batches) come in batches of similar lengths, each cropped to its
+    longest sequence: the users are shuffled as above, then every window of
+    `bucket_window` batches is sorted by length (ties keep the shuffled
+    order) and cut into batches of `batch_size`, each batch keeps its last
+    `L_b = max length` columns (left padding only is dropped: cropping is
+    exact for `SASRec`), and the order of the batches is shuffled. The
+    element spec has width `None`, so Keras traces the train step once.
+    Train such batches with `SampledBinaryCrossentropy(normalizer=
+    expected_valid_positions(train, maxlen, batch_size))`: a per-batch mean
+    would re-weight the users of short-sequence batches. With
+    `shuffle=False` neither the users nor the batches are shuffled.
+
+    Args:
+        train: the training interactions, ordered by `sequences()`.
+        maxlen: int. Longest sequence kept (its latest `maxlen + 1` items).
+        batch_size: int. Sequences per batch.
+        seed: int. Seed of the negatives and the shuffles, with `epoch`.
+        epoch: int. Epoch number: negatives and orders are re-drawn per epoch.
+        shuffle: bool. Shuffle the users (and, bucketed, the batches).
+        bucket_by_length: bool. Length-bucketed, width-cropped batches.
+        bucket_window: int. Batches per sorting window when bucketing:
+            larger windows give tighter widths but less mixing of lengths.
     """
+    if not isinstance(bucket_window, int) or bucket_window <= 0:
+        raise ValueError(
+            "`bucket_window` must be a positive integer. "
+            f"Received bucket_window={bucket_window}"
+        )
     rng = np.random.default_rng([seed, epoch])
-    sequences = [s for s in train.sequences() if len(s) >= 2]
-    if not sequences:
-        raise ValueError(f"{train.name}: no user has two or more interactions")
+    sequences = _training_sequences(train)
     inputs = pad_histories([s[:-1] for s in sequences], maxlen)
     positives = pad_histories([s[1:] for s in sequences], maxlen)
     # Negatives avoid every item of the user's own training sequence.
@@ -156,6 +209,14 @@ def sequence_dataset(
     negatives = sample_unseen(np.arange(len(sequences)), seen, rng, maxlen)
     negatives[positives == PAD] = PAD
     order = rng.permutation(len(sequences)) if shuffle else np.arange(len(sequences))
+    if bucket_by_length:
+        return _bucketed(
+            (inputs, positives, negatives),
+            order,
+            batch_size,
+            bucket_window,
+            rng if shuffle else None,
+        )
     dataset = tf.data.Dataset.from_tensor_slices(
         (
             {"item_history": inputs[order]},
@@ -163,6 +224,56 @@ def sequence_dataset(
         )
     )
     return _finish(dataset, batch_size)
+
+
+def _bucketed(
+    arrays: tuple[np.ndarray, np.ndarray, np.ndarray],
+    order: np.ndarray,
+    batch_size: int,
+    window: int,
+    rng: np.random.Generator | None,
+) -> tf.data.Dataset:
+    """`sequence_dataset`'s length-bucketed batches of the rows `order` of the
+    left-padded `(inputs, positives, negatives)`."""
+    inputs, positives, negatives = arrays
+    maxlen = inputs.shape[1]
+    lengths = np.sum(inputs != PAD, axis=1)
+    span = window * batch_size  # windows end on batch boundaries
+    order = np.concatenate(
+        [
+            chunk[np.argsort(lengths[chunk], kind="stable")]
+            for chunk in np.split(order, np.arange(span, len(order), span))
+        ]
+    )
+    batches = np.split(order, np.arange(batch_size, len(order), batch_size))
+    if rng is not None:
+        batches = [batches[b] for b in rng.permutation(len(batches))]
+    rows = np.concatenate(batches)
+    sizes = np.array([len(b) for b in batches], np.int64)
+    widths = np.array([lengths[b].max() for b in batches], np.int64)
+    row_widths = np.repeat(widths, sizes)
+    # Each row's last `width` columns, rows one after another: the values of
+    # a [batches, (rows), (width)] ragged tensor, uniform within a batch.
+    kept = np.arange(maxlen)[None, :] >= (maxlen - row_widths)[:, None]
+
+    def ragged(array):
+        return tf.RaggedTensor.from_nested_row_lengths(
+            array[rows][kept], [sizes, row_widths]
+        )
+
+    dataset = tf.data.Dataset.from_tensor_slices(
+        (
+            {"item_history": ragged(inputs)},
+            {"positives": ragged(positives), "negatives": ragged(negatives)},
+        )
+    )
+
+    def dense(features, targets):
+        return tf.nest.map_structure(lambda x: x.to_tensor(), (features, targets))
+
+    return dataset.map(dense, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
+        tf.data.AUTOTUNE
+    )
 
 
 def user_rows_dataset(

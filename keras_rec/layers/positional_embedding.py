@@ -15,7 +15,12 @@ class PositionalEmbedding(keras.layers.Layer):
     recent item last, so positions are aligned to the end: an input of length
     `L <= sequence_length` uses the last `L` rows of `P`, and the most recent
     item always gets row `sequence_length - 1` (at `L = sequence_length`, the
-    SASRec model's case, this is the usual `P_0 .. P_{L-1}`).
+    SASRec model's case, this is the usual `P_0 .. P_{L-1}`). A batch of
+    left-padded sequences cropped to its longest member (`L` < `n`) thus
+    gets the same vectors at its items as the full-width batch. `L` may be
+    unknown when traced (`[B, None, d]`); a longer input is an error: a
+    `ValueError` when `L` is static, else an `InvalidArgumentError` when run
+    (TensorFlow backend).
 
     Args:
         sequence_length: int. Number of positions (SASRec's `n`, `maxlen`).
@@ -55,13 +60,18 @@ class PositionalEmbedding(keras.layers.Layer):
                 **{**config, "seed": seed}
             )
 
+    def _too_long(self, length: int | None) -> str:
+        count = "more" if length is None else f"{length}"
+        return (
+            f"Inputs have {count} positions but `sequence_length` is "
+            f"{self.sequence_length}: crop them to their latest "
+            f"{self.sequence_length} items"
+        )
+
     def build(self, input_shape):
         length, dim = input_shape[-2], input_shape[-1]
         if length is not None and length > self.sequence_length:
-            raise ValueError(
-                f"Inputs have {length} positions but `sequence_length` is "
-                f"{self.sequence_length}"
-            )
+            raise ValueError(self._too_long(length))
         self.embeddings = self.add_weight(
             shape=(self.sequence_length, dim),
             initializer=self.embeddings_initializer,
@@ -69,7 +79,25 @@ class PositionalEmbedding(keras.layers.Layer):
         )
 
     def call(self, inputs):
-        length = ops.shape(inputs)[-2]
+        length = inputs.shape[-2]
+        if length is not None:
+            if length > self.sequence_length:
+                raise ValueError(self._too_long(length))
+        else:
+            length = ops.shape(inputs)[-2]
+            if keras.backend.backend() == "tensorflow":
+                # A width unknown until run time (width-cropped batches):
+                # without the check, a negative start would silently slice
+                # from the end. Under XLA the assert is a no-op.
+                import tensorflow as tf
+
+                check = tf.debugging.assert_less_equal(
+                    length,
+                    self.sequence_length,
+                    message=self._too_long(None),
+                )
+                with tf.control_dependencies([check]):
+                    length = tf.identity(length)
         positions = self.embeddings[self.sequence_length - length :]
         return inputs + ops.cast(positions, inputs.dtype)
 

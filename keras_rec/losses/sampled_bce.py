@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import keras
 from keras import ops
 
@@ -21,7 +24,20 @@ class SampledBinaryCrossentropy(keras.losses.Loss):
     value is already a batch mean, so the reduction leaves it unchanged (a
     `sample_weight`, if given, multiplies it).
 
+    With `normalizer`, the sum over the batch's non-padding positions is
+    divided by that constant instead of by their count. Length-bucketed
+    batches (`keras_rec.data.sequence_dataset(..., bucket_by_length=True)`)
+    need this: a batch of short sequences has few positions, and the
+    per-batch mean would give each of them more weight than a position of
+    a long-sequence batch. With `normalizer` the expected number of
+    non-padding positions in a random batch
+    (`keras_rec.data.pipelines.expected_valid_positions`), every position
+    weighs the same and the expected gradient per epoch is that of the
+    paper's randomly drawn batches.
+
     Args:
+        normalizer: float or None. Constant the sum is divided by (`None`:
+            the batch's non-padding count, the reference code's mean).
         name: str. Name of the loss.
 
     Example:
@@ -34,13 +50,35 @@ class SampledBinaryCrossentropy(keras.losses.Loss):
         https://arxiv.org/abs/1808.09781
     """
 
-    def __init__(self, name: str = "sampled_binary_crossentropy", **kwargs):
+    def __init__(
+        self,
+        normalizer: float | None = None,
+        name: str = "sampled_binary_crossentropy",
+        **kwargs,
+    ):
         super().__init__(name=name, **kwargs)
+        if normalizer is not None:
+            if (
+                isinstance(normalizer, bool)
+                or not isinstance(normalizer, numbers.Real)
+                or not 0 < normalizer < math.inf
+            ):
+                raise ValueError(
+                    "`normalizer` must be a positive finite number or None. "
+                    f"Received normalizer={normalizer}"
+                )
+            normalizer = float(normalizer)
+        self.normalizer = normalizer
 
     def call(self, y_true, y_pred):
         y_pred = ops.convert_to_tensor(y_pred)
         mask = ops.cast(ops.greater_equal(y_true, 0), y_pred.dtype)
         # softplus(-x) = -log sigmoid(x); softplus(x) = -log(1 - sigmoid(x)).
         per_position = ops.softplus(-y_pred[..., 0]) + ops.softplus(y_pred[..., 1])
-        count = ops.maximum(ops.sum(mask), 1.0)
-        return ops.sum(per_position * mask) / count
+        total = ops.sum(per_position * mask)
+        if self.normalizer is not None:
+            return total / ops.cast(self.normalizer, total.dtype)
+        return total / ops.maximum(ops.sum(mask), 1.0)
+
+    def get_config(self):
+        return {**super().get_config(), "normalizer": self.normalizer}

@@ -52,12 +52,22 @@ class SASRec(Recommender, keras.Model):
     `CausalSelfAttentionBlock`s and a final LayerNorm give `F_t` at each
     position `t`; the score of item `i` after `t` is `r_{i,t} = F_t M_i^T`
     with the input item embedding `M` shared for prediction. The functional
-    model maps `{"item_history": [B, maxlen]}` (`PAD = -1`, left padded) to
-    `F` `[B, maxlen, d]` (zero at padding). Training (`compute_loss`) takes
-    the targets `{"positives", "negatives"}` of
+    model maps `{"item_history": [B, T]}` (`PAD = -1`, left padded, any
+    width `T <= maxlen`) to `F` `[B, T, d]` (zero at padding). Training
+    (`compute_loss`) takes the targets `{"positives", "negatives"}` of
     `keras_rec.data.sequence_dataset` and applies
     `SampledBinaryCrossentropy` to `[r_{o_t,t}, r_{j_t,t}]`. `score_all`
     ranks every item by the last position's `F`.
+
+    Width-cropped batches are exact: positions are aligned to the end (the
+    most recent item always gets `P_{maxlen-1}`), padded keys are masked and
+    padded outputs zeroed, so a batch whose longest history has `T` items
+    gives, at its items, the same `F` as the batch padded to `maxlen`
+    (`sequence_dataset(..., bucket_by_length=True)` feeds such batches).
+    Scoring (`score_all`, `score_items`, the exports) always pads or crops
+    the history to `maxlen` first (`fit_history`), so the serving
+    signatures keep the fixed width `maxlen`. A width above `maxlen` is an
+    error.
 
     Ids are shifted by one inside the model, so embedding row 0 is padding.
 
@@ -142,7 +152,9 @@ class SASRec(Recommender, keras.Model):
             epsilon=layer_norm_epsilon, name="final_norm"
         )
         # === Functional model ===
-        history = keras.Input(shape=(maxlen,), dtype="int64", name=ITEM_HISTORY)
+        # Any width up to `maxlen` (width-cropped training batches); scoring
+        # and export go through `fit_history`, which fixes it at `maxlen`.
+        history = keras.Input(shape=(None,), dtype="int64", name=ITEM_HISTORY)
         sequence = self.encode(history)
         super().__init__(inputs={ITEM_HISTORY: history}, outputs=sequence, **kwargs)
         # === Config ===

@@ -19,7 +19,8 @@ from keras_rec.data import (
     sequence_dataset,
     user_rows_dataset,
 )
-from keras_rec.data.pipelines import sample_unseen
+from keras_rec.data.pipelines import expected_valid_positions, sample_unseen
+from keras_rec.losses.sampled_bce import SampledBinaryCrossentropy
 
 
 @pytest.fixture(scope="module")
@@ -233,6 +234,146 @@ def test_sequence_dataset_needs_two_interactions():
     data = Interactions(np.array([0, 1]), np.array([0, 1]), 2, 3)
     with pytest.raises(ValueError, match="two or more"):
         sequence_dataset(data)
+
+
+def _batches(dataset: tf.data.Dataset) -> list:
+    return [
+        (x["item_history"].numpy(), y["positives"].numpy(), y["negatives"].numpy())
+        for x, y in dataset
+    ]
+
+
+def _left_pad(array: np.ndarray, maxlen: int) -> np.ndarray:
+    return np.pad(array, [(0, 0), (maxlen - array.shape[1], 0)], constant_values=PAD)
+
+
+def _sorted_rows(batches: list, maxlen: int) -> np.ndarray:
+    rows = np.concatenate(
+        [
+            np.concatenate([_left_pad(a, maxlen) for a in batch], axis=1)
+            for batch in batches
+        ]
+    )
+    return rows[np.lexsort(rows.T[::-1])]
+
+
+@pytest.fixture(scope="module")
+def varied():
+    # 300 users of very different lengths: 9 full batches of 32 and one of 12.
+    return make_synthetic(num_users=300, num_items=200, mean_length=8, seed=4)
+
+
+@pytest.mark.parametrize("epoch", [0, 3])
+def test_bucketed_sequences_are_the_same_rows_cropped_per_batch(varied, epoch):
+    maxlen, batch_size = 12, 32
+    padded = _batches(sequence_dataset(varied, maxlen, batch_size, 5, epoch))
+    dataset = sequence_dataset(
+        varied, maxlen, batch_size, 5, epoch, bucket_by_length=True, bucket_window=2
+    )
+    spec = dataset.element_spec
+    assert spec[0]["item_history"].shape.as_list() == [None, None]
+    assert spec[1]["negatives"].shape.as_list() == [None, None]
+    bucketed = _batches(dataset)
+    # As many batches, the same multiset of (input, positives, negatives)
+    # rows: the same users with the same negatives.
+    assert len(bucketed) == len(padded) == 10
+    assert sorted(len(b[0]) for b in bucketed) == sorted(len(b[0]) for b in padded)
+    np.testing.assert_array_equal(
+        _sorted_rows(bucketed, maxlen), _sorted_rows(padded, maxlen)
+    )
+    widths = []
+    for inputs, positives, negatives in bucketed:
+        assert inputs.shape == positives.shape == negatives.shape
+        # Cropped to the batch's longest sequence: only padding is dropped.
+        assert (inputs[:, 0] != PAD).any()
+        widths.append(inputs.shape[1])
+        np.testing.assert_array_equal(inputs == PAD, positives == PAD)
+        np.testing.assert_array_equal(negatives == PAD, positives == PAD)
+        both = (inputs[:, 1:] != PAD) & (positives[:, :-1] != PAD)
+        np.testing.assert_array_equal(inputs[:, 1:][both], positives[:, :-1][both])
+        # (The negatives avoid the whole sequence: same rows as unbucketed.)
+        for row in range(len(inputs)):
+            seen = set(inputs[row].tolist()) | set(positives[row].tolist())
+            assert not set(negatives[row][negatives[row] != PAD].tolist()) & seen
+    assert np.mean(widths) < maxlen
+    # Same seed and epoch: the same batches in the same order.
+    again = _batches(
+        sequence_dataset(
+            varied, maxlen, batch_size, 5, epoch, bucket_by_length=True, bucket_window=2
+        )
+    )
+    for first, second in zip(bucketed, again, strict=True):
+        for a, b in zip(first, second, strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_bucketed_batches_are_sorted_within_windows(varied):
+    maxlen, batch_size, window = 12, 32, 3
+    bucketed = _batches(
+        sequence_dataset(
+            varied,
+            maxlen,
+            batch_size,
+            bucket_by_length=True,
+            bucket_window=window,
+            shuffle=False,
+        )
+    )
+    ordered = _batches(sequence_dataset(varied, maxlen, batch_size, shuffle=False))
+    lengths = [(b[0] != PAD).sum(1) for b in bucketed]
+    for start in range(0, len(bucketed), window):
+        in_window = np.concatenate(lengths[start : start + window])
+        assert np.all(np.diff(in_window) >= 0)
+        expected = np.concatenate(
+            [(b[0] != PAD).sum(1) for b in ordered[start : start + window]]
+        )
+        np.testing.assert_array_equal(in_window, np.sort(expected))
+    # Shuffled: the order of the batches changes with the epoch.
+    first, second = (
+        [
+            b[0].shape[1]
+            for b in _batches(
+                sequence_dataset(
+                    varied, maxlen, batch_size, epoch=e, bucket_by_length=True
+                )
+            )
+        ]
+        for e in (0, 1)
+    )
+    assert first != second
+
+
+def test_bucketed_epoch_loss_matches_random_batches_in_expectation(varied):
+    # A fixed loss term per position (a function of the ids): over an epoch,
+    # bucketed batches with the constant normalizer give what the paper's
+    # random batches give in expectation, `num_sequences / batch_size` times
+    # the mean over all positions.
+    maxlen, batch_size = 12, 32
+    normalizer = expected_valid_positions(varied, maxlen, batch_size)
+    lengths = [min(len(s) - 1, maxlen) for s in varied.sequences() if len(s) >= 2]
+    np.testing.assert_allclose(normalizer, batch_size * np.mean(lengths))
+    loss = SampledBinaryCrossentropy(normalizer=normalizer)
+
+    def logits(positives, negatives):
+        return np.stack([np.sin(positives), np.cos(negatives)], -1).astype(np.float32)
+
+    total, terms = 0.0, []
+    for _, positives, negatives in _batches(
+        sequence_dataset(varied, maxlen, batch_size, bucket_by_length=True)
+    ):
+        total += float(loss(positives, logits(positives, negatives)))
+        pair = logits(positives, negatives)[positives != PAD]
+        terms.append(np.logaddexp(0, -pair[:, 0]) + np.logaddexp(0, pair[:, 1]))
+    terms = np.concatenate(terms)
+    assert len(terms) == sum(lengths)
+    np.testing.assert_allclose(
+        total, len(lengths) / batch_size * terms.mean(), rtol=1e-5
+    )
+
+
+def test_bucket_window_must_be_positive(train):
+    with pytest.raises(ValueError, match="bucket_window"):
+        sequence_dataset(train, bucket_by_length=True, bucket_window=0)
 
 
 # --- user rows (autoencoders) ------------------------------------------------

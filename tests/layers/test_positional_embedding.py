@@ -63,3 +63,33 @@ def test_one_training_step_moves_the_table():
     model.fit(np.zeros((8, 4, 3)), np.full((8,), 5.0), epochs=1, verbose=0)
     # d(loss)/dP is the same for every entry: every entry moves up.
     assert np.all(layer.embeddings.numpy() > before)
+
+
+def test_width_unknown_when_traced_is_aligned_to_the_last_position():
+    import tensorflow as tf
+
+    layer = PositionalEmbedding(sequence_length=5)
+    layer.build((None, None, 2))
+    table = np.arange(10, dtype=np.float32).reshape(5, 2)
+    layer.embeddings.assign(table)
+    add = tf.function(
+        layer, input_signature=[tf.TensorSpec([None, None, 2], tf.float32)]
+    )
+    for width in (1, 3, 5):
+        np.testing.assert_allclose(
+            add(tf.zeros((2, width, 2)))[0], table[5 - width :], atol=0.0
+        )
+
+
+def test_rejects_a_longer_input_after_build_and_when_traced():
+    import tensorflow as tf
+
+    layer = PositionalEmbedding(sequence_length=3)
+    layer(np.zeros((1, 2, 2), np.float32))
+    with pytest.raises(ValueError, match="4 positions but `sequence_length` is 3"):
+        layer(np.zeros((1, 4, 2), np.float32))
+    add = tf.function(
+        layer, input_signature=[tf.TensorSpec([None, None, 2], tf.float32)]
+    )
+    with pytest.raises(tf.errors.InvalidArgumentError, match="sequence_length"):
+        add(tf.zeros((1, 4, 2)))

@@ -3,10 +3,15 @@ import json
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from keras_rec.data import make_split, make_synthetic
 from keras_rec.data.datasets import Dataset
-from keras_rec.data.pipelines import pad_histories, sequence_dataset
+from keras_rec.data.pipelines import (
+    expected_valid_positions,
+    pad_histories,
+    sequence_dataset,
+)
 from keras_rec.evaluation import evaluate
 from keras_rec.export import testing
 from keras_rec.losses.sampled_bce import SampledBinaryCrossentropy
@@ -115,6 +120,129 @@ def test_pair_logits_and_loss_match_numpy():
     real = positives >= 0
     terms = np.log1p(np.exp(-logits[..., 0])) + np.log1p(np.exp(logits[..., 1]))
     np.testing.assert_allclose(float(loss), terms[real].mean(), rtol=1e-5)
+
+
+def test_width_cropped_batches_give_the_same_outputs_at_the_items():
+    # The longest history has 3 items: the batch cropped to width 3 (or 4)
+    # is the padded batch without columns of padding only.
+    model = _model(dropout_rate=0.3)
+    histories = np.array(
+        [[-1, -1, -1, 3, 4, 9], [-1, -1, -1, -1, 2, 5], [-1, -1, -1, -1, -1, 8]]
+    )
+    positives = np.array(
+        [[-1, -1, -1, 4, 9, 1], [-1, -1, -1, -1, 5, 0], [-1, -1, -1, -1, -1, 7]]
+    )
+    negatives = np.where(positives >= 0, (positives + 5) % 12, -1)
+    real = histories >= 0
+    full = _sequence(model, histories)
+    model.compile()
+    full_loss = model.compute_loss(
+        y={"positives": positives, "negatives": negatives}, y_pred=full
+    )
+    full_logits = model.pair_logits(full, positives, negatives).numpy()
+    for width in (3, 4):
+        cropped = _sequence(model, histories[:, -width:])
+        assert cropped.shape == (3, width, 8)
+        np.testing.assert_allclose(
+            cropped[real[:, -width:]], full[real], rtol=1e-5, atol=1e-5
+        )
+        assert np.all(cropped[~real[:, -width:]] == 0.0)
+        logits = model.pair_logits(
+            cropped, positives[:, -width:], negatives[:, -width:]
+        ).numpy()
+        np.testing.assert_allclose(
+            logits[real[:, -width:]], full_logits[real], rtol=1e-5, atol=1e-5
+        )
+        loss = model.compute_loss(
+            y={
+                "positives": positives[:, -width:],
+                "negatives": negatives[:, -width:],
+            },
+            y_pred=cropped,
+        )
+        np.testing.assert_allclose(float(loss), float(full_loss), rtol=1e-5)
+    # Traced with an unknown width, as `fit` on bucketed batches traces it.
+    encode = tf.function(
+        lambda history: model({"item_history": history}, training=False),
+        input_signature=[tf.TensorSpec([None, None], tf.int64)],
+    )
+    np.testing.assert_allclose(
+        encode(histories[:, -3:])[real[:, -3:]], full[real], rtol=1e-5, atol=1e-5
+    )
+
+
+def test_a_width_above_maxlen_is_an_error():
+    model = _model()
+    wide = np.full((2, 7), 3)
+    with pytest.raises(ValueError, match="7 positions but `sequence_length` is 6"):
+        model({"item_history": wide})
+    encode = tf.function(
+        lambda history: model({"item_history": history}, training=True),
+        input_signature=[tf.TensorSpec([None, None], tf.int64)],
+    )
+    with pytest.raises(tf.errors.InvalidArgumentError, match="sequence_length` is 6"):
+        encode(wide)
+    # Scoring crops longer histories to the latest `maxlen` items instead.
+    assert model.score_all({"item_history": wide}).shape == (2, 12)
+
+
+def test_fit_on_bucketed_batches_traces_the_train_step_once_per_fit_mode():
+    data = make_synthetic(num_users=300, num_items=60, mean_length=8, seed=4)
+    traces = {}
+    for bucket in (False, True):
+        model = _model(num_items=60, maxlen=12)
+        model.compile(
+            loss=SampledBinaryCrossentropy(
+                normalizer=expected_valid_positions(data, 12, 32) if bucket else None
+            )
+        )
+        train_step = model.train_step
+        traces[bucket] = []
+
+        def counted(batch, bucket=bucket, train_step=train_step):
+            traces[bucket].append(batch[0]["item_history"].shape.as_list())
+            return train_step(batch)
+
+        model.train_step = counted  # Python runs only while tracing
+        widths = set()
+        for epoch in range(2):
+            dataset = sequence_dataset(
+                data, 12, 32, epoch=epoch, bucket_by_length=bucket
+            )
+            widths |= {int(x["item_history"].shape[1]) for x, _ in dataset}
+            loss = model.fit(dataset, verbose=0).history["loss"][0]
+            assert np.isfinite(loss)
+        if bucket:
+            assert len(widths) >= 3, widths
+    # As many traces as with the fixed width, none per width.
+    assert len(traces[True]) == len(traces[False]), traces
+    assert all(shape == [None, None] for shape in traces[True]), traces
+
+
+def test_configs_bucket_the_amazon_entries_and_keep_the_padded_path(tmp_path):
+    from keras_rec.configs import sasrec as configs
+
+    entries = {e.dataset: e for e in configs.EXPERIMENTS}
+    for name in ("games", "beauty"):
+        assert entries[name].hyperparameters["bucket_by_length"] is True
+        assert entries[name].hyperparameters["maxlen"] == 50
+    for name in ("synthetic", "ml-1m", "ml-100k"):
+        assert entries[name].hyperparameters["bucket_by_length"] is False
+    data = make_synthetic(num_users=120, num_items=40, mean_length=8, seed=1)
+    split = make_split(Dataset("synthetic", data), "loo_sampled", num_negatives=20)
+    for bucket, width in ((True, None), (False, 50)):
+        model = configs.sasrec(50, 8, 1, 1, 0.2, 1e-3, 32, bucket)(split, 0)
+        dataset = configs.sequences(50, 32, bucket)(split, 0, 0)
+        spec = dataset.element_spec[0]["item_history"]
+        assert spec.shape.as_list() == [None, width]
+        expected = expected_valid_positions(split.train, 50, 32) if bucket else None
+        assert model.loss.normalizer == expected
+    # A resumed run (the trainer reloads `model.keras`) keeps the normalizer.
+    path = str(tmp_path / "bucketed.keras")
+    model = configs.sasrec(50, 8, 1, 1, 0.2, 1e-3, 32, True)(split, 0)
+    model.optimizer.build(model.trainable_variables)
+    model.save(path)
+    assert keras.saving.load_model(path).loss.normalizer == model.loss.normalizer
 
 
 @pytest.mark.parametrize(
