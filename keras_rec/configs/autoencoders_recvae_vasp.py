@@ -226,4 +226,6 @@ EXPERIMENTS: list[Experiment] = [
     # ML-20M: the papers' settings and numbers.
     _recvae_entry("ml-20m", 50),
     _focal_entry("vasp", "ml-20m", 90, 1, 2048, **_ML20M_VASP, **PAPER_SIZE),
+    _recvae_entry("netflix", 50),
+    _focal_entry("vasp", "netflix", 90, 1, 2048, **_ML20M_VASP, **PAPER_SIZE),
 ]

@@ -152,6 +152,25 @@ def _movielens_csv(name: str) -> Callable:
     return load
 
 
+NETFLIX_FILES = [f"netflix/combined_data_{i}.txt" for i in range(1, 5)]
+
+
+def _netflix(data_dir: str) -> Dataset:
+    """Kaggle's `combined_data_{1..4}.txt`, else `training_set/mv_*.txt`."""
+    folder = os.path.join(data_dir, "netflix", "training_set")
+    if os.path.isdir(folder) and not os.path.exists(
+        os.path.join(data_dir, NETFLIX_FILES[0])
+    ):
+        paths = sorted(
+            os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(".txt")
+        )
+        if not paths:
+            raise FileNotFoundError(f"Dataset 'netflix': no mv_*.txt in {folder!r}")
+    else:
+        paths = _require(data_dir, "netflix", NETFLIX_FILES)
+    return Dataset("netflix", readers.read_netflix(paths), files=tuple(paths))
+
+
 def _synthetic(data_dir: str) -> Dataset:
     return Dataset("synthetic", make_synthetic())
 
@@ -170,6 +189,7 @@ LOADERS: dict[str, Callable[[str], Dataset]] = {
     "amazon-book": _graph_split("amazon-book", "amazon-book"),
     "ml-20m": _movielens_csv("ml-20m"),
     "ml-25m": _movielens_csv("ml-25m"),
+    "netflix": _netflix,
 }
 
 
@@ -201,6 +221,7 @@ def make_split(
     validation: bool = True,
     num_heldout_users: int | None = None,
     min_rating: float | None = None,
+    min_user_interactions: int | None = None,
 ) -> splits.Split:
     """The `Split` that `protocol` (one of `PROTOCOLS`) evaluates on.
 
@@ -210,12 +231,18 @@ def make_split(
     * `holdout_full`: the given train/test files, else a seeded 80/20 holdout.
     * `strong_generalization`: all interactions (train and test merged),
       `num_heldout_users` validation and as many test users.
+
+    `min_rating` keeps ratings at or above it and `min_user_interactions`
+    then keeps users with that many of them (Mult-VAE's ML-20M and Netflix
+    preprocessing: ratings > 3.5, users with 5 or more).
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"Unknown protocol {protocol!r}. Known: {PROTOCOLS}")
     data = dataset.interactions
-    if min_rating is not None:
-        data = data.filter(min_rating=min_rating)
+    if min_rating is not None or min_user_interactions:
+        data = data.filter(
+            min_rating=min_rating, min_user_interactions=min_user_interactions
+        )
     if protocol in ("loo_sampled", "loo_full"):
         if dataset.test_items is not None:
             users, items = dataset.test_items

@@ -198,10 +198,15 @@ class Interactions:
         )
 
     def filter(
-        self, min_rating: float | None = None, k_core: int | None = None
+        self,
+        min_rating: float | None = None,
+        k_core: int | None = None,
+        min_user_interactions: int | None = None,
     ) -> Interactions:
-        """Keeps ratings >= `min_rating`, then iterates to a `k_core` (users and
-        items with at least k interactions), then renumbers ids contiguously."""
+        """Keeps ratings >= `min_rating`, then users with at least
+        `min_user_interactions` of those (once, items unfiltered: Mult-VAE's
+        `min_uc`), then iterates to a `k_core` (users and items with at least
+        k interactions), then renumbers ids contiguously."""
         data = self
         if min_rating is not None:
             if data.ratings is None:
@@ -209,6 +214,10 @@ class Interactions:
                     f"`min_rating={min_rating}` needs ratings, but {data.name} has none"
                 )
             data = data.subset(data.ratings >= min_rating)
+        if min_user_interactions:
+            data = data.subset(
+                data.user_counts()[data.user_ids] >= min_user_interactions
+            )
         if k_core:
             while True:
                 user_ok = data.user_counts()[data.user_ids] >= k_core

@@ -65,6 +65,15 @@ LAYOUTS = {
         {"ml-25m/ratings.csv": "userId,movieId,rating,timestamp\n1,2,3.5,4\n"},
         (1, 1, 1),
     ),
+    "netflix": (
+        {
+            "netflix/combined_data_1.txt": "1:\n10,4,2005-09-06\n11,3,2005-05-13\n",
+            "netflix/combined_data_2.txt": "2:\n10,5,2004-01-01\n",
+            "netflix/combined_data_3.txt": "3:\n12,1,2003-03-03\n",
+            "netflix/combined_data_4.txt": "4:\n12,4,2003-03-04\n",
+        },
+        (3, 4, 5),
+    ),
 }
 
 
@@ -289,3 +298,52 @@ def test_make_split_strong_generalization_merges_train_and_test(tmp_path):
     held_rows += split.validation.targets.nnz
     total = len(dataset.interactions) + len(dataset.test)
     assert len(split.train) + held_rows == total
+
+
+def test_netflix_reads_the_original_training_set_folder(tmp_path):
+    data_dir = write_layout(
+        tmp_path,
+        {
+            "netflix/training_set/mv_0000001.txt": "1:\n6,5,2005-01-02\n7,2,2005-01-03\n",
+            "netflix/training_set/mv_0000002.txt": "2:\n6,4,2005-01-04\n",
+        },
+    )
+    data = load_dataset("netflix", data_dir).interactions
+    assert (data.num_users, data.num_items, len(data)) == (2, 2, 3)
+    assert sorted(data.ratings.tolist()) == [2.0, 4.0, 5.0]
+    # Dates are days since 1970-01-01.
+    assert data.timestamps.min() == 12785
+
+
+def test_make_split_keeps_users_with_enough_high_ratings(tmp_path):
+    # Mult-VAE's preprocessing: ratings > 3.5, then users with >= 2 of them.
+    rows = "".join(
+        f"{u},{i},{r},{i}\n"
+        for u, i, r in [
+            (1, 1, 5),
+            (1, 2, 4),
+            (1, 3, 1),  # user 1: two kept ratings
+            (2, 1, 5),
+            (2, 2, 2),
+            (2, 3, 3),  # user 2: one kept rating -> dropped
+            (3, 2, 4),
+            (3, 3, 4.5),
+            (3, 4, 4),
+            (4, 1, 4),
+            (4, 4, 5),
+        ]
+    )
+    data_dir = write_layout(
+        tmp_path, {"ml-20m/ratings.csv": "userId,movieId,rating,timestamp\n" + rows}
+    )
+    dataset = load_dataset("ml-20m", data_dir)
+    split = make_split(
+        dataset,
+        "strong_generalization",
+        num_heldout_users=1,
+        min_rating=4.0,
+        min_user_interactions=2,
+    )
+    kept = dataset.interactions.filter(min_rating=4.0, min_user_interactions=2)
+    assert (kept.num_users, len(kept)) == (3, 7)
+    assert split.train.num_users == 3

@@ -259,3 +259,19 @@ def test_good_sample_files_parse(write_file, name):
     # Guards the bad-input tests: the same files without the bad line parse.
     reader, good = READERS[name]
     assert reader(write_file(f"{name}.txt", good)) is not None
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("10,4,2005-09-06\n", "before any `movie:` line"),
+        ("1:\n10,4\n", "expected `customer,rating,date`"),
+        ("1:\n10,4,06/09/2005\n", "date must be YYYY-MM-DD"),
+        ("x:\n10,4,2005-09-06\n", "movie id must be an integer"),
+        ("1:\nten,4,2005-09-06\n", "customer id must be an integer"),
+    ],
+)
+def test_netflix_errors_name_the_file_and_line(write_file, text, message):
+    path = write_file("combined_data_1.txt", text)
+    with pytest.raises(readers.DataFormatError, match=message):
+        readers.read_netflix([path])
