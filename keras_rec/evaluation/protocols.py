@@ -67,7 +67,13 @@ def _exclusion(eval_set: EvalSet, rows: np.ndarray) -> tf.Tensor:
 
 
 def rank_full(model, eval_set: EvalSet, k: int, batch_size: int = 1024, progress=False):
-    """`[n, k]` top-k item ids per user over all items minus the history."""
+    """`[n, k]` top-k item ids per user over all items minus the history.
+
+    A model whose `score_all` is costly in memory per user (NCF's towers
+    score every user-item pair) caps `batch_size` with its
+    `scoring_batch_size`.
+    """
+    batch_size = min(batch_size, getattr(model, "scoring_batch_size", batch_size))
     top = np.empty((len(eval_set), k), np.int64)
     starts = range(0, len(eval_set), batch_size)
     for start in tqdm(starts, desc="ranking", disable=not progress, leave=False):

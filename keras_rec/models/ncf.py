@@ -96,6 +96,11 @@ class _NCFBase(ArgumentsConfig, Recommender, keras.Model):
     evaluates every item for each user by tiling the pair inputs."""
 
     input_kind = USER_ID
+    #: Pairs one `score_all` call should score at most (about 260 MB per
+    #: 256-wide layer): full-ranking evaluation asks for this many users'
+    #: rows at a time (`scoring_batch_size`), as 1,024 users x 3,706 items
+    #: through MLP's tower took over 20 GB.
+    max_scored_pairs = 1 << 18
 
     def __init__(self, paths: list[Callable], **kwargs):
         """`sigmoid(h^T [path(u, i) for path in paths] + b)`, the paths'
@@ -113,6 +118,11 @@ class _NCFBase(ArgumentsConfig, Recommender, keras.Model):
         )
         # === Config ===
         self.prediction = prediction
+
+    @property
+    def scoring_batch_size(self) -> int:
+        """Users per `score_all` call that keep it within `max_scored_pairs`."""
+        return max(1, self.max_scored_pairs // self.num_items)
 
     def score_all(self, inputs):
         users = ops.convert_to_tensor(inputs[USER_ID], "int64")

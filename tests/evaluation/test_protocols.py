@@ -218,6 +218,25 @@ def test_loo_full_against_numpy(batch_size):
     assert result["num_users"] == 50
 
 
+def test_rank_full_respects_the_models_scoring_batch_size():
+    # NCF's score_all scores every user-item pair: its cap bounds the memory.
+    class Capped(UserScores):
+        scoring_batch_size = 4
+
+        def score_all(self, inputs):
+            self.calls.append(len(inputs["user_id"]))
+            return super().score_all(inputs)
+
+    data = make_synthetic(num_users=30, num_items=20, mean_length=6, seed=2)
+    split = leave_one_out(data)
+    table = np.random.default_rng(0).random((30, 20))
+    model = Capped(table)
+    model.calls = []
+    top = rank_full(model, split.test, 5, batch_size=1024)
+    assert max(model.calls) == 4 and sum(model.calls) == len(split.test)
+    np.testing.assert_array_equal(top, rank_full(UserScores(table), split.test, 5))
+
+
 def test_popularity_model_on_loo_full():
     data = make_synthetic(num_users=80, num_items=60, mean_length=10, seed=6)
     split = leave_one_out(data)

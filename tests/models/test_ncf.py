@@ -122,3 +122,9 @@ def test_neumf_smoke_fit_beats_popularity():
     ours = evaluate(model, split.test, "loo_sampled")
     theirs = evaluate(popularity, split.test, "loo_sampled")
     assert ours["ndcg@10"] > theirs["ndcg@10"], (ours, theirs)
+
+
+def test_scoring_batch_size_bounds_the_pairs_per_call():
+    model = MLP(num_users=5, num_items=3000, factors=8, seed=0)
+    assert model.scoring_batch_size * 3000 <= model.max_scored_pairs
+    assert MLP(num_users=5, num_items=300_000, factors=8).scoring_batch_size == 1
