@@ -19,9 +19,11 @@ PAPER_ML1M = {"hr@10": 0.730, "ndcg@10": 0.447}
 
 # An NCF step is tiny (batch 256): Keras's per-step overhead and the dense
 # Adam update of the embedding tables dominate it. XLA fuses the update and
-# 50 steps per call amortise the overhead; `benchmarks/ncf.py --xla` measured
-# on ML-1M (factors 64, 2 cores, another job running): GMF 5.12 -> 1.41
-# ms/step, MLP 8.70 -> 5.65, NeuMF 9.30 -> 6.91.
+# 50 steps per call amortise the overhead. `benchmarks/ncf.py --xla` on
+# ML-1M (factors 64, 2 cores shared with three training jobs, so the ratios
+# count): per-step speed-up GMF 2.0x, MLP 1.5x, NeuMF 1.4x; with one other
+# job running, the same loop gave GMF 5.12 -> 1.41 ms/step, MLP 8.70 -> 5.65,
+# NeuMF 9.30 -> 6.91.
 STEPS_PER_EXECUTION = 50
 
 
