@@ -90,17 +90,29 @@ def run_one(experiment, seed: int, dataset, args) -> dict:
     strategy = args.strategy_object
     epochs = args.epochs or experiment.epochs
     checkpoints = os.path.join(args.checkpoints_dir, run)
+    curve_set = split.validation or split.test
+    monitor = experiment.monitor if split.validation is not None else None
+
+    def curve_metrics(m):
+        return _metrics(evaluate(m, curve_set, experiment.protocol))
+
     if experiment.pretrain is not None:
 
         def train_part(name, model, make_dataset, part_epochs):
             # The parts share the checkpoints of their own runs on this
-            # dataset and seed (`--models gmf,mlp,neumf` trains each once).
+            # dataset and seed (`--models gmf,mlp,neumf` trains each once),
+            # so they are trained as their entries are: same validation
+            # curve, best epoch and patience as this entry's.
             part_run = f"{name}_{experiment.dataset}_seed{seed}"
             return train_model(
                 model,
                 make_dataset,
                 args.epochs or part_epochs,
                 checkpoint_dir=os.path.join(args.checkpoints_dir, part_run, "main"),
+                evaluate=curve_metrics,
+                eval_every=experiment.eval_every,
+                monitor=monitor,
+                patience=experiment.patience,
                 time_budget=args.time_budget,
                 progress=not args.quiet,
                 description=f"{run}/{name}",
@@ -117,16 +129,16 @@ def run_one(experiment, seed: int, dataset, args) -> dict:
         model.fit_closed_form(split.train)
         seconds_per_epoch = time.perf_counter() - begin
     else:
-        curve_set = split.validation or split.test
         training = train_model(
             model,
             lambda epoch: experiment.make_dataset(split, seed, epoch),
             epochs,
             checkpoint_dir=os.path.join(checkpoints, "main"),
-            evaluate=lambda m: _metrics(evaluate(m, curve_set, experiment.protocol)),
+            evaluate=curve_metrics,
             eval_every=experiment.eval_every,
-            monitor=experiment.monitor if split.validation is not None else None,
+            monitor=monitor,
             patience=experiment.patience,
+            evaluate_first=experiment.evaluate_first,
             time_budget=args.time_budget,
             progress=not args.quiet,
             description=run,
@@ -172,6 +184,7 @@ def run_one(experiment, seed: int, dataset, args) -> dict:
         record.update(
             epochs_run=training.epochs_run,
             stopped_by=training.stopped_by,
+            best_epoch=training.best,
             resumed_from_epoch=training.resumed_from,
             losses=training.losses,
             curve=training.curve,
@@ -329,7 +342,9 @@ def main(argv=None) -> int:
                 continue
             atomic_write_json(path, record)
             if experiment.name not in parts:
-                shutil.rmtree(os.path.join(args.checkpoints_dir, run), ignore_errors=True)
+                shutil.rmtree(
+                    os.path.join(args.checkpoints_dir, run), ignore_errors=True
+                )
             summary = ", ".join(
                 f"{k}={v:.4f}"
                 for k, v in _metrics(record["metrics"][experiment.protocol]).items()

@@ -72,7 +72,10 @@ def main() -> None:
     settings = [("eager steps", {})]
     if args.xla:
         settings.append(
-            ("XLA x50", {"jit_compile": True, "steps_per_execution": STEPS_PER_EXECUTION})
+            (
+                "XLA x50",
+                {"jit_compile": True, "steps_per_execution": STEPS_PER_EXECUTION},
+            )
         )
     for name, cls in (("gmf", GMF), ("mlp", MLP), ("neumf", NeuMF)):
         for label, options in settings:

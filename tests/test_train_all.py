@@ -75,7 +75,13 @@ def test_neumf_pretrains_from_the_gmf_and_mlp_runs(tmp_path):
     assert train_all.main([*args, "--models", "neumf"]) == 0
     assert [os.path.getmtime(state) for state in states] == stamps
     with open(tmp_path / "results" / "neumf_synthetic_seed0.json") as handle:
-        assert json.load(handle)["epochs_run"] == 1
+        record = json.load(handle)
+    assert record["epochs_run"] == 1
+    # The pre-trained start is evaluated on validation (epoch 0) and can be
+    # the epoch kept.
+    assert [point["epoch"] for point in record["curve"]] == [0, 1]
+    assert record["curve_on"] == "validation"
+    assert record["best_epoch"]["epoch"] in (0, 1)
     # NeuMF's own checkpoints are removed once its results are written.
     assert not (checkpoints / "neumf_synthetic_seed0").exists()
 

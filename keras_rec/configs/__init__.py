@@ -37,6 +37,8 @@ class Experiment:
         monitor: validation metric to keep the best epoch by (needs a
             validation set in the split); `None` reports the last epoch.
         patience: evaluations without improvement before stopping.
+        evaluate_first: evaluate before the first epoch too, so that the
+            starting weights (pre-trained parts) can be the best epoch.
         split_options: keyword arguments for `make_split`.
         pretrain: optional `(split, seed, train) -> compiled model` used
             instead of `build` when the model starts from other trained
@@ -60,6 +62,7 @@ class Experiment:
     eval_every: int = 1
     monitor: str | None = None
     patience: int | None = None
+    evaluate_first: bool = False
     split_options: dict = dataclasses.field(default_factory=dict)
     pretrain: Callable | None = None
     pretrain_parts: tuple[str, ...] = ()
@@ -79,6 +82,7 @@ class Experiment:
             "eval_every": self.eval_every,
             "monitor": self.monitor,
             "patience": self.patience,
+            "evaluate_first": self.evaluate_first,
             "hyperparameters": dict(self.hyperparameters),
             "split_options": dict(self.split_options),
             "paper": dict(self.paper),

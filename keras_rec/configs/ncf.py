@@ -104,7 +104,14 @@ def _entries(dataset, factors, epochs, batch, paper, split_options):
         make_dataset=data,
         epochs=epochs,
         views=("loo_full",),
-        eval_every=max(1, epochs // 4),
+        # The best epoch by validation HR@10 (one random training item per
+        # user held out, NCF section 4.1) is kept: on the test set the
+        # first ML-1M run's GMF and MLP peaked near epoch 10 of 20, and
+        # NeuMF's SGD stage lowered the pre-trained start (HR@10 0.7169 at
+        # epoch 0, 0.6921 at 20), so NeuMF's epoch 0 is evaluated too.
+        eval_every=1,
+        monitor="hr@10",
+        patience=4,
         split_options=split_options,
     )
     return [
@@ -125,6 +132,7 @@ def _entries(dataset, factors, epochs, batch, paper, split_options):
             build=None,
             pretrain=neumf_pretrained(factors, epochs, data),
             pretrain_parts=("gmf", "mlp"),
+            evaluate_first=True,
             hyperparameters={
                 **hyper,
                 "optimizer": "Adam (pre-training), SGD",

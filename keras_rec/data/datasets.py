@@ -8,6 +8,7 @@ import os
 from collections.abc import Callable
 
 import numpy as np
+import scipy.sparse as sp
 
 from keras_rec.data import readers, splits
 from keras_rec.data.interactions import Interactions
@@ -226,8 +227,10 @@ def make_split(
     """The `Split` that `protocol` (one of `PROTOCOLS`) evaluates on.
 
     * `loo_sampled` / `loo_full`: NCF's files when the dataset ships them
-      (their fixed negatives), else leave-one-out by time with
-      `num_negatives` seeded uniform negatives (`loo_sampled` only).
+      (their fixed negatives; with `validation`, one random training item
+      per user is held out, with as many seeded negatives), else
+      leave-one-out by time with `num_negatives` seeded uniform negatives
+      (`loo_sampled` only).
     * `holdout_full`: the given train/test files, else a seeded 80/20 holdout.
     * `strong_generalization`: all interactions (train and test merged),
       `num_heldout_users` validation and as many test users.
@@ -255,7 +258,27 @@ def make_split(
                 ),
                 negatives=dataset.test_negatives,
             )
-            return splits.Split(train=data, test=test, protocol=protocol)
+            if not validation:
+                return splits.Split(train=data, test=test, protocol=protocol)
+            # The files fix only the test item: one random training item per
+            # user is validation (NCF section 4.1), with as many seeded
+            # negatives as the test has, never the user's test item.
+            train, valid = splits.random_item_validation(data, seed)
+            if protocol == "loo_sampled":
+                test_by_user = sp.csr_matrix(
+                    (np.ones(len(users), np.float32), (users, items)),
+                    shape=(data.num_users, data.num_items),
+                )
+                valid.negatives = splits.sample_negatives(
+                    valid,
+                    dataset.test_negatives.shape[1],
+                    data.num_items,
+                    seed + 1,
+                    exclude=test_by_user[valid.users],
+                )
+            return splits.Split(
+                train=train, test=test, validation=valid, protocol=protocol
+            )
         split = splits.leave_one_out(data, validation=validation)
         if protocol == "loo_sampled":
             for part, offset in ((split.test, 0), (split.validation, 1)):

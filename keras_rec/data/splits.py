@@ -150,6 +150,41 @@ def leave_one_out(
     )
 
 
+def random_item_validation(
+    data: Interactions, seed: int = 0, min_interactions: int = 2
+) -> tuple[Interactions, EvalSet]:
+    """One training interaction per user, drawn at random, held out for
+    validation (how NCF tunes on its files, whose test item is fixed).
+
+    Users with fewer than `min_interactions` keep all of theirs and are not
+    validated. Returns the remaining training interactions (file order kept)
+    and the validation `EvalSet` (history = the user's other items).
+    """
+    rng = np.random.default_rng(seed)
+    order = np.argsort(data.user_ids, kind="stable")
+    counts = np.bincount(data.user_ids, minlength=data.num_users)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    users = np.flatnonzero(counts >= max(2, min_interactions))
+    if users.size == 0:
+        raise ValueError(
+            f"No user has {max(2, min_interactions)} or more interactions to "
+            "hold one out for validation"
+        )
+    picked = order[starts[users] + rng.integers(0, counts[users])]
+    keep = np.ones(len(data), bool)
+    keep[picked] = False
+    train = data.subset(keep)
+    sequences = train.sequences()
+    validation = EvalSet(
+        users=users.astype(np.int64),
+        histories=[sequences[u] for u in users],
+        targets=targets_matrix(
+            [data.item_ids[[row]] for row in picked], data.num_items
+        ),
+    )
+    return train, validation
+
+
 def given_split(train: Interactions, test: Interactions) -> Split:
     """A train/test file pair (NGCF/LightGCN `train.txt`/`test.txt`).
 

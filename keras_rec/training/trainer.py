@@ -40,6 +40,7 @@ class TrainingResult:
     seconds_per_epoch: float
     stopped_by: str
     resumed_from: int
+    best: dict | None = None
 
 
 def _atomic_save(model: keras.Model, path: str) -> None:
@@ -63,6 +64,7 @@ def train_model(
     eval_every: int = 1,
     monitor: str | None = None,
     patience: int | None = None,
+    evaluate_first: bool = False,
     time_budget: float | None = None,
     progress: bool = True,
     fit_epoch: Callable[[keras.Model, tf.data.Dataset, int], float] | None = None,
@@ -81,7 +83,11 @@ def train_model(
         eval_every: epochs between evaluations (and the last epoch).
         monitor: metric of `evaluate` to keep the best weights by (higher is
             better); the best weights are restored at the end.
-        patience: stop after this many evaluations without improvement.
+        patience: stop after this many evaluations without improvement
+            (counted from the saved curve when resuming).
+        evaluate_first: also evaluate before the first epoch (as epoch 0),
+            so that with `monitor` the starting weights can be the best
+            (a model initialised from pre-trained parts).
         time_budget: seconds after which no new epoch starts.
         progress: show a progress bar over epochs.
         fit_epoch: `(model, dataset, epoch) -> mean loss` to replace Keras
@@ -95,6 +101,7 @@ def train_model(
     Raises:
         FloatingPointError: the loss became NaN or infinite; the checkpoint of
             the last good epoch is left untouched.
+        KeyError: `monitor` is not a metric that `evaluate` returns.
     """
     state = {"epoch": 0, "losses": [], "curve": [], "seconds": 0.0, "best": None}
     resumed_from = 0
@@ -119,8 +126,17 @@ def train_model(
         disable=not progress,
         unit="epoch",
     )
-    since_best = 0
+    if evaluate and evaluate_first and not state["curve"]:
+        _evaluate_point(model, evaluate, 0, state, monitor)
+        if checkpoint_dir and is_chief(strategy) and monitor:
+            _atomic_save_weights(model, os.path.join(checkpoint_dir, BEST_FILE))
+        elif monitor and not checkpoint_dir:
+            state["best_weights"] = [w.numpy() for w in model.weights]
+    since_best = _evaluations_since_best(state)
     for epoch in range(state["epoch"], epochs):
+        if _agreed(strategy, patience is not None and since_best >= patience):
+            stopped_by = "patience"
+            break
         over_budget = time_budget is not None and (
             time.perf_counter() - begin > time_budget
         )
@@ -140,17 +156,10 @@ def train_model(
         postfix = {"loss": f"{loss:.4f}"}
         improved = False
         if evaluate and ((epoch + 1) % eval_every == 0 or epoch + 1 == epochs):
-            metrics = evaluate(model)
-            point = {"epoch": epoch + 1, "seconds": state["seconds"], **metrics}
-            state["curve"].append(point)
+            improved = _evaluate_point(model, evaluate, epoch + 1, state, monitor)
+            since_best = _evaluations_since_best(state)
             if monitor:
-                value = metrics[monitor]
-                postfix[monitor] = f"{value:.4f}"
-                if state["best"] is None or value > state["best"]["value"]:
-                    state["best"] = {"epoch": epoch + 1, "value": value}
-                    improved, since_best = True, 0
-                else:
-                    since_best += 1
+                postfix[monitor] = f"{state['curve'][-1][monitor]:.4f}"
         if checkpoint_dir and is_chief(strategy):
             if improved:
                 _atomic_save_weights(model, os.path.join(checkpoint_dir, BEST_FILE))
@@ -160,9 +169,6 @@ def train_model(
             state["best_weights"] = [w.numpy() for w in model.weights]
         bar.update(1)
         bar.set_postfix(postfix)
-        if _agreed(strategy, patience is not None and since_best >= patience):
-            stopped_by = "patience"
-            break
     bar.close()
     if monitor and state["best"] is not None:
         _restore_best(model, state, checkpoint_dir)
@@ -175,7 +181,32 @@ def train_model(
         seconds_per_epoch=state["seconds"] / max(1, epochs_run),
         stopped_by=stopped_by,
         resumed_from=resumed_from,
+        best=state["best"] if monitor else None,
     )
+
+
+def _evaluate_point(model, evaluate, epoch: int, state: dict, monitor) -> bool:
+    """Appends `evaluate(model)` to the curve; whether `monitor` improved."""
+    metrics = evaluate(model)
+    state["curve"].append({"epoch": epoch, "seconds": state["seconds"], **metrics})
+    if not monitor:
+        return False
+    if monitor not in metrics:
+        raise KeyError(
+            f"monitor={monitor!r} is not among the evaluated metrics {sorted(metrics)}"
+        )
+    value = metrics[monitor]
+    if state["best"] is None or value > state["best"]["value"]:
+        state["best"] = {"epoch": epoch, "value": value}
+        return True
+    return False
+
+
+def _evaluations_since_best(state: dict) -> int:
+    """Evaluations after the best one (all of them when none is best yet)."""
+    if state["best"] is None:
+        return 0
+    return sum(1 for point in state["curve"] if point["epoch"] > state["best"]["epoch"])
 
 
 def _agreed(strategy, flag: bool) -> bool:

@@ -249,12 +249,47 @@ def test_make_split_unknown_protocol(ml_100k):
 def test_make_split_ncf_uses_the_fixed_negatives(tmp_path):
     dataset = load_dataset("ncf-ml-1m", write_layout(tmp_path, NCF_FILES))
     for protocol in ("loo_sampled", "loo_full"):
-        split = make_split(dataset, protocol)
+        split = make_split(dataset, protocol, validation=False)
         assert split.protocol == protocol
         assert split.train is dataset.interactions
+        assert split.validation is None
         np.testing.assert_array_equal(split.test.negatives, dataset.test_negatives)
         np.testing.assert_array_equal(split.test.targets.indices, [3, 4])
         assert [h.tolist() for h in split.test.histories] == [[0, 1], [2, 0]]
+
+
+def test_make_split_ncf_holds_out_one_random_training_item(tmp_path):
+    dataset = load_dataset("ncf-ml-1m", write_layout(tmp_path, NCF_FILES))
+    split = make_split(dataset, "loo_sampled", seed=4)
+    train_pairs = set(
+        zip(split.train.user_ids.tolist(), split.train.item_ids.tolist(), strict=True)
+    )
+    all_pairs = set(
+        zip(
+            dataset.interactions.user_ids.tolist(),
+            dataset.interactions.item_ids.tolist(),
+            strict=True,
+        )
+    )
+    valid = split.validation
+    held_out = {
+        (int(u), int(valid.targets[r].indices[0])) for r, u in enumerate(valid.users)
+    }
+    assert valid.users.tolist() == [0, 1]
+    assert held_out | train_pairs == all_pairs and not held_out & train_pairs
+    # Validation negatives: as many as the test's, never a known item.
+    assert valid.negatives.shape == dataset.test_negatives.shape
+    for row, user in enumerate(valid.users):
+        known = set(dataset.interactions.sequences()[user]) | {[3, 4][row]}
+        assert not known & set(valid.negatives[row].tolist())
+        assert [h.tolist() for h in split.test.histories][row] == list(
+            dataset.interactions.sequences()[user]
+        )
+    # The test set is the files' own, and the split follows the seed.
+    np.testing.assert_array_equal(split.test.negatives, dataset.test_negatives)
+    again = make_split(dataset, "loo_sampled", seed=4)
+    np.testing.assert_array_equal(again.validation.negatives, valid.negatives)
+    np.testing.assert_array_equal(again.train.item_ids, split.train.item_ids)
 
 
 def test_make_split_loo_sampled_draws_seeded_negatives(ml_100k):

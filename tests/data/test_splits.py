@@ -17,7 +17,11 @@ from keras_rec.data import (
     random_holdout,
     strong_generalization,
 )
-from keras_rec.data.splits import sample_negatives, targets_matrix
+from keras_rec.data.splits import (
+    random_item_validation,
+    sample_negatives,
+    targets_matrix,
+)
 
 
 @pytest.fixture(scope="module")
@@ -279,3 +283,25 @@ def test_sample_negatives_many_rows_seeded(synthetic):
 def test_sample_negatives_too_few_unseen_items():
     with pytest.raises(ValueError, match="fewer than num_negatives"):
         sample_negatives(make_eval_set(), 6, 8, seed=0)
+
+
+def test_random_item_validation_holds_out_one_item_per_user(synthetic):
+    train, valid = random_item_validation(synthetic, seed=1)
+    counts = np.bincount(synthetic.user_ids, minlength=synthetic.num_users)
+    assert valid.users.tolist() == np.flatnonzero(counts >= 2).tolist()
+    assert len(train) == len(synthetic) - len(valid)
+    remaining = np.bincount(train.user_ids, minlength=synthetic.num_users)
+    np.testing.assert_array_equal(remaining[valid.users], counts[valid.users] - 1)
+    for row, user in enumerate(valid.users[:20]):
+        target = valid.targets[row].indices
+        assert len(target) == 1 and target[0] in synthetic.sequences()[user]
+        # The history is the user's other training items, in order.
+        assert valid.histories[row].tolist() == train.sequences()[user].tolist()
+    other_train, other = random_item_validation(synthetic, seed=2)
+    assert (other.targets != valid.targets).nnz > 0
+
+
+def test_random_item_validation_needs_a_user_with_two_items():
+    data = Interactions(np.array([0, 1]), np.array([0, 1]), 2, 2)
+    with pytest.raises(ValueError, match="2 or more interactions"):
+        random_item_validation(data)

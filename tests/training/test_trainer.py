@@ -113,3 +113,66 @@ def test_time_budget_stops_before_next_epoch(train):
     )
     assert result.stopped_by == "time_budget"
     assert result.epochs_run == 0
+
+
+def test_evaluate_first_keeps_the_starting_weights_when_they_are_best(train):
+    model = _model(train, learning_rate=0.5)
+    start = [w.numpy() for w in model.weights]
+    scores = iter([1.0, 0.5, 0.4, 0.3])
+    result = train_model(
+        model,
+        _data(train),
+        10,
+        evaluate=lambda m: {"score": next(scores)},
+        monitor="score",
+        patience=2,
+        evaluate_first=True,
+        progress=False,
+    )
+    assert [p["epoch"] for p in result.curve] == [0, 1, 2]
+    assert result.best == {"epoch": 0, "value": 1.0}
+    assert result.stopped_by == "patience" and result.epochs_run == 2
+    for ours, theirs in zip(result.model.weights, start, strict=True):
+        np.testing.assert_array_equal(ours.numpy(), theirs)
+
+
+def test_patience_counts_the_saved_curve_when_resuming(train, tmp_path):
+    checkpoints = str(tmp_path / "run")
+    scores = iter([0.9, 0.5, 0.4])
+    first = train_model(
+        _model(train),
+        _data(train),
+        3,
+        checkpoint_dir=checkpoints,
+        evaluate=lambda m: {"score": next(scores)},
+        monitor="score",
+        patience=2,
+        progress=False,
+    )
+    assert first.stopped_by == "epochs" and first.best["epoch"] == 1
+    # Two evaluations since the best are already saved: a resumed run with
+    # more epochs stops at once, with the best epoch's weights.
+    resumed = train_model(
+        _model(train),
+        _data(train),
+        10,
+        checkpoint_dir=checkpoints,
+        evaluate=lambda m: pytest.fail("no epoch should run"),
+        monitor="score",
+        patience=2,
+        progress=False,
+    )
+    assert resumed.stopped_by == "patience" and resumed.epochs_run == 3
+    assert resumed.best == {"epoch": 1, "value": 0.9}
+
+
+def test_unknown_monitor_is_named(train):
+    with pytest.raises(KeyError, match="hr@10"):
+        train_model(
+            _model(train),
+            _data(train),
+            1,
+            evaluate=lambda m: {"score": 1.0},
+            monitor="hr@10",
+            progress=False,
+        )
