@@ -164,11 +164,11 @@ def random_item_validation(
     order = np.argsort(data.user_ids, kind="stable")
     counts = np.bincount(data.user_ids, minlength=data.num_users)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    users = np.flatnonzero(counts >= max(2, min_interactions))
+    needed = max(2, min_interactions)
+    users = np.flatnonzero(counts >= needed)
     if users.size == 0:
         raise ValueError(
-            f"No user has {max(2, min_interactions)} or more interactions to "
-            "hold one out for validation"
+            f"No user has {needed} or more interactions to hold one out for validation"
         )
     picked = order[starts[users] + rng.integers(0, counts[users])]
     keep = np.ones(len(data), bool)

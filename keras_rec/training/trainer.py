@@ -127,11 +127,8 @@ def train_model(
         unit="epoch",
     )
     if evaluate and evaluate_first and not state["curve"]:
-        _evaluate_point(model, evaluate, 0, state, monitor)
-        if checkpoint_dir and is_chief(strategy) and monitor:
-            _atomic_save_weights(model, os.path.join(checkpoint_dir, BEST_FILE))
-        elif monitor and not checkpoint_dir:
-            state["best_weights"] = [w.numpy() for w in model.weights]
+        if _evaluate_point(model, evaluate, 0, state, monitor):
+            _keep_best(model, state, checkpoint_dir, strategy)
     since_best = _evaluations_since_best(state)
     for epoch in range(state["epoch"], epochs):
         if _agreed(strategy, patience is not None and since_best >= patience):
@@ -160,13 +157,11 @@ def train_model(
             since_best = _evaluations_since_best(state)
             if monitor:
                 postfix[monitor] = f"{state['curve'][-1][monitor]:.4f}"
+        if improved:
+            _keep_best(model, state, checkpoint_dir, strategy)
         if checkpoint_dir and is_chief(strategy):
-            if improved:
-                _atomic_save_weights(model, os.path.join(checkpoint_dir, BEST_FILE))
             _atomic_save(model, os.path.join(checkpoint_dir, MODEL_FILE))
             atomic_write_json(os.path.join(checkpoint_dir, STATE_FILE), state)
-        elif improved and not checkpoint_dir:
-            state["best_weights"] = [w.numpy() for w in model.weights]
         bar.update(1)
         bar.set_postfix(postfix)
     bar.close()
@@ -200,6 +195,16 @@ def _evaluate_point(model, evaluate, epoch: int, state: dict, monitor) -> bool:
         state["best"] = {"epoch": epoch, "value": value}
         return True
     return False
+
+
+def _keep_best(model, state: dict, checkpoint_dir, strategy) -> None:
+    """Keeps the current weights as the best: on disk (chief only) when
+    checkpointing, else in `state` until `_restore_best`."""
+    if checkpoint_dir:
+        if is_chief(strategy):
+            _atomic_save_weights(model, os.path.join(checkpoint_dir, BEST_FILE))
+    else:
+        state["best_weights"] = [w.numpy() for w in model.weights]
 
 
 def _evaluations_since_best(state: dict) -> int:
