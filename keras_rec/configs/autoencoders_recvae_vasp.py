@@ -17,12 +17,14 @@ from __future__ import annotations
 import math
 
 import keras
+import tensorflow as tf
 
 from keras_rec.configs import Experiment
 from keras_rec.configs.autoencoders import HELDOUT, MONITOR, PROTOCOL
 from keras_rec.losses.cosine_proximity import CosineProximityLoss
 from keras_rec.losses.focal import FocalLoss
 from keras_rec.models.autoencoder_base import training_rows
+from keras_rec.models.ease import check_memory
 from keras_rec.models.flvae import FLVAE
 from keras_rec.models.neural_ease import NeuralEASE
 from keras_rec.models.recvae import RecVAE, alternating_rows_dataset
@@ -67,6 +69,27 @@ def split_brain(batch_size: int):
     return make
 
 
+def check_item_kernel_memory(num_items: int, model: str) -> None:
+    """Fails early, naming the sizes, when an `items x items` kernel trained
+    with Nadam cannot fit in this machine's memory.
+
+    Neural EASE (alone or inside VASP) holds four float32 copies of it: the
+    weights, their gradient and Nadam's two moments. On Gowalla (40,981
+    items) that is 25 GiB, more than a 24 GB CPU machine has; a GPU keeps
+    them in device memory, so the check applies to CPU-only training.
+
+    Raises:
+        InsufficientMemoryError: (a `ValueError`) it will not fit.
+    """
+    if tf.config.list_physical_devices("GPU"):
+        return
+    check_memory(
+        16 * num_items * num_items,
+        f"Training {model}'s {num_items} x {num_items} kernel with Nadam "
+        "(weights, gradient, two moments, float32) on the CPU",
+    )
+
+
 def recvae(learning_rate: float = 5e-4, **model_options):
     def build(split, seed):
         model = RecVAE(split.num_items, seed=seed, **model_options)
@@ -88,6 +111,8 @@ def focal_model(
     after `decay_epoch` epochs (VASP's two training stages)."""
 
     def build(split, seed):
+        if cls is VASP:
+            check_item_kernel_memory(split.num_items, "VASP's Neural EASE")
         schedule = learning_rate
         if decay_epoch is not None:
             pairs = 2 * training_rows(split.train).shape[0]
@@ -104,6 +129,7 @@ def focal_model(
 
 def neural_ease(learning_rate: float, l2: float = 0.0):
     def build(split, seed):
+        check_item_kernel_memory(split.num_items, "Neural EASE")
         model = NeuralEASE(split.num_items, l2=l2, seed=seed)
         model.compile(
             optimizer=keras.optimizers.Nadam(learning_rate), loss=CosineProximityLoss()

@@ -197,3 +197,29 @@ def test_neural_ease_config_json_round_trip():
 def test_vasp_family_invalid_arguments(cls, kwargs, message):
     with pytest.raises(ValueError, match=message):
         cls(**kwargs)
+
+
+def test_item_kernel_memory_is_checked_before_building(monkeypatch):
+    from types import SimpleNamespace
+
+    from keras_rec.configs import autoencoders_recvae_vasp as vasp_configs
+    from keras_rec.models import ease as ease_module
+    from keras_rec.models.ease import InsufficientMemoryError
+
+    split = SimpleNamespace(num_items=40_981)
+    # Gowalla's items: four float32 copies of the kernel, 25.0 GiB.
+    monkeypatch.setattr(ease_module, "available_memory", lambda: 24 * 2**30)
+    monkeypatch.setattr(vasp_configs.tf.config, "list_physical_devices", lambda _: [])
+    with pytest.raises(InsufficientMemoryError, match="40981 x 40981.*25.0 GiB"):
+        vasp_configs.neural_ease(1e-3)(split, 0)
+    build_vasp = vasp_configs.focal_model(VASP, 256, 1e-3, hidden_dim=8, latent_dim=4)
+    with pytest.raises(ValueError, match="VASP's Neural EASE"):  # train_all goes on
+        build_vasp(split, 0)
+    # A GPU holds the kernel in its own memory: no host-memory check.
+    monkeypatch.setattr(
+        vasp_configs.tf.config, "list_physical_devices", lambda _: ["GPU:0"]
+    )
+    vasp_configs.check_item_kernel_memory(40_981, "Neural EASE")
+    # ML-1M's 3,706 items need 0.2 GiB.
+    monkeypatch.setattr(vasp_configs.tf.config, "list_physical_devices", lambda _: [])
+    vasp_configs.check_item_kernel_memory(3_706, "Neural EASE")
