@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 
 import keras
@@ -24,6 +25,8 @@ from keras_rec.models.base import serialize_config
 BLOCK = 1024
 #: Largest matrix inverted by LAPACK in one call (see `spd_inverse_upper`).
 INVERSE_BLOCK = 4096
+#: `EASE(precision=...)` values.
+PRECISIONS = ("auto", "float64", "float32")
 
 
 class InsufficientMemoryError(MemoryError, ValueError):
@@ -62,13 +65,15 @@ def available_memory() -> int:
     return available
 
 
-def closed_form_bytes(num_items: int) -> int:
-    """Peak memory of EASE's fit beyond the model's own `B`: the float64
-    Gram/inverse matrix (one buffer, worked on in place), the blocked
-    inverse's panels (three `INVERSE_BLOCK x n` float64 temporaries) and the
+def closed_form_bytes(num_items: int, itemsize: int = 8) -> int:
+    """Peak memory of EASE's fit beyond the model's own `B`: the Gram/inverse
+    matrix of `itemsize`-byte floats (one buffer, worked on in place), the
+    blocked inverse's panels (three `INVERSE_BLOCK x n` temporaries) and the
     Gram and write-out blocks."""
-    panels = 24 * num_items * INVERSE_BLOCK if num_items > INVERSE_BLOCK else 0
-    return 8 * num_items * num_items + panels + 40 * num_items * BLOCK
+    panels = 3 * itemsize * num_items * INVERSE_BLOCK
+    if num_items <= INVERSE_BLOCK:
+        panels = 0
+    return itemsize * num_items * num_items + panels + 40 * num_items * BLOCK
 
 
 def check_memory(needed: int, what: str) -> None:
@@ -97,15 +102,15 @@ def gram_matrix(matrix: sp.spmatrix, dtype=np.float64) -> np.ndarray:
     return gram
 
 
-def ease_inverse(matrix: sp.spmatrix, l2: float) -> np.ndarray:
-    """`P = (X^T X + l2 I)^-1` in float64; only its upper triangle is valid.
+def ease_inverse(matrix: sp.spmatrix, l2: float, dtype=np.float64) -> np.ndarray:
+    """`P = (X^T X + l2 I)^-1` in `dtype`; only its upper triangle is valid.
 
     `G + l2 I` is symmetric positive definite, so `P = U^-1 U^-T` from its
     Cholesky factor `U` (`spd_inverse_upper`): `n^3` flops, against `2 n^3`
     for an LU inverse and `8/3 n^3` for `np.linalg.inv`.
     """
     num_items = matrix.shape[1]
-    gram = gram_matrix(matrix)
+    gram = gram_matrix(matrix, dtype)
     gram.flat[:: num_items + 1] += l2
     try:
         return spd_inverse_upper(gram)
@@ -139,15 +144,17 @@ def spd_inverse_upper(matrix: np.ndarray) -> np.ndarray:
     its threaded SYRK), and a segfault cannot be caught.
     """
     n = matrix.shape[0]
+    # `dpotrf`/`dpotri`/`dtrtri`, or the `s` routines for a float32 matrix.
+    potrf, potri, trtri = lapack.get_lapack_funcs(
+        ("potrf", "potri", "trtri"), (matrix,)
+    )
     if n <= INVERSE_BLOCK:
         # `matrix.T` is the same symmetric matrix, Fortran-ordered: LAPACK
         # works on it in place (passing `matrix` would make f2py copy it).
-        factor, info = lapack.dpotrf(
-            matrix.T, lower=False, clean=False, overwrite_a=True
-        )
+        factor, info = potrf(matrix.T, lower=False, clean=False, overwrite_a=True)
         if info != 0:
             raise np.linalg.LinAlgError(f"leading minor {info} is not positive")
-        inverse, info = lapack.dpotri(factor, lower=False, overwrite_c=True)
+        inverse, info = potri(factor, lower=False, overwrite_c=True)
         if info != 0:
             raise np.linalg.LinAlgError(f"dpotri failed with info={info}")
         return inverse
@@ -156,7 +163,7 @@ def spd_inverse_upper(matrix: np.ndarray) -> np.ndarray:
     # 1. Cholesky, right-looking: A = U^T U, U upper.
     for k in starts:
         e = min(k + block, n)
-        diagonal, info = lapack.dpotrf(a[k:e, k:e], lower=False, clean=True)
+        diagonal, info = potrf(a[k:e, k:e], lower=False, clean=True)
         if info != 0:
             raise np.linalg.LinAlgError(f"leading minor {k + info} is not positive")
         a[k:e, k:e] = diagonal
@@ -169,7 +176,7 @@ def spd_inverse_upper(matrix: np.ndarray) -> np.ndarray:
     # 2. W = U^-1, bottom-up: W_IJ = -U_II^-1 sum_{I<K<=J} U_IK W_KJ.
     for i in reversed(starts):
         e = min(i + block, n)
-        inverse, _ = lapack.dtrtri(a[i:e, i:e], lower=False)
+        inverse, _ = trtri(a[i:e, i:e], lower=False)
         for j in reversed(range(e, n, block)):
             j2 = min(j + block, n)
             total = a[i:e, e:j] @ a[e:j, j:j2] + a[i:e, j:j2] @ np.triu(a[j:j2, j:j2])
@@ -207,14 +214,15 @@ def write_weights(upper: np.ndarray, write: Callable[[int, int, np.ndarray], Non
         write(start, stop, rows.astype(np.float32))
 
 
-def ease_weights(matrix: sp.spmatrix, l2: float) -> np.ndarray:
-    """EASE's `B = I - P diag(1 / diag(P))`, `P = (X^T X + l2 I)^-1`, float32."""
+def ease_weights(matrix: sp.spmatrix, l2: float, dtype=np.float64) -> np.ndarray:
+    """EASE's `B = I - P diag(1 / diag(P))`, `P = (X^T X + l2 I)^-1`, as
+    float32; `dtype` is the precision `P` is computed in."""
     weights = np.empty((matrix.shape[1], matrix.shape[1]), np.float32)
 
     def write(start, stop, rows):
         weights[start:stop] = rows
 
-    write_weights(ease_inverse(matrix, l2), write)
+    write_weights(ease_inverse(matrix, l2, dtype), write)
     return weights
 
 
@@ -229,15 +237,19 @@ class EASE(AutoencoderRecommender, keras.Model):
     the model, and the functional model maps `"rows"` `[B, num_items]` to
     scores `[B, num_items]`.
 
-    Memory: `B` takes `4 I^2` bytes and the fit another `8 I^2` (1.6 GB and
-    3.2 GB at ML-20M's 20,108 items): `B` is written into the weight block by
-    block from the in-place Cholesky inverse. Both are checked before
-    anything is allocated (`InsufficientMemoryError`, a `MemoryError` and a
-    `ValueError`).
+    Memory: `B` takes `4 I^2` bytes and the fit another `8 I^2` in float64
+    (1.6 GB and 3.2 GB at ML-20M's 20,108 items): `B` is written into the
+    weight block by block from the in-place Cholesky inverse. Both are
+    checked before anything is allocated (`InsufficientMemoryError`, a
+    `MemoryError` and a `ValueError`). With `precision="auto"` a fit whose
+    float64 inverse would not fit computes it in float32 (`4 I^2`) and warns:
+    Gowalla's 40,981 items need 24.5 GB in float64 with `B`, 17.8 GB so.
 
     Args:
         num_items: int. Size of the item vocabulary.
         l2: float. The L2 weight `lambda` (the paper: ~500 on ML-20M).
+        precision: `"float64"`, `"float32"` or `"auto"` (float64 when it
+            fits in memory): the precision `P` is computed in. `B` is float32.
 
     Example:
     >>> model = EASE(num_items=5, l2=10.0)
@@ -252,8 +264,15 @@ class EASE(AutoencoderRecommender, keras.Model):
 
     closed_form = True
 
-    def __init__(self, num_items: int, l2: float = 500.0, **kwargs):
+    def __init__(
+        self, num_items: int, l2: float = 500.0, precision: str = "auto", **kwargs
+    ):
         check_positive(num_items=num_items, l2=l2)
+        if precision not in PRECISIONS:
+            raise ValueError(
+                f"`precision` must be one of {PRECISIONS}. Received "
+                f"precision={precision!r}"
+            )
         check_memory(4 * num_items * num_items, f"EASE's B for {num_items} items")
         # === Layers ===
         item_item = ZeroDiagonalDense(
@@ -267,6 +286,7 @@ class EASE(AutoencoderRecommender, keras.Model):
         self.item_item = item_item
         self.num_items = num_items
         self.l2 = l2
+        self.precision = precision
 
     def fit_closed_form(self, train: Interactions | sp.spmatrix) -> EASE:
         """Sets `B` from the training interactions (or a `[users, items]` matrix)."""
@@ -276,19 +296,41 @@ class EASE(AutoencoderRecommender, keras.Model):
                 f"The training data has {matrix.shape[1]} items but the model "
                 f"has num_items={self.num_items}"
             )
-        check_memory(
-            closed_form_bytes(self.num_items), f"EASE's fit for {self.num_items} items"
-        )
+        dtype = self._fit_dtype()
         kernel = self.item_item.kernel.value  # the tf.Variable: sliced writes
 
         def write(start, stop, rows):
             kernel[start:stop].assign(rows)
 
-        write_weights(ease_inverse(matrix, self.l2), write)
+        write_weights(ease_inverse(matrix, self.l2, dtype), write)
         return self
 
+    def _fit_dtype(self):
+        """The inverse's dtype, after checking that its memory is available."""
+        precision = self.precision
+        if precision == "auto":
+            precision = "float64"
+            needed, available = closed_form_bytes(self.num_items), available_memory()
+            if needed > available:
+                warnings.warn(
+                    f"EASE's fit for {self.num_items} items needs about "
+                    f"{needed / 2**30:.1f} GiB in float64, more than the "
+                    f"{available / 2**30:.1f} GiB available; computing the "
+                    "inverse in float32 instead",
+                    stacklevel=3,
+                )
+                precision = "float32"
+        dtype = np.dtype(precision)
+        check_memory(
+            closed_form_bytes(self.num_items, dtype.itemsize),
+            f"EASE's fit for {self.num_items} items in {precision}",
+        )
+        return dtype.type
+
     def get_config(self):
-        return serialize_config(self, num_items=self.num_items, l2=self.l2)
+        return serialize_config(
+            self, num_items=self.num_items, l2=self.l2, precision=self.precision
+        )
 
     @classmethod
     def from_config(cls, config):

@@ -40,17 +40,19 @@ def fitted(split):
     return EASE(split.num_items, l2=50.0).fit_closed_form(split.train)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("inverse_block", [4096, 64])
-def test_closed_form_matches_numpy(monkeypatch, inverse_block):
+def test_closed_form_matches_numpy(monkeypatch, inverse_block, dtype):
     # Blocks of 64 rows: 4 full blocks and a partial one in `write_weights`,
     # the Gram matrix and (with `inverse_block=64`) the blocked inverse;
-    # `inverse_block=4096` inverts with one LAPACK call.
+    # `inverse_block=4096` inverts with one LAPACK call. float32 takes the
+    # `s` LAPACK routines (the fallback for large item counts).
     monkeypatch.setattr(ease_module, "BLOCK", 64)
     monkeypatch.setattr(ease_module, "INVERSE_BLOCK", inverse_block)
     rng = np.random.default_rng(0)
     dense = (rng.random((300, 290)) < 0.05).astype(np.float64)
     expected = _numpy_ease(dense, 7.5)
-    weights = ease_weights(sp.csr_matrix(dense), 7.5)
+    weights = ease_weights(sp.csr_matrix(dense), 7.5, dtype)
     assert weights.dtype == np.float32
     np.testing.assert_array_equal(np.diag(weights), 0.0)
     np.testing.assert_allclose(weights, expected, rtol=0, atol=1e-4)
@@ -100,12 +102,37 @@ def test_memory_is_checked_before_allocating(monkeypatch):
         EASE(num_items=100)
     # 1,000 items: 4 MB for B fits, the fit's 8 MB float64 inverse does not.
     monkeypatch.setattr(ease_module, "available_memory", lambda: 6_000_000)
-    model = EASE(num_items=1000)
+    model = EASE(num_items=1000, precision="float64")
     train = Interactions([0, 1], [2, 3], num_users=2, num_items=1000)
     with pytest.raises(MemoryError, match="EASE's fit"):
         model.fit_closed_form(train)
     with pytest.raises(ValueError):  # train_all reports it and goes on
         model.fit_closed_form(train)
+
+
+def test_auto_precision_falls_back_to_float32_when_float64_does_not_fit(
+    monkeypatch,
+):
+    monkeypatch.setattr(ease_module, "BLOCK", 64)
+    items = 1000
+    rng = np.random.default_rng(1)
+    matrix = sp.csr_matrix((rng.random((400, items)) < 0.02).astype(np.float64))
+    float64 = ease_module.closed_form_bytes(items, 8)
+    float32 = ease_module.closed_form_bytes(items, 4)
+    assert float32 < float64
+    monkeypatch.setattr(ease_module, "available_memory", lambda: float32 + 1000)
+    with pytest.warns(UserWarning, match="in float64, more than.*float32 instead"):
+        model = EASE(items, l2=20.0).fit_closed_form(matrix)
+    np.testing.assert_allclose(
+        model.item_item.kernel.numpy(),
+        ease_weights(matrix, 20.0),
+        rtol=0,
+        atol=1e-4,
+    )
+    with pytest.raises(
+        InsufficientMemoryError, match="EASE's fit for 1000 items in float64"
+    ):
+        EASE(items, l2=20.0, precision="float64").fit_closed_form(matrix)
 
 
 def test_available_memory_is_positive_and_plausible():
@@ -127,7 +154,11 @@ def test_fit_rejects_a_mismatched_matrix():
 
 @pytest.mark.parametrize(
     "kwargs, message",
-    [({"num_items": 0}, "num_items"), ({"num_items": 4, "l2": 0.0}, "l2")],
+    [
+        ({"num_items": 0}, "num_items"),
+        ({"num_items": 4, "l2": 0.0}, "l2"),
+        ({"num_items": 4, "precision": "float16"}, "precision"),
+    ],
 )
 def test_invalid_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -135,7 +166,7 @@ def test_invalid_arguments(kwargs, message):
 
 
 def test_config_json_round_trip():
-    model = EASE(num_items=7, l2=12.5)
+    model = EASE(num_items=7, l2=12.5, precision="float32")
     clone = EASE.from_config(json.loads(json.dumps(model.get_config())))
     assert clone.get_config() == model.get_config()
 
