@@ -101,18 +101,19 @@ def run_one(experiment, seed: int, dataset, args) -> dict:
         def train_part(name, model, make_dataset, part_epochs):
             # The parts share the checkpoints of their own runs on this
             # dataset and seed (`--models gmf,mlp,neumf` trains each once),
-            # so they are trained as their entries are: same validation
-            # curve, best epoch and patience as this entry's.
+            # so they are trained as their own entries are: same curve,
+            # evaluation schedule, kept epoch and patience.
             part_run = f"{name}_{experiment.dataset}_seed{seed}"
+            (entry,) = configs.select([name], [experiment.dataset])
             return train_model(
                 model,
                 make_dataset,
                 args.epochs or part_epochs,
                 checkpoint_dir=os.path.join(args.checkpoints_dir, part_run, "main"),
                 evaluate=curve_metrics,
-                eval_every=experiment.eval_every,
-                monitor=monitor,
-                patience=experiment.patience,
+                eval_every=entry.eval_every,
+                monitor=entry.monitor if split.validation is not None else None,
+                patience=entry.patience,
                 time_budget=args.time_budget,
                 progress=not args.quiet,
                 description=f"{run}/{name}",

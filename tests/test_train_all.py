@@ -74,6 +74,9 @@ def test_neumf_pretrains_from_the_gmf_and_mlp_runs(tmp_path):
     stamps = [os.path.getmtime(state) for state in states]
     assert train_all.main([*args, "--models", "neumf"]) == 0
     assert [os.path.getmtime(state) for state in states] == stamps
+    with open(tmp_path / "results" / "gmf_synthetic_seed0.json") as handle:
+        gmf = json.load(handle)
+    assert gmf["best_epoch"] is None and gmf["curve_on"] == "validation"
     with open(tmp_path / "results" / "neumf_synthetic_seed0.json") as handle:
         record = json.load(handle)
     assert record["epochs_run"] == 1
@@ -84,6 +87,24 @@ def test_neumf_pretrains_from_the_gmf_and_mlp_runs(tmp_path):
     assert record["best_epoch"]["epoch"] in (0, 1)
     # NeuMF's own checkpoints are removed once its results are written.
     assert not (checkpoints / "neumf_synthetic_seed0").exists()
+
+
+def test_neumf_trains_its_parts_as_their_own_entries(tmp_path):
+    # NeuMF run alone trains GMF and MLP with their entries' settings: the
+    # reference's fixed schedule, last epoch kept (no monitor), and a
+    # validation curve; NeuMF itself keeps its best epoch.
+    args = _args(tmp_path, "--epochs", "2", "--no-export", "--models", "neumf")
+    assert train_all.main(args) == 0
+    for part in ("gmf", "mlp"):
+        state_path = tmp_path / "checkpoints" / f"{part}_synthetic_seed0" / "main"
+        with open(state_path / "state.json") as handle:
+            state = json.load(handle)
+        assert state["epoch"] == 2
+        assert state["best"] is None
+        assert [point["epoch"] for point in state["curve"]] == [1, 2]
+    with open(tmp_path / "results" / "neumf_synthetic_seed0.json") as handle:
+        record = json.load(handle)
+    assert record["best_epoch"] is not None
 
 
 def test_experiment_names_are_unique():
