@@ -191,6 +191,17 @@ def run_one(experiment, seed: int, dataset, args) -> dict:
             curve=training.curve,
             curve_on="validation" if split.validation is not None else "test",
         )
+        metric = plots.curve_metric(training.curve, monitor)
+        try:  # the curve against epochs and wall time
+            record["curve_plot"] = plots.save_learning_curve(
+                training.curve,
+                metric,
+                os.path.join(args.results_dir, f"{run}_curve.png"),
+                title=f"{run}: {metric} on {record['curve_on']}",
+                reference=experiment.paper.get(metric),
+            )
+        except ImportError as error:
+            record["curve_plot"] = f"not drawn: {error}"
     if not args.no_export and seed == _seeds(args)[0] and is_chief(strategy):
         record["exported"] = _export(model, split, experiment.name, args)
     return record

@@ -79,15 +79,7 @@ def save_attention_heatmap(
     """
     if not hasattr(model, "attention_scores"):
         return None
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as error:
-        raise ImportError(
-            "Drawing figures needs matplotlib: pip install 'keras_rec[plots]'"
-        ) from error
+    plt = _pyplot()
     weights = average_attention(model, eval_set, max_users)
     users = len(eval_set) if max_users is None else min(max_users, len(eval_set))
     shown = min(last_positions, weights.shape[-1])
@@ -106,6 +98,80 @@ def save_attention_heatmap(
         axis.set_yticks(ticks, [labels[t] for t in ticks])
         figure.colorbar(image, ax=axis, fraction=0.046)
     figure.suptitle(f"{model.name}: average attention weights ({users} users)")
+    return _save(plt, figure, path)
+
+
+def curve_metric(curve: list[dict], preferred: str | None = None) -> str | None:
+    """The metric a learning curve is drawn for: `preferred` when the curve
+    has it, else the first of recall@20, ndcg@100, hr@10, else any."""
+    if not curve:
+        return None
+    keys = [k for k in curve[0] if k not in ("epoch", "seconds")]
+    for name in (preferred, "recall@20", "ndcg@100", "hr@10"):
+        if name in keys:
+            return name
+    return keys[0] if keys else None
+
+
+def save_learning_curve(
+    curve: list[dict],
+    metric: str,
+    path: str | os.PathLike,
+    title: str = "",
+    reference: float | None = None,
+) -> str | None:
+    """Writes a PNG of `metric` against epochs and against wall time.
+
+    Args:
+        curve: the evaluation points of `train_model` (`TrainingResult.curve`,
+            the results file's `"curve"`): dicts with `epoch`, `seconds` (of
+            training, cumulative) and the metrics.
+        metric: the metric to draw, e.g. `"recall@20"`.
+        path: the PNG file to write (its folder is created).
+        title: the figure's title.
+        reference: a value drawn as a dashed line (the paper's number).
+
+    Returns:
+        The PNG path, or `None` when the curve has fewer than two points.
+
+    Example:
+    >>> save_learning_curve(result.curve, "recall@20", "curve.png")  # doctest: +SKIP
+    """
+    points = [p for p in curve if metric in p]
+    if len(points) < 2:
+        return None
+    plt = _pyplot()
+    values = [p[metric] for p in points]
+    figure, axes = plt.subplots(1, 2, figsize=(9.5, 3.6), sharey=True)
+    for axis, x, label in (
+        (axes[0], [p["epoch"] for p in points], "epoch"),
+        (axes[1], [p["seconds"] / 60 for p in points], "training time (minutes)"),
+    ):
+        axis.plot(x, values, marker="o", markersize=3)
+        if reference is not None:
+            axis.axhline(reference, color="gray", linestyle="--", label="paper")
+            axis.legend(loc="lower right")
+        axis.set_xlabel(label)
+        axis.grid(alpha=0.3)
+    axes[0].set_ylabel(metric)
+    figure.suptitle(title or metric)
+    return _save(plt, figure, path)
+
+
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as error:
+        raise ImportError(
+            "Drawing figures needs matplotlib: pip install 'keras_rec[plots]'"
+        ) from error
+    return plt
+
+
+def _save(plt, figure, path) -> str:
     figure.tight_layout()
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

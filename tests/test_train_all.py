@@ -105,6 +105,9 @@ def test_neumf_trains_its_parts_as_their_own_entries(tmp_path):
     with open(tmp_path / "results" / "neumf_synthetic_seed0.json") as handle:
         record = json.load(handle)
     assert record["best_epoch"] is not None
+    # The curve is drawn against epochs and wall time.
+    assert record["curve_plot"].endswith("neumf_synthetic_seed0_curve.png")
+    assert os.path.getsize(record["curve_plot"]) > 0
 
 
 def test_experiment_names_are_unique():
