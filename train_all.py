@@ -91,7 +91,11 @@ def run_one(experiment, seed: int, dataset, args) -> dict:
     epochs = args.epochs or experiment.epochs
     checkpoints = os.path.join(args.checkpoints_dir, run)
     curve_set = split.validation or split.test
-    monitor = experiment.monitor if split.validation is not None else None
+
+    def monitor_of(entry):  # a best epoch is kept only on a validation split
+        return entry.monitor if split.validation is not None else None
+
+    monitor = monitor_of(experiment)
 
     def curve_metrics(m):
         return _metrics(evaluate(m, curve_set, experiment.protocol))
@@ -112,7 +116,7 @@ def run_one(experiment, seed: int, dataset, args) -> dict:
                 checkpoint_dir=os.path.join(args.checkpoints_dir, part_run, "main"),
                 evaluate=curve_metrics,
                 eval_every=entry.eval_every,
-                monitor=entry.monitor if split.validation is not None else None,
+                monitor=monitor_of(entry),
                 patience=entry.patience,
                 time_budget=args.time_budget,
                 progress=not args.quiet,

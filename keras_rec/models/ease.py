@@ -242,8 +242,11 @@ class EASE(AutoencoderRecommender, keras.Model):
     weight block by block from the in-place Cholesky inverse. Both are
     checked before anything is allocated (`InsufficientMemoryError`, a
     `MemoryError` and a `ValueError`). With `precision="auto"` a fit whose
-    float64 inverse would not fit computes it in float32 (`4 I^2`) and warns:
-    Gowalla's 40,981 items need 24.5 GB in float64 with `B`, 17.8 GB so.
+    float64 inverse would not fit computes it in float32 (`4 I^2`) and warns.
+    For Gowalla's 40,981 items the estimates with `B` are 24.1 GiB in float64
+    and 16.0 GiB in float32, but a float32 fit there reached 20.8 GB resident
+    before the kernel killed it (other jobs were running), so the float32
+    estimate is known to be low at that size.
 
     Args:
         num_items: int. Size of the item vocabulary.
