@@ -16,13 +16,20 @@ ITEM_ID = "item_id"
 _SEED_OFFSETS = {"gmf_user": 0, "gmf_item": 1, "mlp_user": 2, "mlp_item": 3}
 
 
-def _embedding(count: int, dim: int, name: str, seed: int | None) -> keras.layers.Layer:
-    """N(0, 0.01) embeddings as the paper's code; a distinct seed per table."""
+def _embedding(
+    count: int, dim: int, name: str, seed: int | None, l2: float = 0.0
+) -> keras.layers.Layer:
+    """N(0, 0.01) embeddings as the paper's code; a distinct seed per table.
+
+    `l2` penalises the whole table (`l2 * sum(E**2)` added to every batch's
+    loss), as the reference code's `W_regularizer=l2(reg)` on its Embedding.
+    """
     seed = None if seed is None else seed + _SEED_OFFSETS[name]
     return keras.layers.Embedding(
         count,
         dim,
         embeddings_initializer=keras.initializers.RandomNormal(0.0, 0.01, seed),
+        embeddings_regularizer=keras.regularizers.L2(l2) if l2 else None,
         name=name,
     )
 
@@ -31,6 +38,11 @@ def _check_positive(**values) -> None:
     for label, value in values.items():
         if value <= 0:
             raise ValueError(f"`{label}` must be positive. Received {label}={value}")
+
+
+def _check_l2(l2: float) -> None:
+    if not l2 >= 0.0:  # also rejects NaN
+        raise ValueError(f"`l2` must be >= 0. Received l2={l2}")
 
 
 def _tower_widths(predictive_factors: int, num_layers: int) -> list[int]:
@@ -59,11 +71,15 @@ def _apply(layers: list[keras.layers.Layer], vector):
 
 
 def _gmf_path(
-    num_users: int, num_items: int, predictive_factors: int, seed: int | None
+    num_users: int,
+    num_items: int,
+    predictive_factors: int,
+    seed: int | None,
+    l2: float = 0.0,
 ) -> Callable:
     """GMF's embeddings; returns `(user_id, item_id) -> p_u * q_i`."""
-    user_embedding = _embedding(num_users, predictive_factors, "gmf_user", seed)
-    item_embedding = _embedding(num_items, predictive_factors, "gmf_item", seed)
+    user_embedding = _embedding(num_users, predictive_factors, "gmf_user", seed, l2)
+    item_embedding = _embedding(num_items, predictive_factors, "gmf_item", seed, l2)
     return lambda user_id, item_id: user_embedding(user_id) * item_embedding(item_id)
 
 
@@ -74,12 +90,13 @@ def _mlp_path(
     num_layers: int,
     embedding_dim: int | None,
     seed: int | None,
+    l2: float = 0.0,
 ) -> Callable:
     """MLP's embeddings and tower; returns `(user_id, item_id) -> a_L(...)`."""
     widths = _tower_widths(predictive_factors, num_layers)
     width = embedding_dim or widths[0] // 2
-    user_embedding = _embedding(num_users, width, "mlp_user", seed)
-    item_embedding = _embedding(num_items, width, "mlp_item", seed)
+    user_embedding = _embedding(num_users, width, "mlp_user", seed, l2)
+    item_embedding = _embedding(num_items, width, "mlp_item", seed, l2)
     tower = _mlp_tower(widths)
 
     def apply(user_id, item_id):
@@ -156,6 +173,7 @@ class _NCFBase(ArgumentsConfig, Recommender, keras.Model):
         "num_users",
         "num_items",
         "predictive_factors",
+        "l2",
         "seed",
     )
 
@@ -175,6 +193,8 @@ class GMF(_NCFBase):
         num_users: int. Size of the user vocabulary.
         num_items: int. Size of the item vocabulary.
         predictive_factors: int. Embedding dimension (the paper's factors).
+        l2: float. L2 penalty on the embedding tables (0: none, as the
+            paper's ML-1M runs).
         seed: int. Seed of the initialisers.
 
     Example:
@@ -193,6 +213,7 @@ class GMF(_NCFBase):
         num_items: int,
         predictive_factors: int = 8,
         seed: int | None = None,
+        l2: float = 0.0,
         **kwargs,
     ):
         _check_positive(
@@ -200,14 +221,16 @@ class GMF(_NCFBase):
             num_items=num_items,
             predictive_factors=predictive_factors,
         )
+        _check_l2(l2)
         # === Layers ===
-        gmf = _gmf_path(num_users, num_items, predictive_factors, seed)
+        gmf = _gmf_path(num_users, num_items, predictive_factors, seed, l2)
         super().__init__([gmf], **kwargs)
         # === Config ===
         self._store_config(
             num_users=num_users,
             num_items=num_items,
             predictive_factors=predictive_factors,
+            l2=l2,
             seed=seed,
         )
 
@@ -228,6 +251,7 @@ class _TowerBase(_NCFBase):
         num_layers: int = 3,
         embedding_dim: int | None = None,
         seed: int | None = None,
+        l2: float = 0.0,
         **kwargs,
     ):
         _check_positive(
@@ -236,12 +260,19 @@ class _TowerBase(_NCFBase):
             predictive_factors=predictive_factors,
             num_layers=num_layers,
         )
+        _check_l2(l2)
         # === Layers ===
         paths = []
         if self.with_gmf:
-            paths.append(_gmf_path(num_users, num_items, predictive_factors, seed))
+            paths.append(_gmf_path(num_users, num_items, predictive_factors, seed, l2))
         mlp = _mlp_path(
-            num_users, num_items, predictive_factors, num_layers, embedding_dim, seed
+            num_users,
+            num_items,
+            predictive_factors,
+            num_layers,
+            embedding_dim,
+            seed,
+            l2,
         )
         paths.append(mlp)
         super().__init__(paths, **kwargs)
@@ -252,6 +283,7 @@ class _TowerBase(_NCFBase):
             predictive_factors=predictive_factors,
             num_layers=num_layers,
             embedding_dim=embedding_dim,
+            l2=l2,
             seed=seed,
         )
 
@@ -275,6 +307,7 @@ class MLP(_TowerBase):
         num_layers: int. Number of hidden layers.
         embedding_dim: int. Width of each MLP embedding (default: half the
             first hidden layer, as the paper).
+        l2: float. L2 penalty on the embedding tables (0: none).
         seed: int. Seed of the initialisers.
 
     Example:
@@ -304,6 +337,7 @@ class NeuMF(_TowerBase):
         num_layers: int. Number of MLP hidden layers.
         embedding_dim: int. Width of each MLP embedding (default: half the
             first hidden layer, as the paper).
+        l2: float. L2 penalty on the embedding tables (0: none).
         seed: int. Seed of the initialisers.
 
     Example:

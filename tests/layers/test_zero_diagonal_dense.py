@@ -73,3 +73,27 @@ def test_one_training_step_leaves_the_diagonal_untouched():
     kernel = layer.kernel.numpy()
     np.testing.assert_array_equal(np.diag(kernel), 1.0)
     assert np.all(kernel[~np.eye(4, dtype=bool)] != 1.0)
+
+
+def test_subtract_zeroing_matches_set_diag():
+    kernel = np.arange(16.0).reshape(4, 4) - 5.0
+    x = np.random.default_rng(1).random((3, 4)).astype("float32")
+    masked = _layer(kernel)(x).numpy()
+    subtract = ZeroDiagonalDense(zeroing="subtract")
+    subtract.build((None, 4))
+    subtract.kernel.assign(np.asarray(kernel, "float32"))
+    np.testing.assert_allclose(subtract(x), masked, rtol=1e-5, atol=1e-5)
+    # With the diagonal already zero (EASE's B) both are the same product.
+    np.fill_diagonal(kernel, 0.0)
+    subtract.kernel.assign(np.asarray(kernel, "float32"))
+    np.testing.assert_allclose(subtract(x), x @ kernel.astype("float32"), rtol=1e-6)
+
+
+def test_invalid_zeroing():
+    with pytest.raises(ValueError, match="zeroing"):
+        ZeroDiagonalDense(zeroing="mask")
+
+
+def test_zeroing_survives_the_config():
+    layer = ZeroDiagonalDense(units=3, zeroing="subtract")
+    assert ZeroDiagonalDense.from_config(layer.get_config()).zeroing == "subtract"

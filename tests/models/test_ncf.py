@@ -102,6 +102,21 @@ def test_invalid_arguments(cls):
         cls(num_users=5, num_items=6, predictive_factors=0)
     with pytest.raises(ValueError, match="num_users"):
         cls(num_users=0, num_items=6)
+    for l2 in (-1e-3, float("nan")):
+        with pytest.raises(ValueError, match="l2"):
+            cls(num_users=5, num_items=6, l2=l2)
+
+
+@pytest.mark.parametrize("cls", [GMF, MLP, NeuMF])
+def test_l2_penalises_every_embedding_table(cls):
+    model = cls(num_users=5, num_items=6, predictive_factors=4, seed=1, l2=0.5)
+    model(_pairs())
+    tables = [w for w in model.weights if w.path.endswith("embeddings")]
+    assert len(tables) == (4 if cls is NeuMF else 2)
+    expected = sum(0.5 * np.sum(np.square(w.numpy())) for w in tables)
+    np.testing.assert_allclose(float(sum(model.losses)), expected, rtol=1e-5)
+    assert cls.from_config(model.get_config()).l2 == 0.5
+    assert not cls(num_users=5, num_items=6, predictive_factors=4).losses
 
 
 def test_neumf_smoke_fit_beats_popularity():
