@@ -248,10 +248,10 @@ class EASE(AutoencoderRecommender, keras.Model):
     and 16.0 GiB in float32. (A first float32 fit there was killed at 20.8
     GB: writing `B` by `kernel[start:stop].assign` kept a second copy of the
     whole kernel, and every call made a zero-diagonal copy; the fit no longer
-    copies `B`, and at 12,000 items its peak is within the estimate.) After
-    the fit, the first call still leaves TensorFlow holding one copy of `B`
-    (a variable written in place is copied on its next read), so scoring
-    takes `8 I^2` bytes, less than the fit.
+    copies `B`, and the Gowalla run peaked at 15.6 GB resident, evaluation
+    included.) After the fit, the first call still leaves TensorFlow holding
+    one copy of `B` (a variable written in place is copied on its next
+    read), so scoring takes `8 I^2` bytes, less than the fit.
 
     Args:
         num_items: int. Size of the item vocabulary.
@@ -312,15 +312,26 @@ class EASE(AutoencoderRecommender, keras.Model):
             )
         dtype = self._fit_dtype()
         kernel = self.item_item.kernel.value  # the tf.Variable: row writes
+        # Under a tf.distribute strategy, every replica's copy is written.
+        if isinstance(kernel, tf.distribute.DistributedValues):
+            copies = kernel.values
+        else:
+            copies = (kernel,)
 
         def write(start, stop, rows):
             # Writes the rows in place. `kernel[start:stop].assign` made a
             # second copy of the whole kernel (its read shared the buffer),
             # and `scatter_update` put the variable in copy-on-read mode, so
             # every later call copied it (6.3 GiB each at 40,981 items).
-            tf.raw_ops.ResourceStridedSliceAssign(
-                ref=kernel.handle, begin=[start], end=[stop], strides=[1], value=rows
-            )
+            for copy in copies:
+                with tf.device(copy.device):
+                    tf.raw_ops.ResourceStridedSliceAssign(
+                        ref=copy.handle,
+                        begin=[start],
+                        end=[stop],
+                        strides=[1],
+                        value=rows,
+                    )
 
         write_weights(ease_inverse(matrix, self.l2, dtype), write)
         return self

@@ -1,5 +1,7 @@
 import json
 import resource
+import subprocess
+import sys
 import time
 
 import keras
@@ -229,3 +231,36 @@ def test_ml20m_scale_vae_epoch_and_ease_fit_fit_in_memory():
     grown = _peak_gib() - before
     estimate = (4 * items**2 + ease_module.closed_form_bytes(items)) / 2**30
     assert grown < 1.25 * estimate, (grown, estimate)
+
+
+_TWO_REPLICAS = """
+import numpy as np, scipy.sparse as sp, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(
+    cpu, [tf.config.LogicalDeviceConfiguration()] * 2
+)
+from keras_rec.models.ease import EASE, ease_weights
+matrix = sp.random(60, 25, density=0.2, format="csr", dtype=np.float32, random_state=0)
+matrix.data[:] = 1.0
+with tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]).scope():
+    model = EASE(num_items=25, l2=5.0)
+model.fit_closed_form(matrix)
+expected = ease_weights(matrix, 5.0)
+print([float(np.abs(copy.numpy() - expected).max()) for copy in model.item_item.kernel.value.values])
+"""
+
+
+def test_fit_writes_every_replica_of_a_mirrored_kernel():
+    # `B` is written in place row block by row block; under a strategy each
+    # replica holds its own copy and all of them must get it. Two logical
+    # CPUs need a fresh process (they are fixed when TensorFlow starts).
+    output = subprocess.run(
+        [sys.executable, "-c", _TWO_REPLICAS],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    ).stdout
+    errors = json.loads(output.strip().splitlines()[-1])
+    assert len(errors) == 2
+    assert max(errors) == 0.0
