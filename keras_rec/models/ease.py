@@ -249,9 +249,14 @@ class EASE(AutoencoderRecommender, keras.Model):
     GB: writing `B` by `kernel[start:stop].assign` kept a second copy of the
     whole kernel, and every call made a zero-diagonal copy; the fit no longer
     copies `B`, and the Gowalla run peaked at 15.6 GB resident, evaluation
-    included.) After the fit, the first call still leaves TensorFlow holding
-    one copy of `B` (a variable written in place is copied on its next
-    read), so scoring takes `8 I^2` bytes, less than the fit.
+    included.) With TensorFlow's oneDNN optimisations (the default on x86)
+    the first call after the fit leaves one more copy of `B` allocated, so
+    scoring takes `8 I^2` bytes, less than the fit; and memory a finished
+    fit frees stays cached in that allocator, so a second large EASE in the
+    same process finds less memory available (seen on Gowalla: refused at
+    5.4 GiB free). Run one such fit per process, or set
+    `TF_ENABLE_ONEDNN_OPTS=0` before importing TensorFlow: then neither
+    happens (measured at 12,000 items).
 
     Args:
         num_items: int. Size of the item vocabulary.
