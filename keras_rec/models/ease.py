@@ -83,7 +83,9 @@ def check_memory(needed: int, what: str) -> None:
     if needed > available:
         raise InsufficientMemoryError(
             f"{what} needs about {needed / 2**30:.1f} GiB but only "
-            f"{available / 2**30:.1f} GiB of memory is available"
+            f"{available / 2**30:.1f} GiB of memory is available (memory an "
+            "earlier model in this process freed may still be held by "
+            "TensorFlow's allocator: a fresh process may have more)"
         )
 
 
