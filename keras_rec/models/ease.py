@@ -326,10 +326,8 @@ class EASE(AutoencoderRecommender, keras.Model):
             copies = (kernel,)
 
         def write(start, stop, rows):
-            # Writes the rows in place. `kernel[start:stop].assign` made a
-            # second copy of the whole kernel (its read shared the buffer),
-            # and `scatter_update` put the variable in copy-on-read mode, so
-            # every later call copied it (6.3 GiB each at 40,981 items).
+            # Writes the rows in place: `kernel[start:stop].assign` left a
+            # second copy of the whole kernel behind (6.3 GiB at 40,981 items).
             for copy in copies:
                 with tf.device(copy.device):
                     tf.raw_ops.ResourceStridedSliceAssign(
