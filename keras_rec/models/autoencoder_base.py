@@ -60,13 +60,6 @@ def rows_input(num_items: int) -> keras.KerasTensor:
     return keras.Input(shape=(num_items,), dtype="float32", name=ROWS)
 
 
-def check_positive(**values) -> None:
-    """Raises `ValueError` naming the first argument that is not positive."""
-    for label, value in values.items():
-        if value is None or value <= 0:
-            raise ValueError(f"`{label}` must be positive. Received: {label}={value}")
-
-
 def check_rate(**values) -> None:
     """Raises `ValueError` naming the first argument outside `[0, 1)`."""
     for label, value in values.items():

@@ -99,6 +99,20 @@ def gather_rows(indptr: tf.Tensor, indices: tf.Tensor, rows: tf.Tensor) -> tf.Te
     return tf.where(valid, tf.gather(indices, positions), -1)
 
 
+def check_positive(**values) -> None:
+    """Raises `ValueError` naming the first argument that is not positive."""
+    for label, value in values.items():
+        if value is None or value <= 0:
+            raise ValueError(f"`{label}` must be positive. Received: {label}={value}")
+
+
+def check_non_negative(**values) -> None:
+    """Raises `ValueError` naming the first argument that is negative or NaN."""
+    for label, value in values.items():
+        if not value >= 0:
+            raise ValueError(f"`{label}` must be >= 0. Received: {label}={value}")
+
+
 def serialize_config(model: keras.Model, **arguments) -> dict:
     """`get_config` for functional subclasses: name, trainable and arguments."""
     return {"name": model.name, "trainable": model.trainable, **arguments}

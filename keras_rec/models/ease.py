@@ -17,10 +17,9 @@ from keras_rec.data.interactions import Interactions
 from keras_rec.layers.zero_diagonal_dense import ZeroDiagonalDense
 from keras_rec.models.autoencoder_base import (
     AutoencoderRecommender,
-    check_positive,
     rows_input,
 )
-from keras_rec.models.base import serialize_config
+from keras_rec.models.base import check_positive, serialize_config
 
 #: Rows of the item-item matrices handled at once outside LAPACK.
 BLOCK = 1024

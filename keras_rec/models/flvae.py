@@ -11,10 +11,9 @@ from keras_rec.layers.reparameterized_sampling import ReparameterizedSampling
 from keras_rec.layers.residual_dense import ResidualDense
 from keras_rec.models.autoencoder_base import (
     AutoencoderRecommender,
-    check_positive,
     rows_input,
 )
-from keras_rec.models.base import ArgumentsConfig
+from keras_rec.models.base import ArgumentsConfig, check_positive
 
 PROBABILITIES = "probabilities"
 KL = "kl"

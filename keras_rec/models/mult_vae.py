@@ -10,11 +10,10 @@ from keras_rec.layers.reparameterized_sampling import ReparameterizedSampling
 from keras_rec.models.autoencoder_base import (
     LOGITS,
     AutoencoderRecommender,
-    check_positive,
     check_rate,
     rows_input,
 )
-from keras_rec.models.base import serialize_config
+from keras_rec.models.base import check_positive, serialize_config
 
 KL = "kl"
 

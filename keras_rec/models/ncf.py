@@ -8,7 +8,13 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_rec.models.base import USER_ID, ArgumentsConfig, Recommender
+from keras_rec.models.base import (
+    USER_ID,
+    ArgumentsConfig,
+    Recommender,
+    check_non_negative,
+    check_positive,
+)
 
 ITEM_ID = "item_id"
 
@@ -32,17 +38,6 @@ def _embedding(
         embeddings_regularizer=keras.regularizers.L2(l2) if l2 else None,
         name=name,
     )
-
-
-def _check_positive(**values) -> None:
-    for label, value in values.items():
-        if value <= 0:
-            raise ValueError(f"`{label}` must be positive. Received {label}={value}")
-
-
-def _check_l2(l2: float) -> None:
-    if not l2 >= 0.0:  # also rejects NaN
-        raise ValueError(f"`l2` must be >= 0. Received l2={l2}")
 
 
 def _tower_widths(predictive_factors: int, num_layers: int) -> list[int]:
@@ -216,12 +211,12 @@ class GMF(_NCFBase):
         l2: float = 0.0,
         **kwargs,
     ):
-        _check_positive(
+        check_positive(
             num_users=num_users,
             num_items=num_items,
             predictive_factors=predictive_factors,
         )
-        _check_l2(l2)
+        check_non_negative(l2=l2)
         # === Layers ===
         gmf = _gmf_path(num_users, num_items, predictive_factors, seed, l2)
         super().__init__([gmf], **kwargs)
@@ -254,13 +249,13 @@ class _TowerBase(_NCFBase):
         l2: float = 0.0,
         **kwargs,
     ):
-        _check_positive(
+        check_positive(
             num_users=num_users,
             num_items=num_items,
             predictive_factors=predictive_factors,
             num_layers=num_layers,
         )
-        _check_l2(l2)
+        check_non_negative(l2=l2)
         # === Layers ===
         paths = []
         if self.with_gmf:

@@ -9,10 +9,9 @@ from keras_rec.layers.zero_diagonal_dense import ZeroDiagonalDense
 from keras_rec.models.autoencoder_base import (
     LOGITS,
     AutoencoderRecommender,
-    check_positive,
     rows_input,
 )
-from keras_rec.models.base import serialize_config
+from keras_rec.models.base import check_positive, serialize_config
 
 
 @keras.saving.register_keras_serializable(package="keras_rec")

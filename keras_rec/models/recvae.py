@@ -19,10 +19,9 @@ from keras_rec.models.autoencoder_base import (
     LOGITS,
     ROWS,
     AutoencoderRecommender,
-    check_positive,
     rows_input,
 )
-from keras_rec.models.base import serialize_config
+from keras_rec.models.base import check_positive, serialize_config
 
 PHASE = "phase"
 ENCODER_PHASE = 0
