@@ -4,6 +4,8 @@ import keras
 import numpy as np
 import pytest
 
+from keras_rec.configs import ncf as ncf_configs
+from keras_rec.configs.ncf import adam, pointwise_steps
 from keras_rec.data import make_split, make_synthetic, pointwise_dataset
 from keras_rec.data.datasets import Dataset
 from keras_rec.evaluation import evaluate
@@ -143,3 +145,44 @@ def test_scoring_batch_size_bounds_the_pairs_per_call():
     model = MLP(num_users=5, num_items=3000, factors=8, seed=0)
     assert model.scoring_batch_size * 3000 <= model.max_scored_pairs
     assert MLP(num_users=5, num_items=300_000, factors=8).scoring_batch_size == 1
+
+
+def _small_split():
+    data = make_synthetic(num_users=60, num_items=40, mean_length=8, seed=3)
+    return make_split(
+        Dataset("synthetic", data), "loo_sampled", seed=0, num_negatives=10
+    )
+
+
+def test_pointwise_steps_counts_an_epochs_batches():
+    split = _small_split()
+    batches = sum(1 for _ in pointwise_dataset(split.train, 4, 32, seed=0, epoch=0))
+    assert pointwise_steps(split, 4, 32) == batches
+
+
+def test_decayed_adam_falls_from_the_rate_to_zero_over_its_epochs():
+    split = _small_split()
+    steps = 3 * pointwise_steps(split, 4, 32)
+    decayed = adam(split, 1e-3, decay_epochs=3, num_negatives=4, batch_size=32)
+    schedule = decayed._learning_rate
+    assert isinstance(schedule, keras.optimizers.schedules.CosineDecay)
+    assert float(schedule(0)) == pytest.approx(1e-3)
+    assert float(schedule(steps // 2)) == pytest.approx(5e-4, rel=0.02)
+    assert float(schedule(steps)) == pytest.approx(0.0, abs=1e-12)
+    constant = adam(split, 1e-3)
+    assert float(constant.learning_rate) == pytest.approx(1e-3)
+
+
+@pytest.mark.parametrize("builder", [ncf_configs.gmf, ncf_configs.mlp])
+def test_a_resumed_part_continues_its_decay(builder, tmp_path):
+    # The trainer checkpoints `model.keras` (optimizer included): the
+    # reloaded optimizer must be at the same point of the schedule.
+    split = _small_split()
+    model = builder(8, 1e-3, decay_epochs=2, num_negatives=4, batch_size=32)(split, 0)
+    model.fit(pointwise_dataset(split.train, 4, 32, seed=0, epoch=0), verbose=0)
+    rate = float(model.optimizer.learning_rate)
+    assert 0.0 < rate < 1e-3 * 0.75  # past the first half of a 2-epoch decay
+    model.save(tmp_path / "part.keras")
+    loaded = keras.models.load_model(tmp_path / "part.keras")
+    assert int(loaded.optimizer.iterations) == int(model.optimizer.iterations)
+    assert float(loaded.optimizer.learning_rate) == pytest.approx(rate)
