@@ -2,7 +2,8 @@
 
 Paper settings: 4 negatives per positive re-drawn every epoch, batch 256,
 learning rate 0.001, 3 MLP hidden layers, predictive factors 8/16/32/64 (64
-is the paper's best, used here); Adam for GMF and MLP, and NeuMF initialised
+is the paper's best, used here); Adam for GMF and MLP (here with its rate
+decayed to 0 over their 20 epochs, see `_entries`), and NeuMF initialised
 from them (alpha = 0.5) then trained with vanilla SGD.
 """
 
