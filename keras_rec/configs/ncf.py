@@ -15,6 +15,7 @@ import keras
 
 from keras_rec.configs import Experiment
 from keras_rec.data.pipelines import pointwise_dataset
+from keras_rec.data.splits import Split
 from keras_rec.models.ncf import GMF, MLP, NeuMF
 
 PAPER_ML1M = {"hr@10": 0.730, "ndcg@10": 0.447}
@@ -49,13 +50,13 @@ def pointwise(num_negatives: int, batch_size: int):
     return make
 
 
-def pointwise_steps(split, num_negatives: int, batch_size: int) -> int:
+def pointwise_steps(split: Split, num_negatives: int, batch_size: int) -> int:
     """Batches in one epoch of `pointwise_dataset` on `split.train`."""
     return math.ceil(len(split.train) * (1 + num_negatives) / batch_size)
 
 
 def adam(
-    split,
+    split: Split,
     learning_rate: float,
     decay_epochs: int | None = None,
     num_negatives: int = 4,
@@ -76,7 +77,7 @@ def adam(
 
 
 def gmf(factors: int, learning_rate: float, **decay):
-    """GMF with Adam; `decay` is `adam`'s `decay_epochs`, `num_negatives`..."""
+    """GMF with Adam; `decay`: `adam`'s `decay_epochs`, `num_negatives`, `batch_size`."""
 
     def build(split, seed):
         model = GMF(split.num_users, split.num_items, factors, seed=seed)
