@@ -164,7 +164,9 @@ def test_decayed_adam_falls_from_the_rate_to_zero_over_its_epochs():
     split = _small_split()
     steps = 3 * pointwise_steps(split, 4, 32)
     decayed = adam(split, 1e-3, decay_epochs=3, num_negatives=4, batch_size=32)
-    schedule = decayed._learning_rate
+    schedule = keras.optimizers.schedules.deserialize(
+        decayed.get_config()["learning_rate"]
+    )
     assert isinstance(schedule, keras.optimizers.schedules.CosineDecay)
     assert float(schedule(0)) == pytest.approx(1e-3)
     assert float(schedule(steps // 2)) == pytest.approx(5e-4, rel=0.02)
