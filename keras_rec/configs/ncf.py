@@ -9,12 +9,10 @@ from them (alpha = 0.5) then trained with vanilla SGD.
 
 from __future__ import annotations
 
-import math
-
 import keras
 
 from keras_rec.configs import Experiment
-from keras_rec.data.pipelines import pointwise_dataset
+from keras_rec.data.pipelines import pointwise_dataset, pointwise_steps
 from keras_rec.data.splits import Split
 from keras_rec.models.ncf import GMF, MLP, NeuMF
 
@@ -50,11 +48,6 @@ def pointwise(num_negatives: int, batch_size: int):
     return make
 
 
-def pointwise_steps(split: Split, num_negatives: int, batch_size: int) -> int:
-    """Batches in one epoch of `pointwise_dataset` on `split.train`."""
-    return math.ceil(len(split.train) * (1 + num_negatives) / batch_size)
-
-
 def adam(
     split: Split,
     learning_rate: float,
@@ -71,7 +64,7 @@ def adam(
     `decay_epochs=None` keeps the rate constant.
     """
     if decay_epochs:
-        steps = decay_epochs * pointwise_steps(split, num_negatives, batch_size)
+        steps = decay_epochs * pointwise_steps(split.train, num_negatives, batch_size)
         learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, steps)
     return keras.optimizers.Adam(learning_rate)
 

@@ -9,6 +9,8 @@ item last); models that embed ids shift them internally.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import scipy.sparse as sp
 import tensorflow as tf
@@ -86,6 +88,16 @@ def pointwise_dataset(
     return _finish(
         tf.data.Dataset.from_tensor_slices((features, labels[order])), batch_size
     )
+
+
+def pointwise_steps(
+    train: Interactions, num_negatives: int = 4, batch_size: int = 256
+) -> int:
+    """Batches in one epoch of `pointwise_dataset(train, num_negatives, batch_size)`.
+
+    Counts the distinct (user, item) pairs, as the dataset does.
+    """
+    return math.ceil(train.to_csr().nnz * (1 + num_negatives) / batch_size)
 
 
 def bpr_dataset(

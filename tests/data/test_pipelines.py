@@ -19,7 +19,11 @@ from keras_rec.data import (
     sequence_dataset,
     user_rows_dataset,
 )
-from keras_rec.data.pipelines import expected_valid_positions, sample_unseen
+from keras_rec.data.pipelines import (
+    expected_valid_positions,
+    pointwise_steps,
+    sample_unseen,
+)
 from keras_rec.losses.sampled_bce import SampledBinaryCrossentropy
 
 
@@ -416,3 +420,16 @@ def test_user_rows_dataset_epochs_reshuffle(train):
 
     np.testing.assert_array_equal(first_batch(0), first_batch(0))
     assert (first_batch(0) != first_batch(1)).any()
+
+
+def test_pointwise_steps_counts_an_epochs_batches_with_duplicate_pairs(train):
+    # A repeated (user, item) pair is one positive in the epoch.
+    doubled = Interactions(
+        np.concatenate([train.user_ids, train.user_ids[:7]]),
+        np.concatenate([train.item_ids, train.item_ids[:7]]),
+        train.num_users,
+        train.num_items,
+    )
+    for data in (train, doubled):
+        epoch = pointwise_dataset(data, 4, 32, seed=0, epoch=0)
+        assert pointwise_steps(data, 4, 32) == sum(1 for _ in epoch)
