@@ -9,7 +9,8 @@ seconds per epoch), refreshes `results/RESULTS.md` (ours beside the paper's
 numbers, mean ± std over seeds), and exports the first seed's model to
 `saved_models/<model>_<dataset>/` (SavedModel in `1/`, `model.tflite`).
 A finished run is never redone unless `--force`; an interrupted one resumes
-from `checkpoints/<run>/`. No model logic lives here: see `keras_rec/configs`.
+from `checkpoints/<run>/`, and so does one its `--time-budget` stopped when
+the command is run again with a larger budget (or none). No model logic lives here: see `keras_rec/configs`.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from keras_rec.training.results import (
     package_versions,
     summarize_seeds,
 )
-from keras_rec.training.trainer import train_model
+from keras_rec.training.trainer import STATE_FILE, train_model
 
 NON_METRICS = ("num_users", "seconds")
 
@@ -280,6 +281,21 @@ def export_parity(model, split, saved: str, tflite: str, seen, k: int = 10) -> d
     return report
 
 
+def _budget_stopped_seconds(results_path: str, checkpoint: str) -> float | None:
+    """Training seconds of a run its time budget stopped, if it can go on.
+
+    `None` when the run finished (its epochs, its patience) or when its
+    checkpoint is gone, so there is nothing to continue.
+    """
+    with open(results_path) as handle:
+        record = json.load(handle)
+    state_path = os.path.join(checkpoint, "main", STATE_FILE)
+    if record.get("stopped_by") != "time_budget" or not os.path.exists(state_path):
+        return None
+    with open(state_path) as handle:
+        return float(json.load(handle)["seconds"])
+
+
 def _seeds(args) -> list[int]:
     return [int(s) for s in _split_list(args.seeds)]
 
@@ -316,6 +332,17 @@ def write_table(results_dir: str) -> str:
                 )
     text = "# Results\n\nWritten by `train_all.py`; every number is measured.\n\n"
     text += markdown_table(rows)
+    partial = [
+        f"{r['run']} ({r['epochs_run']} of {r['epochs_requested']} epochs)"
+        for records in groups.values()
+        for r in records
+        if r.get("stopped_by") == "time_budget"
+    ]
+    if partial:
+        text += (
+            "\nStopped by `--time-budget` before their last epoch (run them again"
+            " with a larger budget to continue): " + ", ".join(partial) + ".\n"
+        )
     path = os.path.join(results_dir, "RESULTS.md")
     atomic_write_text(path, text)
     return path
@@ -342,9 +369,22 @@ def main(argv=None) -> int:
         for seed in _seeds(args):
             run = f"{experiment.name}_seed{seed}"
             path = os.path.join(args.results_dir, f"{run}.json")
+            checkpoint = os.path.join(args.checkpoints_dir, run)
             if os.path.exists(path) and not args.force:
-                print(f"[{run}] finished earlier: {path} (use --force to redo)")
-                continue
+                spent = _budget_stopped_seconds(path, checkpoint)
+                if spent is None:
+                    print(f"[{run}] finished earlier: {path} (use --force to redo)")
+                    continue
+                if args.time_budget is not None and spent > args.time_budget:
+                    print(
+                        f"[{run}] stopped earlier by its time budget after "
+                        f"{spent:.0f} s of training; pass a larger --time-budget "
+                        f"(or none) to continue it from {checkpoint}"
+                    )
+                    continue
+                print(f"[{run}] continuing the run its time budget stopped")
+            elif args.force and experiment.name not in parts:
+                shutil.rmtree(checkpoint, ignore_errors=True)  # redo from scratch
             if experiment.dataset not in datasets:
                 datasets[experiment.dataset] = load_dataset(
                     experiment.dataset, args.data_dir
@@ -357,10 +397,16 @@ def main(argv=None) -> int:
                 failures.append(run)
                 continue
             atomic_write_json(path, record)
-            if experiment.name not in parts:
-                shutil.rmtree(
-                    os.path.join(args.checkpoints_dir, run), ignore_errors=True
+            if record.get("stopped_by") == "time_budget":
+                print(
+                    f"[{run}] stopped by the time budget after "
+                    f"{record['epochs_run']} of {record['epochs_requested']} epochs; "
+                    f"checkpoint kept in {checkpoint}: run again with a larger "
+                    "--time-budget (or none) to continue",
+                    flush=True,
                 )
+            elif experiment.name not in parts:
+                shutil.rmtree(checkpoint, ignore_errors=True)
             summary = ", ".join(
                 f"{k}={v:.4f}"
                 for k, v in _metrics(record["metrics"][experiment.protocol]).items()

@@ -1,9 +1,12 @@
+import itertools
 import json
 import os
+import types
 
 import pytest
 
 import train_all
+from keras_rec.training import trainer
 
 
 def _args(tmp_path, *extra):
@@ -54,6 +57,61 @@ def test_finished_runs_are_not_redone(tmp_path, capsys):
     assert train_all.main(args) == 0
     assert os.path.getmtime(path) == stamp
     assert "finished earlier" in capsys.readouterr().out
+
+
+@pytest.fixture
+def slow_clock(monkeypatch):
+    """The trainer's clock reads 10 s more at every look: with a 15 s budget
+    the first epoch starts (10 s spent) and the second does not (30 s)."""
+    ticks = itertools.count(step=10.0)
+    clock = types.SimpleNamespace(perf_counter=lambda: float(next(ticks)))
+    monkeypatch.setattr(trainer, "time", clock)
+
+
+@pytest.mark.usefixtures("slow_clock")
+def test_a_run_stopped_by_its_time_budget_goes_on_later(tmp_path, capsys):
+    args = _args(tmp_path, "--models", "bpr_mf", "--epochs", "2", "--no-export")
+    path = tmp_path / "results" / "bpr_mf_synthetic_seed0.json"
+    state = tmp_path / "checkpoints" / "bpr_mf_synthetic_seed0" / "main" / "state.json"
+
+    def record():
+        with open(path) as handle:
+            return json.load(handle)
+
+    assert train_all.main([*args, "--time-budget", "15"]) == 0
+    first = record()
+    assert first["stopped_by"] == "time_budget" and first["epochs_run"] == 1
+    assert state.exists()  # kept, so that the run can go on
+    assert "checkpoint kept" in capsys.readouterr().out
+    assert (
+        "bpr_mf_synthetic_seed0 (1 of 2 epochs)"
+        in (tmp_path / "results" / "RESULTS.md").read_text()
+    )
+
+    # The same budget is spent already: nothing is retrained or rewritten.
+    stamp = os.path.getmtime(path)
+    assert train_all.main([*args, "--time-budget", "15"]) == 0
+    assert os.path.getmtime(path) == stamp
+    assert "pass a larger --time-budget" in capsys.readouterr().out
+
+    # Without a budget it continues from epoch 1 to the end, then finishes.
+    assert train_all.main(args) == 0
+    second = record()
+    assert second["resumed_from_epoch"] == 1 and second["epochs_run"] == 2
+    assert second["stopped_by"] == "epochs"
+    assert second["losses"][0] == first["losses"][0]
+    assert not state.parent.parent.exists()
+    assert "(1 of 2 epochs)" not in (tmp_path / "results" / "RESULTS.md").read_text()
+
+
+@pytest.mark.usefixtures("slow_clock")
+def test_force_redoes_a_budget_stopped_run_from_scratch(tmp_path):
+    args = _args(tmp_path, "--models", "bpr_mf", "--epochs", "2", "--no-export")
+    assert train_all.main([*args, "--time-budget", "15"]) == 0
+    assert train_all.main([*args, "--force"]) == 0
+    with open(tmp_path / "results" / "bpr_mf_synthetic_seed0.json") as handle:
+        record = json.load(handle)
+    assert record["resumed_from_epoch"] == 0 and record["epochs_run"] == 2
 
 
 def test_unknown_model_is_a_clear_error(tmp_path):
