@@ -64,6 +64,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--time-budget", type=float, help="seconds per run after which training stops"
     )
+    parser.add_argument(
+        "--eval-every",
+        type=int,
+        help="epochs between learning-curve evaluations (default: each entry's)",
+    )
     parser.add_argument("--results-dir", default="results")
     parser.add_argument("--checkpoints-dir", default="checkpoints")
     parser.add_argument("--saved-models-dir", default="saved_models")
@@ -116,7 +121,7 @@ def run_one(experiment, seed: int, dataset, args) -> dict:
                 args.epochs or part_epochs,
                 checkpoint_dir=os.path.join(args.checkpoints_dir, part_run, "main"),
                 evaluate=curve_metrics,
-                eval_every=entry.eval_every,
+                eval_every=args.eval_every or entry.eval_every,
                 monitor=monitor_of(entry),
                 patience=entry.patience,
                 time_budget=args.time_budget,
@@ -141,7 +146,7 @@ def run_one(experiment, seed: int, dataset, args) -> dict:
             epochs,
             checkpoint_dir=os.path.join(checkpoints, "main"),
             evaluate=curve_metrics,
-            eval_every=experiment.eval_every,
+            eval_every=args.eval_every or experiment.eval_every,
             monitor=monitor,
             patience=experiment.patience,
             evaluate_first=experiment.evaluate_first,
@@ -169,6 +174,7 @@ def run_one(experiment, seed: int, dataset, args) -> dict:
         "config": experiment.record(),
         "seed": seed,
         "epochs_requested": epochs,
+        "eval_every": args.eval_every or experiment.eval_every,
         "dataset": {
             "name": dataset.name,
             "checksum_sha256": dataset.checksum(),
@@ -350,6 +356,12 @@ def write_table(results_dir: str) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    for flag in ("epochs", "eval_every"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise ValueError(
+                f"--{flag.replace('_', '-')} must be at least 1, got {value}"
+            )
     # Before any other TensorFlow op: collective ops are set up at start-up.
     args.strategy_object = make_strategy(args.strategy)
     if args.list:

@@ -114,6 +114,17 @@ def test_force_redoes_a_budget_stopped_run_from_scratch(tmp_path):
     assert record["resumed_from_epoch"] == 0 and record["epochs_run"] == 2
 
 
+def test_eval_every_sets_the_curve_points(tmp_path):
+    args = _args(tmp_path, "--models", "bpr_mf", "--epochs", "4", "--no-export")
+    assert train_all.main([*args, "--eval-every", "2"]) == 0
+    with open(tmp_path / "results" / "bpr_mf_synthetic_seed0.json") as handle:
+        record = json.load(handle)
+    assert [point["epoch"] for point in record["curve"]] == [2, 4]
+    assert record["eval_every"] == 2
+    with pytest.raises(ValueError, match="--eval-every must be at least 1"):
+        train_all.main([*args, "--eval-every", "0"])
+
+
 def test_unknown_model_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="Unknown model 'nope'"):
         train_all.main(_args(tmp_path, "--models", "nope"))
