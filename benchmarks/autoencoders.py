@@ -17,6 +17,10 @@ On the `strong_generalization` training matrix (600 + 600 held-out users):
   per epoch of Keras `fit` after a warm-up epoch. FLOPs per epoch count the
   dense matmuls, `2 * in * out` per layer and row, times 3 (forward and
   backward).
+* `--sparse-rows`: the first layer (600 units) on batches of the training
+  rows, forward and kernel gradient, as `keras.layers.Dense` and as
+  `SparseRowsDense` (the product over the nonzeros only), and the Mult-VAE
+  and Mult-DAE epochs both ways, in one process so that the ratios count.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import tensorflow as tf
 import keras_rec  # noqa: F401
 from keras_rec.data import load_dataset, make_split
 from keras_rec.data.pipelines import user_rows_dataset
+from keras_rec.layers.sparse_rows_dense import SparseRowsDense
 from keras_rec.losses.multinomial import MultinomialLogLikelihood
 from keras_rec.models import ease
 from keras_rec.models.autoencoder_base import training_rows
@@ -131,6 +136,32 @@ def dense_flops(widths: list[int]) -> int:
     return sum(2 * a * b for a, b in zip(widths[:-1], widths[1:], strict=True))
 
 
+def benchmark_first_layer(matrix, batch_size: int, repeats: int) -> None:
+    """`Dense` against `SparseRowsDense` on the first batches of `matrix`."""
+    rows = tf.constant(matrix[:batch_size].toarray(), tf.float32)
+    density = matrix.nnz / (matrix.shape[0] * matrix.shape[1])
+    seconds = {}
+    for layer in (keras.layers.Dense(600), SparseRowsDense(600)):
+        layer.build(rows.shape)
+
+        @tf.function
+        def step(layer=layer):
+            with tf.GradientTape() as tape:
+                total = tf.reduce_sum(tf.tanh(layer(rows, training=True)))
+            return tf.convert_to_tensor(tape.gradient(total, layer.kernel))
+
+        step()
+        _, seconds[type(layer).__name__] = _timed(
+            lambda step=step: step().numpy(), repeats=repeats
+        )
+    dense, sparse = seconds["Dense"], seconds["SparseRowsDense"]
+    print(
+        f"first layer, {batch_size} rows x {matrix.shape[1]:,} items "
+        f"({density:.3%} nonzero) -> 600: Dense {dense * 1e3:.1f} ms, "
+        f"SparseRowsDense {sparse * 1e3:.1f} ms (x{dense / sparse:.2f})"
+    )
+
+
 def benchmark_autoencoder(name, model, row_flops, matrix, epochs, batch_size) -> None:
     model.compile(
         optimizer=keras.optimizers.Adam(1e-3), loss=MultinomialLogLikelihood()
@@ -141,6 +172,8 @@ def benchmark_autoencoder(name, model, row_flops, matrix, epochs, batch_size) ->
         model.fit(user_rows_dataset(matrix, batch_size, seed=0, epoch=epoch), verbose=0)
     seconds = (time.perf_counter() - begin) / epochs
     flops = 3 * row_flops * matrix.shape[0]
+    if model.sparse_rows:
+        name += " (sparse rows)"
     print(
         f"{name}: {seconds:6.2f} s/epoch ({matrix.shape[0]:,} users, batch "
         f"{batch_size}), {flops / 1e9:.1f} GFLOP/epoch, "
@@ -161,6 +194,11 @@ def main() -> None:
     )
     parser.add_argument("--skip-ease", action="store_true")
     parser.add_argument("--skip-autoencoders", action="store_true")
+    parser.add_argument(
+        "--sparse-rows",
+        action="store_true",
+        help="also time the first layer and the epochs with SparseRowsDense",
+    )
     args = parser.parse_args()
 
     dataset = load_dataset(args.dataset, args.data_dir)
@@ -174,24 +212,27 @@ def main() -> None:
     items = split.num_items
     if not args.skip_ease:
         benchmark_ease(matrix, args.l2, args.repeats)
+    if args.sparse_rows:
+        benchmark_first_layer(matrix, args.batch_size, args.repeats)
     if not args.skip_autoencoders:
-        benchmark_autoencoder(
-            "Mult-VAE",
-            MultVAE(items, seed=0),
-            # Encoder I-600-(mu, log_var), decoder z-600-I.
-            dense_flops([items, 600, 400]) + dense_flops([200, 600, items]),
-            matrix,
-            args.epochs,
-            args.batch_size,
-        )
-        benchmark_autoencoder(
-            "Mult-DAE",
-            MultDAE(items, seed=0),
-            dense_flops([items, 200, items]),
-            matrix,
-            args.epochs,
-            args.batch_size,
-        )
+        for sparse in (False, True) if args.sparse_rows else (False,):
+            benchmark_autoencoder(
+                "Mult-VAE",
+                MultVAE(items, seed=0, sparse_rows=sparse),
+                # Encoder I-600-(mu, log_var), decoder z-600-I.
+                dense_flops([items, 600, 400]) + dense_flops([200, 600, items]),
+                matrix,
+                args.epochs,
+                args.batch_size,
+            )
+            benchmark_autoencoder(
+                "Mult-DAE",
+                MultDAE(items, seed=0, sparse_rows=sparse),
+                dense_flops([items, 200, items]),
+                matrix,
+                args.epochs,
+                args.batch_size,
+            )
 
 
 if __name__ == "__main__":

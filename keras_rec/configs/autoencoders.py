@@ -22,6 +22,7 @@ import keras
 
 from keras_rec.configs import Experiment
 from keras_rec.data.pipelines import user_rows_dataset
+from keras_rec.layers.sparse_rows_dense import SPARSE_ROWS_DENSITY
 from keras_rec.losses.multinomial import MultinomialLogLikelihood
 from keras_rec.models.autoencoder_base import training_rows
 from keras_rec.models.ease import EASE
@@ -78,6 +79,14 @@ def steps_per_epoch(split, batch_size: int) -> int:
     return math.ceil(training_rows(split.train).shape[0] / batch_size)
 
 
+def sparse_rows(split) -> bool:
+    """Whether the training rows are sparse enough for `SparseRowsDense`
+    (density under `SPARSE_ROWS_DENSITY`: Gowalla yes, ML-1M no)."""
+    matrix = training_rows(split.train)
+    density = matrix.nnz / max(1, matrix.shape[0] * matrix.shape[1])
+    return density < SPARSE_ROWS_DENSITY
+
+
 def compile_rows_model(model: keras.Model, learning_rate: float) -> keras.Model:
     """Adam and the multinomial likelihood, as Mult-VAE/DAE train."""
     model.compile(
@@ -108,7 +117,7 @@ def mult_vae(
             anneal_cap=anneal_cap,
             total_anneal_steps=steps,
             seed=seed,
-            **model_options,
+            **{"sparse_rows": sparse_rows(split), **model_options},
         )
         return compile_rows_model(model, learning_rate)
 
@@ -117,7 +126,11 @@ def mult_vae(
 
 def mult_dae(learning_rate: float = 1e-3, **model_options):
     def build(split, seed):
-        model = MultDAE(split.num_items, seed=seed, **model_options)
+        model = MultDAE(
+            split.num_items,
+            seed=seed,
+            **{"sparse_rows": sparse_rows(split), **model_options},
+        )
         return compile_rows_model(model, learning_rate)
 
     return build

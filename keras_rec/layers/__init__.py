@@ -10,6 +10,7 @@ from keras_rec.layers.positional_embedding import PositionalEmbedding
 from keras_rec.layers.recvae_encoder import RecVAEEncoder
 from keras_rec.layers.reparameterized_sampling import ReparameterizedSampling
 from keras_rec.layers.residual_dense import ResidualDense
+from keras_rec.layers.sparse_rows_dense import SparseRowsDense
 from keras_rec.layers.zero_diagonal_dense import ZeroDiagonalDense
 
 __all__ = [
@@ -21,5 +22,6 @@ __all__ = [
     "RecVAEEncoder",
     "ReparameterizedSampling",
     "ResidualDense",
+    "SparseRowsDense",
     "ZeroDiagonalDense",
 ]

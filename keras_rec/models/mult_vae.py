@@ -7,6 +7,7 @@ import tensorflow as tf
 from keras import ops
 
 from keras_rec.layers.reparameterized_sampling import ReparameterizedSampling
+from keras_rec.layers.sparse_rows_dense import SparseRowsDense
 from keras_rec.models.autoencoder_base import (
     LOGITS,
     AutoencoderRecommender,
@@ -18,9 +19,11 @@ from keras_rec.models.base import check_positive, serialize_config
 KL = "kl"
 
 
-def _dense(units, activation, l2, seed, name):
-    """A layer as the reference: Xavier kernels, N(0, 0.001) biases, L2 on kernels."""
-    return keras.layers.Dense(
+def _dense(units, activation, l2, seed, name, sparse_rows=False):
+    """A layer as the reference: Xavier kernels, N(0, 0.001) biases, L2 on
+    kernels; `sparse_rows` for the first layer (`SparseRowsDense`)."""
+    layer = SparseRowsDense if sparse_rows else keras.layers.Dense
+    return layer(
         units,
         activation=activation,
         kernel_initializer=keras.initializers.GlorotUniform(seed),
@@ -32,6 +35,22 @@ def _dense(units, activation, l2, seed, name):
 
 def _seed(seed, offset):
     return None if seed is None else seed + offset
+
+
+def _tanh_layers(widths, l2, seed, offset, prefix, sparse_rows=False):
+    """tanh layers `prefix_0, prefix_1, ...` seeded from `seed + offset` on;
+    with `sparse_rows` the first one is a `SparseRowsDense`."""
+    return [
+        _dense(
+            width,
+            "tanh",
+            l2,
+            _seed(seed, offset + i),
+            f"{prefix}_{i}",
+            sparse_rows=sparse_rows and i == 0,
+        )
+        for i, width in enumerate(widths)
+    ]
 
 
 @keras.saving.register_keras_serializable(package="keras_rec")
@@ -65,6 +84,9 @@ class MultVAE(AutoencoderRecommender, keras.Model):
         l2: float. L2 penalty `l2 * sum(W^2)` on the kernels (the reference
             code's `2 * lam * l2_loss`; `0` for Mult-VAE).
         seed: int or None. Seed of the initialisers, dropout and sampling.
+        sparse_rows: bool. Train the first layer on the rows' nonzeros only
+            (`SparseRowsDense`: the same function, faster on rows under about
+            0.3% nonzero, such as Gowalla's; slower on denser rows).
 
     Example:
     >>> model = MultVAE(num_items=20, hidden_dims=[8], latent_dim=4)
@@ -86,6 +108,7 @@ class MultVAE(AutoencoderRecommender, keras.Model):
         total_anneal_steps: int = 200_000,
         l2: float = 0.0,
         seed: int | None = None,
+        sparse_rows: bool = False,
         **kwargs,
     ):
         hidden_dims = [int(d) for d in hidden_dims]
@@ -102,18 +125,17 @@ class MultVAE(AutoencoderRecommender, keras.Model):
         # === Layers ===
         normalize = keras.layers.UnitNormalization(axis=-1, name="l2_normalize")
         dropout = keras.layers.Dropout(dropout_rate, seed=seed, name="input_dropout")
-        encoder = [
-            _dense(width, "tanh", l2, _seed(seed, 1 + i), f"encoder_{i}")
-            for i, width in enumerate(hidden_dims)
-        ]
+        encoder = _tanh_layers(hidden_dims, l2, seed, 1, "encoder", sparse_rows)
         posterior = _dense(
-            2 * latent_dim, None, l2, _seed(seed, 1 + len(hidden_dims)), "posterior"
+            2 * latent_dim,
+            None,
+            l2,
+            _seed(seed, 1 + len(hidden_dims)),
+            "posterior",
+            sparse_rows=sparse_rows and not hidden_dims,
         )
         sampling = ReparameterizedSampling(seed=_seed(seed, 100), name="sampling")
-        decoder = [
-            _dense(width, "tanh", l2, _seed(seed, 200 + i), f"decoder_{i}")
-            for i, width in enumerate(reversed(hidden_dims))
-        ]
+        decoder = _tanh_layers(hidden_dims[::-1], l2, seed, 200, "decoder")
         decoder.append(
             _dense(num_items, None, l2, _seed(seed, 200 + len(hidden_dims)), LOGITS)
         )
@@ -146,6 +168,7 @@ class MultVAE(AutoencoderRecommender, keras.Model):
         self.total_anneal_steps = total_anneal_steps
         self.l2 = l2
         self.seed = seed
+        self.sparse_rows = sparse_rows
 
     def beta(self) -> tf.Tensor:
         """The KL weight of the current step."""
@@ -181,6 +204,7 @@ class MultVAE(AutoencoderRecommender, keras.Model):
             total_anneal_steps=self.total_anneal_steps,
             l2=self.l2,
             seed=self.seed,
+            sparse_rows=self.sparse_rows,
         )
 
     @classmethod
@@ -209,6 +233,8 @@ class MultDAE(AutoencoderRecommender, keras.Model):
         dropout_rate: float. Dropout on the normalised input (training only).
         l2: float. L2 penalty `l2 * sum(W^2)` on the kernels.
         seed: int or None. Seed of the initialisers and dropout.
+        sparse_rows: bool. As `MultVAE`'s: the first layer trained on the
+            rows' nonzeros only.
 
     Example:
     >>> model = MultDAE(num_items=20, latent_dim=4)
@@ -228,6 +254,7 @@ class MultDAE(AutoencoderRecommender, keras.Model):
         dropout_rate: float = 0.5,
         l2: float = 2e-5,
         seed: int | None = None,
+        sparse_rows: bool = False,
         **kwargs,
     ):
         hidden_dims = [int(d) for d in hidden_dims]
@@ -241,10 +268,7 @@ class MultDAE(AutoencoderRecommender, keras.Model):
         # === Layers ===
         normalize = keras.layers.UnitNormalization(axis=-1, name="l2_normalize")
         dropout = keras.layers.Dropout(dropout_rate, seed=seed, name="input_dropout")
-        layers = [
-            _dense(width, "tanh", l2, _seed(seed, 1 + i), f"dense_{i}")
-            for i, width in enumerate(widths)
-        ]
+        layers = _tanh_layers(widths, l2, seed, 1, "dense", sparse_rows)
         layers.append(_dense(num_items, None, l2, _seed(seed, 1 + len(widths)), LOGITS))
         # === Functional model ===
         rows = rows_input(num_items)
@@ -259,6 +283,7 @@ class MultDAE(AutoencoderRecommender, keras.Model):
         self.dropout_rate = dropout_rate
         self.l2 = l2
         self.seed = seed
+        self.sparse_rows = sparse_rows
 
     def get_config(self):
         return serialize_config(
@@ -269,6 +294,7 @@ class MultDAE(AutoencoderRecommender, keras.Model):
             dropout_rate=self.dropout_rate,
             l2=self.l2,
             seed=self.seed,
+            sparse_rows=self.sparse_rows,
         )
 
     @classmethod

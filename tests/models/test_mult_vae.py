@@ -9,6 +9,7 @@ from keras_rec.data.datasets import Dataset
 from keras_rec.data.pipelines import user_rows_dataset
 from keras_rec.evaluation import evaluate
 from keras_rec.export import testing
+from keras_rec.layers.sparse_rows_dense import SparseRowsDense
 from keras_rec.losses.multinomial import MultinomialLogLikelihood
 from keras_rec.models.autoencoder_base import history_to_rows, training_rows
 from keras_rec.models.mult_vae import MultDAE, MultVAE
@@ -148,8 +149,33 @@ def test_keras_save_load_keeps_outputs_and_anneal_step(trained, name, tmp_path):
 
 
 @pytest.mark.parametrize("cls", [MultVAE, MultDAE])
+def test_sparse_rows_trains_the_same_model(split, cls):
+    # The first layer on the rows' nonzeros is the same function: one epoch
+    # from the same weights ends at the same weights (summation order aside).
+    models = [cls(split.num_items, latent_dim=8, seed=1) for _ in range(2)]
+    models[1] = cls(split.num_items, latent_dim=8, seed=1, sparse_rows=True)
+    assert isinstance(models[1].layers[3], SparseRowsDense)
+    assert not isinstance(models[0].layers[3], SparseRowsDense)
+    losses = [_train(_compiled(m), split, 1)[0] for m in models]
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
+    for mine, theirs in zip(models[1].weights, models[0].weights, strict=True):
+        np.testing.assert_allclose(mine.numpy(), theirs.numpy(), atol=2e-5)
+
+
+def test_configs_turn_sparse_rows_on_for_sparse_data_only(split, monkeypatch):
+    from keras_rec.configs import autoencoders
+
+    # The synthetic split's rows are far denser than 0.3%.
+    assert not autoencoders.sparse_rows(split)
+    assert not autoencoders.mult_dae()(split, 0).sparse_rows
+    monkeypatch.setattr(autoencoders, "SPARSE_ROWS_DENSITY", 1.0)
+    assert autoencoders.mult_vae()(split, 0).sparse_rows
+    assert autoencoders.mult_dae()(split, 0).sparse_rows
+
+
+@pytest.mark.parametrize("cls", [MultVAE, MultDAE])
 def test_config_json_round_trip(cls):
-    model = cls(num_items=9, latent_dim=3, hidden_dims=[5, 4], seed=4)
+    model = cls(num_items=9, latent_dim=3, hidden_dims=[5, 4], seed=4, sparse_rows=True)
     clone = cls.from_config(json.loads(json.dumps(model.get_config())))
     assert clone.get_config() == model.get_config()
 
