@@ -20,7 +20,7 @@ import keras
 import tensorflow as tf
 
 from keras_rec.configs import Experiment
-from keras_rec.configs.autoencoders import HELDOUT, MONITOR, PROTOCOL
+from keras_rec.configs.autoencoders import HELDOUT, MONITOR, PROTOCOL, sparse_rows
 from keras_rec.losses.cosine_proximity import CosineProximityLoss
 from keras_rec.losses.focal import FocalLoss
 from keras_rec.models.autoencoder_base import training_rows
@@ -92,7 +92,11 @@ def check_item_kernel_memory(num_items: int, model: str) -> None:
 
 def recvae(learning_rate: float = 5e-4, **model_options):
     def build(split, seed):
-        model = RecVAE(split.num_items, seed=seed, **model_options)
+        model = RecVAE(
+            split.num_items,
+            seed=seed,
+            **{"sparse_rows": sparse_rows(split), **model_options},
+        )
         model.compile(optimizer=keras.optimizers.Adam(learning_rate))
         return model
 
@@ -120,7 +124,11 @@ def focal_model(
             schedule = keras.optimizers.schedules.PiecewiseConstantDecay(
                 [boundary], [learning_rate, decayed_rate]
             )
-        model = cls(split.num_items, seed=seed, **model_options)
+        model = cls(
+            split.num_items,
+            seed=seed,
+            **{"sparse_rows": sparse_rows(split), **model_options},
+        )
         model.compile(optimizer=keras.optimizers.Nadam(schedule), loss=FocalLoss())
         return model
 

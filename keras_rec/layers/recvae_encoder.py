@@ -27,6 +27,8 @@ class RecVAEEncoder(keras.layers.Layer):
         layer_norm_epsilon: float. Epsilon of the layer normalisations (the
             authors' code uses 0.1).
         seed: int or None. Seed of the dropout.
+        sparse_rows: bool. The first layer's product over the rows'
+            nonzeros only in training (`SparseRowsDense`; for sparse data).
 
     Call arguments:
         inputs: float `[B, num_items]` rows (binary interactions).
@@ -53,6 +55,7 @@ class RecVAEEncoder(keras.layers.Layer):
         dropout_rate: float = 0.5,
         layer_norm_epsilon: float = 0.1,
         seed: int | None = None,
+        sparse_rows: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -62,6 +65,7 @@ class RecVAEEncoder(keras.layers.Layer):
         self.dropout_rate = dropout_rate
         self.layer_norm_epsilon = layer_norm_epsilon
         self.seed = seed
+        self.sparse_rows = sparse_rows
         for label, value in (
             ("hidden_dim", hidden_dim),
             ("latent_dim", latent_dim),
@@ -81,6 +85,7 @@ class RecVAEEncoder(keras.layers.Layer):
             num_layers,
             activation="swish",
             layer_norm_epsilon=layer_norm_epsilon,
+            sparse_inputs=sparse_rows,
             name="body",
         )
         self.mean_dense = keras.layers.Dense(latent_dim, name="mean")
@@ -113,4 +118,5 @@ class RecVAEEncoder(keras.layers.Layer):
             "dropout_rate": self.dropout_rate,
             "layer_norm_epsilon": self.layer_norm_epsilon,
             "seed": self.seed,
+            "sparse_rows": self.sparse_rows,
         }

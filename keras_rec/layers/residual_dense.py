@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import keras
 
+from keras_rec.layers.sparse_rows_dense import SparseRowsDense
+
 
 @keras.saving.register_keras_serializable(package="keras_rec")
 class ResidualDense(keras.layers.Layer):
@@ -21,6 +23,9 @@ class ResidualDense(keras.layers.Layer):
         layer_norm_epsilon: float. Epsilon of the layer normalisations
             (RecVAE uses 0.1, VASP's Keras code the Keras default 1e-3).
         kernel_initializer: str or initializer. Initialiser of the kernels.
+        sparse_inputs: bool. Make the first layer a `SparseRowsDense` (its
+            product over the inputs' nonzeros in training), for multi-hot
+            user rows of a large, sparse catalogue.
 
     Example:
     >>> block = ResidualDense(units=8, num_layers=3)
@@ -39,6 +44,7 @@ class ResidualDense(keras.layers.Layer):
         activation: str = "swish",
         layer_norm_epsilon: float = 1e-3,
         kernel_initializer="glorot_uniform",
+        sparse_inputs: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -47,6 +53,7 @@ class ResidualDense(keras.layers.Layer):
         self.activation = keras.activations.get(activation)
         self.layer_norm_epsilon = layer_norm_epsilon
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.sparse_inputs = sparse_inputs
         for label, value in (("units", units), ("num_layers", num_layers)):
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(
@@ -58,7 +65,7 @@ class ResidualDense(keras.layers.Layer):
                 f"layer_norm_epsilon={layer_norm_epsilon}"
             )
         self.dense_layers = [
-            keras.layers.Dense(
+            (SparseRowsDense if sparse_inputs and index == 0 else keras.layers.Dense)(
                 units,
                 kernel_initializer=keras.initializers.get(kernel_initializer),
                 name=f"dense_{index}",
@@ -101,4 +108,5 @@ class ResidualDense(keras.layers.Layer):
             "activation": keras.activations.serialize(self.activation),
             "layer_norm_epsilon": self.layer_norm_epsilon,
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            "sparse_inputs": self.sparse_inputs,
         }

@@ -30,8 +30,10 @@ def flvae_layers(
     encoder_layers: int,
     decoder_layers: int,
     seed: int | None,
+    sparse_rows: bool = False,
 ) -> dict[str, keras.layers.Layer]:
-    """The layers of FLVAE's deep path (shared by `FLVAE` and `VASP`)."""
+    """The layers of FLVAE's deep path (shared by `FLVAE` and `VASP`); with
+    `sparse_rows` the encoder's first layer is a `SparseRowsDense`."""
 
     def dense(units, activation, name, offset):
         initializer = keras.initializers.GlorotUniform(_seed(seed, offset))
@@ -39,14 +41,18 @@ def flvae_layers(
             units, activation, kernel_initializer=initializer, name=name
         )
 
-    def block(layers, name, offset):
+    def block(layers, name, offset, sparse_inputs=False):
         initializer = keras.initializers.GlorotUniform(_seed(seed, offset))
         return ResidualDense(
-            hidden_dim, layers, kernel_initializer=initializer, name=name
+            hidden_dim,
+            layers,
+            kernel_initializer=initializer,
+            sparse_inputs=sparse_inputs,
+            name=name,
         )
 
     return {
-        "encoder": block(encoder_layers, "encoder", 0),
+        "encoder": block(encoder_layers, "encoder", 0, sparse_rows),
         "mean": dense(latent_dim, None, "mean", 1),
         "log_var": dense(latent_dim, None, "log_var", 2),
         "sampling": ReparameterizedSampling(_seed(seed, 3), name="sampling"),
@@ -121,6 +127,7 @@ class FLVAEBase(ArgumentsConfig, FocalVAELoss, AutoencoderRecommender, keras.Mod
         "decoder_layers",
         "beta",
         "seed",
+        "sparse_rows",
     )
 
     def __init__(
@@ -132,6 +139,7 @@ class FLVAEBase(ArgumentsConfig, FocalVAELoss, AutoencoderRecommender, keras.Mod
         decoder_layers: int = 5,
         beta: float = 1.0,
         seed: int | None = None,
+        sparse_rows: bool = False,
         **kwargs,
     ):
         check_architecture(
@@ -145,7 +153,13 @@ class FLVAEBase(ArgumentsConfig, FocalVAELoss, AutoencoderRecommender, keras.Mod
             raise ValueError(f"`beta` must be non-negative. Received: beta={beta}")
         # === Layers ===
         layers = flvae_layers(
-            num_items, hidden_dim, latent_dim, encoder_layers, decoder_layers, seed
+            num_items,
+            hidden_dim,
+            latent_dim,
+            encoder_layers,
+            decoder_layers,
+            seed,
+            sparse_rows,
         )
         shallow = self._shallow_path(num_items, seed)
         # === Functional model ===
@@ -166,6 +180,7 @@ class FLVAEBase(ArgumentsConfig, FocalVAELoss, AutoencoderRecommender, keras.Mod
         self.decoder_layers = decoder_layers
         self.beta = beta
         self.seed = seed
+        self.sparse_rows = sparse_rows
 
     def _shallow_path(
         self, num_items: int, seed: int | None
@@ -196,6 +211,8 @@ class FLVAE(FLVAEBase):
         decoder_layers: int. Layers of the decoder block.
         beta: float. Weight of the (per-dimension mean) KL term.
         seed: int or None. Seed of the initialisers and the sampling.
+        sparse_rows: bool. The encoder's first layer trained on the rows'
+            nonzeros only (`SparseRowsDense`; faster on very sparse rows).
 
     Example:
     >>> model = FLVAE(num_items=20, hidden_dim=8, latent_dim=4)

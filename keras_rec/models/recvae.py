@@ -181,6 +181,8 @@ class RecVAE(AutoencoderRecommender, keras.Model):
         mixture_weights: the prior's weights of `N(0, I)`, `q_old`, wide.
         uniform_log_var: float. Log-variance of the wide component.
         seed: int or None. Seed of the dropout and the sampling.
+        sparse_rows: bool. The encoder's first layer trained on the rows'
+            nonzeros only (`SparseRowsDense`; faster on very sparse rows).
 
     Example:
     >>> model = RecVAE(num_items=30, hidden_dim=16, latent_dim=8)
@@ -204,6 +206,7 @@ class RecVAE(AutoencoderRecommender, keras.Model):
         mixture_weights: tuple[float, ...] = (3 / 20, 3 / 4, 1 / 10),
         uniform_log_var: float = 10.0,
         seed: int | None = None,
+        sparse_rows: bool = False,
         **kwargs,
     ):
         check_positive(num_items=num_items)
@@ -228,6 +231,7 @@ class RecVAE(AutoencoderRecommender, keras.Model):
             num_layers=num_layers,
             dropout_rate=dropout_rate,
             seed=seed,
+            sparse_rows=sparse_rows,
         )
         # === Layers ===
         encoder = RecVAEEncoder(**encoder_config, name="encoder")
@@ -263,6 +267,7 @@ class RecVAE(AutoencoderRecommender, keras.Model):
         self.mixture_weights = tuple(mixture_weights)
         self.uniform_log_var = uniform_log_var
         self.seed = seed
+        self.sparse_rows = sparse_rows
 
     def compile(self, optimizer="adam", **kwargs):
         """Compiles; `optimizer` updates the encoder and a clone the decoder."""
@@ -338,6 +343,7 @@ class RecVAE(AutoencoderRecommender, keras.Model):
             mixture_weights=list(self.mixture_weights),
             uniform_log_var=self.uniform_log_var,
             seed=self.seed,
+            sparse_rows=self.sparse_rows,
         )
 
     @classmethod

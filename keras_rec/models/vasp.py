@@ -92,6 +92,8 @@ class VASP(FLVAEBase):
         decoder_layers: int. Layers of FLVAE's decoder block.
         beta: float. Weight of the (per-dimension mean) KL term.
         seed: int or None. Seed of the initialisers and the sampling.
+        sparse_rows: bool. FLVAE's encoder's first layer trained on the
+            rows' nonzeros only (`SparseRowsDense`).
 
     Example:
     >>> model = VASP(num_items=20, hidden_dim=8, latent_dim=4)

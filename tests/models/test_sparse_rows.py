@@ -1,0 +1,84 @@
+"""`sparse_rows` in every autoencoder with a first layer on the user rows:
+the same model trained, the sparse product in the training graph only."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_rec.layers.sparse_rows_dense import SparseRowsDense
+from keras_rec.losses.focal import FocalLoss
+from keras_rec.models.flvae import FLVAE
+from keras_rec.models.recvae import RecVAE, alternating_rows_dataset
+from keras_rec.models.vasp import VASP, split_brain_dataset
+
+SMALL = {"hidden_dim": 16, "latent_dim": 4}
+
+
+def _recvae(split, sparse):
+    model = RecVAE(split.num_items, num_layers=2, seed=0, sparse_rows=sparse, **SMALL)
+    model.compile(optimizer=keras.optimizers.Adam(5e-3))
+    return model, lambda rows: alternating_rows_dataset(rows, 64, 0, 0)
+
+
+def _focal(cls):
+    def build(split, sparse):
+        model = cls(
+            split.num_items,
+            encoder_layers=2,
+            decoder_layers=2,
+            seed=0,
+            sparse_rows=sparse,
+            **SMALL,
+        )
+        model.compile(optimizer=keras.optimizers.Nadam(2e-3), loss=FocalLoss())
+        return model, lambda rows: split_brain_dataset(rows, 64, 0, 0)
+
+    return build
+
+
+BUILDERS = {"recvae": _recvae, "flvae": _focal(FLVAE), "vasp": _focal(VASP)}
+
+
+def _first_layer(model):
+    encoder = model.encoder if isinstance(model, RecVAE) else model.get_layer("encoder")
+    body = encoder.body if isinstance(model, RecVAE) else encoder
+    return body, body.dense_layers[0]
+
+
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_sparse_rows_trains_the_same_model(name, heldout_split, heldout_rows):
+    (dense, dataset), (sparse, _) = (
+        BUILDERS[name](heldout_split, flag) for flag in (False, True)
+    )
+    assert isinstance(_first_layer(sparse)[1], SparseRowsDense)
+    assert not isinstance(_first_layer(dense)[1], SparseRowsDense)
+    sparse.set_weights(dense.get_weights())  # RecVAE's kernels are unseeded
+    for model in (dense, sparse):
+        model.fit(dataset(heldout_rows), verbose=0)
+    for mine, theirs in zip(sparse.weights, dense.weights, strict=True):
+        np.testing.assert_allclose(mine.numpy(), theirs.numpy(), atol=5e-5)
+
+
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_sparse_product_only_in_training(name, heldout_split, heldout_rows):
+    model, _ = BUILDERS[name](heldout_split, True)
+    body, _ = _first_layer(model)
+    rows = tf.constant(heldout_rows[:8].toarray(), tf.float32)
+    for training, expected in ((True, True), (False, False)):
+        # `training` reaches the nested first layer through Keras's call
+        # context, as in `fit` and in RecVAE's phases.
+        graph = tf.function(lambda x, t=training: body(x, training=t))
+        ops = graph.get_concrete_function(rows).graph.get_operations()
+        assert any(op.type == "SparseTensorDenseMatMul" for op in ops) == expected
+
+
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_sparse_rows_config_round_trip(name, heldout_split):
+    model, _ = BUILDERS[name](heldout_split, True)
+    config = json.loads(json.dumps(model.get_config()))
+    clone = type(model).from_config(config)
+    assert clone.get_config() == model.get_config()
+    assert isinstance(_first_layer(clone)[1], SparseRowsDense)
