@@ -13,10 +13,15 @@ On the `strong_generalization` training matrix (600 + 600 held-out users):
   ones must agree within 1e-4). FLOPs: `2 sum_u |x_u|^2` for the Gram matrix,
   LAPACK's counts for the inverse (`n^3` for Cholesky + inverse, `8/3 n^3`
   for `gesv` against the identity, `2 n^3` for LU + inverse).
-* Mult-VAE (I-600-200-600-I) and Mult-DAE (I-200-I), batch 500: seconds
-  per epoch of Keras `fit` after a warm-up epoch. FLOPs per epoch count the
-  dense matmuls, `2 * in * out` per layer and row, times 3 (forward and
-  backward).
+* Mult-VAE (I-600-200-600-I) and Mult-DAE (I-200-I), batch 500, and
+  RecVAE (600/200, 5 layers, batch 500: 3 encoder passes and 1 decoder pass
+  per epoch) and FLVAE at the CPU size (600/200, 7 + 5 layers, split-brain
+  pairs, batch 2048): seconds per epoch of Keras `fit` after a warm-up
+  epoch. FLOPs per epoch count the dense matmuls, `2 * in * out` per layer
+  and row, times 3 (forward and backward; RecVAE's frozen old encoder adds
+  one forward per row and pass). `--max-rows R` times epochs over the
+  first R training rows and scales the seconds to all rows (for Gowalla,
+  whose RecVAE epoch takes many minutes here).
 * `--sparse-rows`: the first layer (600 units) on batches of the training
   rows, forward and kernel gradient, as `keras.layers.Dense` and as
   `SparseRowsDense` (the product over the nonzeros only), and the Mult-VAE
@@ -36,11 +41,15 @@ import keras_rec  # noqa: F401
 from keras_rec.data import load_dataset, make_split
 from keras_rec.data.pipelines import user_rows_dataset
 from keras_rec.layers.sparse_rows_dense import SparseRowsDense
+from keras_rec.losses.focal import FocalLoss
 from keras_rec.losses.multinomial import MultinomialLogLikelihood
 from keras_rec.models import ease
 from keras_rec.models.autoencoder_base import training_rows
 from keras_rec.models.ease import ease_weights, gram_matrix
+from keras_rec.models.flvae import FLVAE
 from keras_rec.models.mult_vae import MultDAE, MultVAE
+from keras_rec.models.recvae import RecVAE, alternating_rows_dataset
+from keras_rec.models.vasp import split_brain_dataset
 
 
 def _timed(function, *args, repeats: int = 1):
@@ -162,22 +171,87 @@ def benchmark_first_layer(matrix, batch_size: int, repeats: int) -> None:
     )
 
 
-def benchmark_autoencoder(name, model, row_flops, matrix, epochs, batch_size) -> None:
+def benchmark_autoencoder(
+    name, model, epoch_flops, dataset, matrix, epochs, max_rows=None
+) -> None:
+    """Seconds per epoch of the compiled `model` on `dataset(rows, epoch)`;
+    `epoch_flops` are those of an epoch over all of `matrix`'s rows."""
+    rows = matrix if max_rows is None else matrix[:max_rows]
+    model.fit(dataset(rows, 0), verbose=0)
+    begin = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        model.fit(dataset(rows, epoch), verbose=0)
+    scale = matrix.shape[0] / rows.shape[0]
+    seconds = (time.perf_counter() - begin) / epochs * scale
+    if model.sparse_rows:
+        name += " (sparse rows)"
+    timed = "" if scale == 1 else f", timed on {rows.shape[0]:,} and scaled"
+    print(
+        f"{name}: {seconds:7.2f} s/epoch ({matrix.shape[0]:,} users{timed}), "
+        f"{epoch_flops / 1e9:.1f} GFLOP/epoch, "
+        f"{epoch_flops / seconds / 1e9:.2f} GFLOP/s",
+        flush=True,
+    )
+
+
+def _rows_batches(batch_size):
+    return lambda rows, epoch: user_rows_dataset(rows, batch_size, seed=0, epoch=epoch)
+
+
+def _multinomial(model):
     model.compile(
         optimizer=keras.optimizers.Adam(1e-3), loss=MultinomialLogLikelihood()
     )
-    model.fit(user_rows_dataset(matrix, batch_size, seed=0, epoch=0), verbose=0)
-    begin = time.perf_counter()
-    for epoch in range(1, epochs + 1):
-        model.fit(user_rows_dataset(matrix, batch_size, seed=0, epoch=epoch), verbose=0)
-    seconds = (time.perf_counter() - begin) / epochs
-    flops = 3 * row_flops * matrix.shape[0]
-    if model.sparse_rows:
-        name += " (sparse rows)"
-    print(
-        f"{name}: {seconds:6.2f} s/epoch ({matrix.shape[0]:,} users, batch "
-        f"{batch_size}), {flops / 1e9:.1f} GFLOP/epoch, "
-        f"{flops / seconds / 1e9:.2f} GFLOP/s"
+    return model
+
+
+def benchmark_vaes(matrix, items, args, sparse: bool) -> None:
+    """Mult-VAE, Mult-DAE, RecVAE and FLVAE (CPU size), one epoch each."""
+    users, batch = matrix.shape[0], args.batch_size
+
+    def run(name, model, flops, dataset):
+        benchmark_autoencoder(
+            name, model, flops, dataset, matrix, args.epochs, args.max_rows
+        )
+
+    # Encoder I-600-(mu, log_var), decoder z-600-I.
+    vae = dense_flops([items, 600, 400]) + dense_flops([200, 600, items])
+    run(
+        "Mult-VAE",
+        _multinomial(MultVAE(items, seed=0, sparse_rows=sparse)),
+        3 * vae * users,
+        _rows_batches(batch),
+    )
+    run(
+        "Mult-DAE",
+        _multinomial(MultDAE(items, seed=0, sparse_rows=sparse)),
+        3 * dense_flops([items, 200, items]) * users,
+        _rows_batches(batch),
+    )
+    recvae = RecVAE(items, seed=0, sparse_rows=sparse)
+    recvae.compile(optimizer=keras.optimizers.Adam(5e-4))
+    encoder = dense_flops([items, *[600] * 5]) + dense_flops([600, 400])
+    # 4 passes, each: encoder and decoder forward and backward, old encoder.
+    pass_flops = 3 * (encoder + dense_flops([200, items])) + encoder
+    run(
+        "RecVAE",
+        recvae,
+        4 * pass_flops * users,
+        lambda rows, epoch: alternating_rows_dataset(rows, batch, 0, epoch),
+    )
+    flvae = FLVAE(items, hidden_dim=600, latent_dim=200, seed=0, sparse_rows=sparse)
+    flvae.compile(optimizer=keras.optimizers.Nadam(1e-3), loss=FocalLoss())
+    row = (
+        dense_flops([items, *[600] * 7])
+        + dense_flops([600, 400])
+        + dense_flops([200, *[600] * 5, items])
+        + dense_flops([200, items])
+    )
+    run(
+        "FLVAE (CPU size)",
+        flvae,
+        3 * row * 2 * users,  # split-brain: each user twice
+        lambda rows, epoch: split_brain_dataset(rows, 2048, 0, epoch),
     )
 
 
@@ -189,6 +263,11 @@ def main() -> None:
     parser.add_argument("--l2", type=float, default=500.0)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument(
+        "--max-rows",
+        type=int,
+        help="time epochs over this many training rows, scaled to all rows",
+    )
     parser.add_argument(
         "--repeats", type=int, default=3, help="EASE timings: best of this many"
     )
@@ -216,23 +295,7 @@ def main() -> None:
         benchmark_first_layer(matrix, args.batch_size, args.repeats)
     if not args.skip_autoencoders:
         for sparse in (False, True) if args.sparse_rows else (False,):
-            benchmark_autoencoder(
-                "Mult-VAE",
-                MultVAE(items, seed=0, sparse_rows=sparse),
-                # Encoder I-600-(mu, log_var), decoder z-600-I.
-                dense_flops([items, 600, 400]) + dense_flops([200, 600, items]),
-                matrix,
-                args.epochs,
-                args.batch_size,
-            )
-            benchmark_autoencoder(
-                "Mult-DAE",
-                MultDAE(items, seed=0, sparse_rows=sparse),
-                dense_flops([items, 200, items]),
-                matrix,
-                args.epochs,
-                args.batch_size,
-            )
+            benchmark_vaes(matrix, items, args, sparse)
 
 
 if __name__ == "__main__":
