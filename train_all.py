@@ -10,7 +10,8 @@ numbers, mean ± std over seeds), and exports the first seed's model to
 `saved_models/<model>_<dataset>/` (SavedModel in `1/`, `model.tflite`).
 A finished run is never redone unless `--force`; an interrupted one resumes
 from `checkpoints/<run>/`, and so does one its `--time-budget` stopped when
-the command is run again with a larger budget (or none). No model logic lives here: see `keras_rec/configs`.
+the command is run again with a larger budget (or none). No model logic
+lives here: see `keras_rec/configs`.
 """
 
 from __future__ import annotations
@@ -395,8 +396,10 @@ def main(argv=None) -> int:
                     )
                     continue
                 print(f"[{run}] continuing the run its time budget stopped")
-            elif args.force and experiment.name not in parts:
-                shutil.rmtree(checkpoint, ignore_errors=True)  # redo from scratch
+            elif os.path.exists(path) and experiment.name not in parts:
+                # --force redoes a finished run (or one its budget stopped)
+                # from scratch; an interrupted one (no results yet) resumes.
+                shutil.rmtree(checkpoint, ignore_errors=True)
             if experiment.dataset not in datasets:
                 datasets[experiment.dataset] = load_dataset(
                     experiment.dataset, args.data_dir

@@ -107,11 +107,20 @@ def test_a_run_stopped_by_its_time_budget_goes_on_later(tmp_path, capsys):
 @pytest.mark.usefixtures("slow_clock")
 def test_force_redoes_a_budget_stopped_run_from_scratch(tmp_path):
     args = _args(tmp_path, "--models", "bpr_mf", "--epochs", "2", "--no-export")
+    path = tmp_path / "results" / "bpr_mf_synthetic_seed0.json"
+
+    def resumed_from():
+        with open(path) as handle:
+            return json.load(handle)["resumed_from_epoch"]
+
     assert train_all.main([*args, "--time-budget", "15"]) == 0
     assert train_all.main([*args, "--force"]) == 0
-    with open(tmp_path / "results" / "bpr_mf_synthetic_seed0.json") as handle:
-        record = json.load(handle)
-    assert record["resumed_from_epoch"] == 0 and record["epochs_run"] == 2
+    assert resumed_from() == 0
+    # An interrupted run (a checkpoint, no results yet) still resumes.
+    assert train_all.main([*args, "--force", "--time-budget", "15"]) == 0
+    os.remove(path)
+    assert train_all.main([*args, "--force"]) == 0
+    assert resumed_from() == 1
 
 
 def test_eval_every_sets_the_curve_points(tmp_path):
