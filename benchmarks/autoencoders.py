@@ -205,54 +205,73 @@ def _multinomial(model):
     return model
 
 
-def benchmark_vaes(matrix, items, args, sparse: bool) -> None:
-    """Mult-VAE, Mult-DAE, RecVAE and FLVAE (CPU size), one epoch each."""
-    users, batch = matrix.shape[0], args.batch_size
+def _vae_entries(items: int, batch: int) -> list[tuple]:
+    """`(name, build(sparse_rows), FLOPs per row, dataset(rows, epoch))` of
+    Mult-VAE, Mult-DAE, RecVAE and FLVAE (CPU size)."""
 
-    def run(name, model, flops, dataset):
-        benchmark_autoencoder(
-            name, model, flops, dataset, matrix, args.epochs, args.max_rows
-        )
+    def recvae(sparse):
+        model = RecVAE(items, seed=0, sparse_rows=sparse)
+        model.compile(optimizer=keras.optimizers.Adam(5e-4))
+        return model
 
-    # Encoder I-600-(mu, log_var), decoder z-600-I.
-    vae = dense_flops([items, 600, 400]) + dense_flops([200, 600, items])
-    run(
-        "Mult-VAE",
-        _multinomial(MultVAE(items, seed=0, sparse_rows=sparse)),
-        3 * vae * users,
-        _rows_batches(batch),
-    )
-    run(
-        "Mult-DAE",
-        _multinomial(MultDAE(items, seed=0, sparse_rows=sparse)),
-        3 * dense_flops([items, 200, items]) * users,
-        _rows_batches(batch),
-    )
-    recvae = RecVAE(items, seed=0, sparse_rows=sparse)
-    recvae.compile(optimizer=keras.optimizers.Adam(5e-4))
+    def flvae(sparse):
+        model = FLVAE(items, hidden_dim=600, latent_dim=200, seed=0, sparse_rows=sparse)
+        model.compile(optimizer=keras.optimizers.Nadam(1e-3), loss=FocalLoss())
+        return model
+
     encoder = dense_flops([items, *[600] * 5]) + dense_flops([600, 400])
-    # 4 passes, each: encoder and decoder forward and backward, old encoder.
-    pass_flops = 3 * (encoder + dense_flops([200, items])) + encoder
-    run(
-        "RecVAE",
-        recvae,
-        4 * pass_flops * users,
-        lambda rows, epoch: alternating_rows_dataset(rows, batch, 0, epoch),
-    )
-    flvae = FLVAE(items, hidden_dim=600, latent_dim=200, seed=0, sparse_rows=sparse)
-    flvae.compile(optimizer=keras.optimizers.Nadam(1e-3), loss=FocalLoss())
-    row = (
+    flvae_row = (
         dense_flops([items, *[600] * 7])
         + dense_flops([600, 400])
         + dense_flops([200, *[600] * 5, items])
         + dense_flops([200, items])
     )
-    run(
-        "FLVAE (CPU size)",
-        flvae,
-        3 * row * 2 * users,  # split-brain: each user twice
-        lambda rows, epoch: split_brain_dataset(rows, 2048, 0, epoch),
-    )
+    return [
+        (
+            "Mult-VAE",
+            lambda sparse: _multinomial(MultVAE(items, seed=0, sparse_rows=sparse)),
+            # Encoder I-600-(mu, log_var), decoder z-600-I.
+            3 * (dense_flops([items, 600, 400]) + dense_flops([200, 600, items])),
+            _rows_batches(batch),
+        ),
+        (
+            "Mult-DAE",
+            lambda sparse: _multinomial(MultDAE(items, seed=0, sparse_rows=sparse)),
+            3 * dense_flops([items, 200, items]),
+            _rows_batches(batch),
+        ),
+        (
+            "RecVAE",
+            recvae,
+            # 4 passes, each: encoder and decoder forward and backward, and
+            # the frozen old encoder's forward.
+            4 * (3 * (encoder + dense_flops([200, items])) + encoder),
+            lambda rows, epoch: alternating_rows_dataset(rows, batch, 0, epoch),
+        ),
+        (
+            "FLVAE (CPU size)",
+            flvae,
+            3 * flvae_row * 2,  # split-brain: each user twice
+            lambda rows, epoch: split_brain_dataset(rows, 2048, 0, epoch),
+        ),
+    ]
+
+
+def benchmark_vaes(matrix, items, args) -> None:
+    """Each VAE's epoch; with `--sparse-rows` each one dense then sparse,
+    back to back, so that a ratio is measured under the same load."""
+    flags = (False, True) if args.sparse_rows else (False,)
+    for name, build, row_flops, dataset in _vae_entries(items, args.batch_size):
+        for sparse in flags:
+            benchmark_autoencoder(
+                name,
+                build(sparse),
+                row_flops * matrix.shape[0],
+                dataset,
+                matrix,
+                args.epochs,
+                args.max_rows,
+            )
 
 
 def main() -> None:
@@ -294,8 +313,7 @@ def main() -> None:
     if args.sparse_rows:
         benchmark_first_layer(matrix, args.batch_size, args.repeats)
     if not args.skip_autoencoders:
-        for sparse in (False, True) if args.sparse_rows else (False,):
-            benchmark_vaes(matrix, items, args, sparse)
+        benchmark_vaes(matrix, items, args)
 
 
 if __name__ == "__main__":
