@@ -10,8 +10,9 @@ import tensorflow as tf
 #: first layer both ways (batch 500, 600 units, forward and kernel gradient,
 #: 2-core CPU shared with other jobs): on ML-1M's rows (4.55% nonzero) the
 #: sparse product took 3.7x as long as the dense one (340 against 92 ms); on
-#: Gowalla's (0.084%) half as long (534 against 1057 ms). Interpolating the
-#: ratio log-linearly between the two puts the crossing near 0.3%.
+#: Gowalla's (0.084%) about half as long (534 against 1057 ms; 394 against
+#: 761 in a second run). Interpolating the ratio log-linearly between the
+#: two datasets puts the crossing near 0.3%.
 SPARSE_ROWS_DENSITY = 0.003
 
 
