@@ -96,6 +96,7 @@ def run_one(experiment, seed: int, dataset, args) -> dict:
     split = make_split(dataset, experiment.protocol, seed, **experiment.split_options)
     strategy = args.strategy_object
     epochs = args.epochs or experiment.epochs
+    eval_every = args.eval_every or experiment.eval_every
     checkpoints = os.path.join(args.checkpoints_dir, run)
     curve_set = split.validation or split.test
 
@@ -147,7 +148,7 @@ def run_one(experiment, seed: int, dataset, args) -> dict:
             epochs,
             checkpoint_dir=os.path.join(checkpoints, "main"),
             evaluate=curve_metrics,
-            eval_every=args.eval_every or experiment.eval_every,
+            eval_every=eval_every,
             monitor=monitor,
             patience=experiment.patience,
             evaluate_first=experiment.evaluate_first,
@@ -175,7 +176,7 @@ def run_one(experiment, seed: int, dataset, args) -> dict:
         "config": experiment.record(),
         "seed": seed,
         "epochs_requested": epochs,
-        "eval_every": args.eval_every or experiment.eval_every,
+        "eval_every": eval_every,
         "dataset": {
             "name": dataset.name,
             "checksum_sha256": dataset.checksum(),

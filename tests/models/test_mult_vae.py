@@ -152,8 +152,10 @@ def test_keras_save_load_keeps_outputs_and_anneal_step(trained, name, tmp_path):
 def test_sparse_rows_trains_the_same_model(split, cls):
     # The first layer on the rows' nonzeros is the same function: one epoch
     # from the same weights ends at the same weights (summation order aside).
-    models = [cls(split.num_items, latent_dim=8, seed=1) for _ in range(2)]
-    models[1] = cls(split.num_items, latent_dim=8, seed=1, sparse_rows=True)
+    models = [
+        cls(split.num_items, latent_dim=8, seed=1, sparse_rows=sparse)
+        for sparse in (False, True)
+    ]
     assert isinstance(models[1].layers[3], SparseRowsDense)
     assert not isinstance(models[0].layers[3], SparseRowsDense)
     losses = [_train(_compiled(m), split, 1)[0] for m in models]
