@@ -397,9 +397,11 @@ def main(argv=None) -> int:
                     )
                     continue
                 print(f"[{run}] continuing the run its time budget stopped")
-            elif os.path.exists(path) and experiment.name not in parts:
+            elif os.path.exists(path):
                 # --force redoes a finished run (or one its budget stopped)
-                # from scratch; an interrupted one (no results yet) resumes.
+                # from scratch, NeuMF's pre-trained parts included (their
+                # entries come first, so NeuMF starts from the new ones); an
+                # interrupted run (no results yet) resumes.
                 shutil.rmtree(checkpoint, ignore_errors=True)
             if experiment.dataset not in datasets:
                 datasets[experiment.dataset] = load_dataset(

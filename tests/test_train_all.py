@@ -123,6 +123,20 @@ def test_force_redoes_a_budget_stopped_run_from_scratch(tmp_path):
     assert resumed_from() == 1
 
 
+def test_force_retrains_a_pretraining_part(tmp_path):
+    # GMF keeps its checkpoint after it finishes (NeuMF starts from it);
+    # `--force` must still train it again rather than reload it.
+    args = _args(tmp_path, "--models", "gmf", "--epochs", "1", "--no-export")
+    state = tmp_path / "checkpoints" / "gmf_synthetic_seed0" / "main" / "state.json"
+    assert train_all.main(args) == 0
+    assert state.exists()
+    assert train_all.main([*args, "--force"]) == 0
+    with open(tmp_path / "results" / "gmf_synthetic_seed0.json") as handle:
+        record = json.load(handle)
+    assert record["resumed_from_epoch"] == 0 and record["epochs_run"] == 1
+    assert state.exists()
+
+
 def test_eval_every_sets_the_curve_points(tmp_path):
     args = _args(tmp_path, "--models", "bpr_mf", "--epochs", "4", "--no-export")
     assert train_all.main([*args, "--eval-every", "2"]) == 0
