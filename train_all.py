@@ -4,13 +4,14 @@
     python train_all.py --models bpr_mf --datasets gowalla --data-dir ../shared/data
 
 For each (experiment, seed) it writes `results/<model>_<dataset>_seed<k>.json`
-(config, seed, dataset checksum, package versions, metrics, learning curve,
-seconds per epoch), refreshes `results/RESULTS.md` (ours beside the paper's
-numbers, mean ± std over seeds), and exports the first seed's model to
-`saved_models/<model>_<dataset>/` (SavedModel in `1/`, `model.tflite`).
-A finished run is never redone unless `--force`; an interrupted one resumes
-from `checkpoints/<run>/`, and so does one its `--time-budget` stopped when
-the command is run again with a larger budget (or none). No model logic
+(config, seed, dataset checksum, package versions, metrics; the learning
+curve and seconds per epoch of gradient-trained models), refreshes
+`results/RESULTS.md` (ours beside the paper's numbers, mean ± std over
+seeds), and exports the first seed's model to `saved_models/<model>_<dataset>/`
+(SavedModel in `1/`, `model.tflite`, `model.keras`). A finished run is never
+redone unless `--force`; an interrupted one resumes from
+`checkpoints/<run>/`, and so does one its `--time-budget` stopped when the
+command is run again with a budget above the seconds it has spent (or none). No model logic
 lives here: see `keras_rec/configs`.
 """
 

@@ -24,8 +24,9 @@ On the `strong_generalization` training matrix (600 + 600 held-out users):
   whose RecVAE epoch takes many minutes here).
 * `--sparse-rows`: the first layer (600 units) on batches of the training
   rows, forward and kernel gradient, as `keras.layers.Dense` and as
-  `SparseRowsDense` (the product over the nonzeros only), and the Mult-VAE
-  and Mult-DAE epochs both ways, in one process so that the ratios count.
+  `SparseRowsDense` (the product over the nonzeros only), and the epochs of
+  Mult-VAE, Mult-DAE, RecVAE and FLVAE both ways (each model dense, then
+  sparse, back to back), in one process so that the ratios count.
 """
 
 from __future__ import annotations

@@ -2,16 +2,19 @@
 
     python benchmarks/tune_bpr_mf.py --data-dir ../shared/data \
         [--dataset ncf-ml-1m] [--dims 64,128] [--learning-rates 1e-3,3e-3] \
-        [--l2s 1e-5,1e-4] [--epochs 40] [--seed 0] [--out tune_bpr_mf.json]
+        [--l2s 1e-5,1e-4] [--epochs 40] [--patience 4] [--eval-every 2] \
+        [--seed 0] [--out tune_bpr_mf.json]
 
-Rendle et al. (RecSys 2020) found that a well-tuned dot-product model matches
-NeuMF on NCF's ML-1M files. This runs every combination of the grid with the
-dataset's `bpr_mf` entry (its protocol, batches and optimizer), keeps each
-run's best epoch by validation HR@10 (early stopping with the entry's
-patience), picks the combination with the best validation HR@10 and only
-then evaluates it on the test set, under the entry's protocol and views. The
-JSON written to `--out` holds every run's validation curve, the chosen
-hyperparameters, the test metrics, the data checksum and package versions.
+Rendle et al. (RecSys 2020) found that a well-tuned dot-product model
+matches NeuMF on NCF's ML-1M files. This runs every combination of the grid
+with the dataset's `bpr_mf` entry (its protocol, batches and optimizer),
+keeps each run's best epoch by validation HR@10 (evaluated every
+`--eval-every` epochs, stopped after `--patience` evaluations without
+improvement; the `ncf-ml-1m` entry itself uses patience 3), picks the
+combination with the best validation HR@10 and only then evaluates it on the
+test set, under the entry's protocol and views. The JSON written to `--out`
+holds every run's validation curve, the chosen hyperparameters, the test
+metrics, the data checksum and package versions.
 """
 
 from __future__ import annotations

@@ -53,7 +53,7 @@ HELDOUT = {
     },
 }
 
-#: TARGETS.md: the papers' ML-20M numbers.
+#: The papers' ML-20M numbers (Mult-VAE, EASE, RecVAE and VASP papers).
 PAPER_ML20M = {
     "mult_vae": {"recall@20": 0.395, "recall@50": 0.537, "ndcg@100": 0.426},
     "mult_dae": {"recall@20": 0.387, "recall@50": 0.524, "ndcg@100": 0.419},

@@ -1,4 +1,5 @@
-"""Ranking metrics with binary relevance, exactly as TARGETS.md defines them.
+"""Ranking metrics with binary relevance, as README.md defines them
+(section "Protocols and metrics").
 
 * DCG@k = sum over hits at rank r (1-based, r <= k) of 1 / log2(r + 1).
 * NDCG@k = DCG@k / IDCG@k, with IDCG@k over min(k, |relevant|) ideal hits

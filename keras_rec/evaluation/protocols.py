@@ -1,4 +1,4 @@
-"""The four evaluation protocols of TARGETS.md, for any `Recommender`.
+"""The four evaluation protocols of README.md, for any `Recommender`.
 
 Full ranking scores every item for a batch of users with one matrix
 multiply (`model.score_all`), sets the user's history items to -inf, and

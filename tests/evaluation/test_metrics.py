@@ -1,4 +1,4 @@
-"""Ranking metrics against an independent computation from TARGETS.md."""
+"""Ranking metrics against an independent computation of the README's definitions."""
 
 from __future__ import annotations
 

@@ -58,7 +58,7 @@ class HistoryScores(Recommender):
 
 
 def reference_metrics(rankings, relevant, ks, names):
-    """Means of each `name@k` from the definitions in TARGETS.md."""
+    """Means of each `name@k` from the README's definitions."""
     out = {}
     for k in ks:
         values = {name: [] for name in names}
