@@ -31,6 +31,10 @@ SCORE_ITEMS = "score_items"
 ITEM_IDS = "item_ids"
 SCORES = "scores"
 INFO_FILE = "export_info.json"
+#: Where the TFLite variant sends an invalid history id: far outside every
+#: table, so that the interpreter's bounds check fails instead of the id
+#: being read as padding.
+OUT_OF_RANGE_ID = 2**30
 
 
 def serving_functions(
@@ -82,6 +86,20 @@ def serving_functions(
         def excluded(item_history):
             return item_history
 
+        def poison_query(item_history):
+            # Without asserts (TFLite), an id below -1 or at num_items (the
+            # padding's spare column) would be read as padding, and a row of
+            # padding only would get recommendations: send such ids (and an
+            # empty row's first slot) out of range, so that the interpreter
+            # fails in its GATHER/SCATTER_ND bounds check instead.
+            bad = (item_history < -1) | (item_history >= num_items)
+            empty = tf.logical_not(
+                tf.reduce_any(item_history >= 0, axis=1, keepdims=True)
+            )
+            first = tf.range(tf.shape(item_history)[1]) == 0
+            bad = bad | (empty & first[None, :])
+            return tf.where(bad, tf.constant(OUT_OF_RANGE_ID, tf.int64), item_history)
+
         def check_query(item_history):
             has_item = tf.reduce_all(tf.reduce_any(item_history >= 0, axis=1))
             message = (
@@ -92,12 +110,13 @@ def serving_functions(
                 tf.debugging.assert_equal(has_item, True, message=message)
             ]
 
-    def after_checks(make_checks, *tensors):
+    def after_checks(make_checks, query, *tensors):
         # Without validation no Assert op is built at all (TFLite has none).
         if not validate:
-            return tensors
+            poisoned = poison_query(query) if kind != USER_ID else query
+            return (poisoned, *tensors)
         with tf.control_dependencies(make_checks()):
-            return tuple(tf.identity(tensor) for tensor in tensors)
+            return tuple(tf.identity(tensor) for tensor in (query, *tensors))
 
     def recommend(query):
         (query,) = after_checks(lambda: check_query(query), query)

@@ -36,8 +36,11 @@ def export_tflite(
 
     * no id validation: TFLite has no `Assert` op, so callers must send
       `user_id` in `[0, num_users)`, item ids in `[0, num_items)` and
-      histories with at least one item. An out-of-range id gives undefined
-      results (garbage or an interpreter error), not a clear message;
+      histories with at least one item. A bad id, or a history of padding
+      only, fails in the interpreter's bounds check (`RuntimeError: gather
+      index out of bounds` or `scatter_nd ...`) without naming the input:
+      invalid history ids are sent out of range on purpose so that they are
+      not read as padding;
     * the history length of history-based models is `history_length`, else
       `model.history_length`; when both are `None` it is resizable like the
       batch.

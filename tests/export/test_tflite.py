@@ -12,7 +12,7 @@ from ai_edge_litert.interpreter import Interpreter
 import keras_rec  # noqa: F401  (sets the Keras backend)
 from keras_rec.data import Interactions, make_synthetic
 from keras_rec.export import export_tflite, testing
-from keras_rec.models import BPRMF, Popularity
+from keras_rec.models import BPRMF, MultDAE, Popularity
 
 NUM_USERS, NUM_ITEMS, K = 50, 40, 5
 
@@ -86,6 +86,33 @@ def test_out_of_range_ids_are_not_validated(models, train, tmp_path):
     )
     with pytest.raises(RuntimeError, match="out of bounds"):
         testing.run_tflite(path, "serving_default", {"user_id": [NUM_USERS]})
+
+
+@pytest.mark.parametrize("model_name", ["popularity", "mult_dae"])
+@pytest.mark.parametrize(
+    "history",
+    [[[-3, 4]], [[NUM_ITEMS, 4]], [[-1, -1]], [[2, 4], [-1, -1]]],
+    ids=["below_pad", "at_num_items", "only_padding", "one_row_only_padding"],
+)
+def test_invalid_history_fails_instead_of_being_read_as_padding(
+    model_name, history, models, tmp_path
+):
+    """Without asserts, a bad history must still not give an answer: an id
+    below -1 or at num_items, or a row of padding only, would otherwise be
+    read as padding and return recommendations. (Popularity's `score_items`
+    does not read the history, so only its `serving_default` can fail.)"""
+    model = models["item_history"]
+    if model_name == "mult_dae":
+        model = MultDAE(NUM_ITEMS, latent_dim=4, seed=0)
+    path = export_tflite(model, tmp_path / "m.tflite", k=K)
+    valid = testing.run_tflite(path, "serving_default", {"item_history": [[2, -1]]})
+    assert valid["item_ids"].shape == (1, K)
+    signatures = {"serving_default": {}}
+    if model_name != "popularity":
+        signatures["score_items"] = {"item_ids": [[1]] * len(history)}
+    for signature, extra in signatures.items():
+        with pytest.raises(RuntimeError, match="out of bounds"):
+            testing.run_tflite(path, signature, {"item_history": history, **extra})
 
 
 class _DigammaPopularity(Popularity):
