@@ -80,11 +80,17 @@ def serving_functions(
         def check_query(user_id):
             return _range_asserts(user_id, USER_ID, 0, num_users, "num_users")
 
+        def poison_query(user_id):
+            return user_id  # a bad user_id already fails in GATHER
+
     else:
         query_spec = tf.TensorSpec([None, history_length], tf.int64, name=ITEM_HISTORY)
 
         def excluded(item_history):
             return item_history
+
+        def has_item(item_history):
+            return tf.reduce_any(item_history >= 0, axis=1, keepdims=True)
 
         def poison_query(item_history):
             # Without asserts (TFLite), an id below -1 or at num_items (the
@@ -93,28 +99,25 @@ def serving_functions(
             # empty row's first slot) out of range, so that the interpreter
             # fails in its GATHER/SCATTER_ND bounds check instead.
             bad = (item_history < -1) | (item_history >= num_items)
-            empty = tf.logical_not(
-                tf.reduce_any(item_history >= 0, axis=1, keepdims=True)
-            )
+            empty = tf.logical_not(has_item(item_history))
             first = tf.range(tf.shape(item_history)[1]) == 0
             bad = bad | (empty & first[None, :])
             return tf.where(bad, tf.constant(OUT_OF_RANGE_ID, tf.int64), item_history)
 
         def check_query(item_history):
-            has_item = tf.reduce_all(tf.reduce_any(item_history >= 0, axis=1))
+            every_row = tf.reduce_all(has_item(item_history))
             message = (
                 "`item_history` has a row with no item (only PAD=-1): every "
                 "history needs at least one item id"
             )
             return _range_asserts(item_history, ITEM_HISTORY, -1, num_items) + [
-                tf.debugging.assert_equal(has_item, True, message=message)
+                tf.debugging.assert_equal(every_row, True, message=message)
             ]
 
     def after_checks(make_checks, query, *tensors):
         # Without validation no Assert op is built at all (TFLite has none).
         if not validate:
-            poisoned = poison_query(query) if kind != USER_ID else query
-            return (poisoned, *tensors)
+            return (poison_query(query), *tensors)
         with tf.control_dependencies(make_checks()):
             return tuple(tf.identity(tensor) for tensor in (query, *tensors))
 
