@@ -66,6 +66,21 @@ def _exclusion(eval_set: EvalSet, rows: np.ndarray) -> tf.Tensor:
     )
 
 
+def _check_scores(model, scores, rows: np.ndarray) -> None:
+    """Raises on NaN scores: every comparison with NaN is false, so they
+    would rank silently (a NaN target outranks all its negatives)."""
+    nan_rows = np.flatnonzero(
+        tf.reduce_any(tf.math.is_nan(tf.convert_to_tensor(scores)), axis=1).numpy()
+    )
+    if nan_rows.size:
+        raise FloatingPointError(
+            f"{type(model).__name__} returned NaN scores for {nan_rows.size} of "
+            f"{len(rows)} users in a batch (first: evaluation row "
+            f"{rows[nan_rows[0]]}); its weights or inputs hold NaN or inf, so "
+            "no metric is computed"
+        )
+
+
 def rank_full(model, eval_set: EvalSet, k: int, batch_size: int = 1024, progress=False):
     """`[n, k]` top-k item ids per user over all items minus the history.
 
@@ -79,6 +94,7 @@ def rank_full(model, eval_set: EvalSet, k: int, batch_size: int = 1024, progress
     for start in tqdm(starts, desc="ranking", disable=not progress, leave=False):
         rows = np.arange(start, min(start + batch_size, len(eval_set)))
         scores = model.score_all(model_inputs(model, eval_set, rows))
+        _check_scores(model, scores, rows)
         mask = seen_mask(_exclusion(eval_set, rows), tf.shape(scores)[1])
         scores = tf.where(mask, -np.inf, tf.cast(scores, tf.float32))
         top[rows] = tf.math.top_k(scores, k=k).indices.numpy()
@@ -103,6 +119,7 @@ def rank_sampled(model, eval_set: EvalSet, batch_size: int = 1024, progress=Fals
             model_inputs(model, eval_set, rows), tf.constant(candidates, tf.int64)
         )
         scores = np.asarray(scores, np.float64)
+        _check_scores(model, scores, rows)
         ranks[rows] = (scores[:, :-1] >= scores[:, -1:]).sum(axis=1)
     return ranks
 

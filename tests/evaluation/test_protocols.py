@@ -127,6 +127,19 @@ def test_loo_sampled_ties_count_against_the_target():
     assert result["mrr@5"] == pytest.approx((1 / 3 + 1 / 5 + 1) / 3)
 
 
+@pytest.mark.parametrize("protocol", ["loo_sampled", "loo_full"])
+def test_nan_scores_raise_instead_of_ranking(protocol):
+    # Every comparison with NaN is false: unchecked, an all-NaN row ranked
+    # its target first (loo_sampled HR@10 = 1.0 from NaN weights).
+    table = np.zeros((3, 8))
+    table[2, 4] = np.nan
+    with pytest.raises(FloatingPointError, match="NaN scores for 1 of 3 users"):
+        evaluate(UserScores(table), sampled_set(), protocol, ks=(5,))
+    table[2] = np.nan
+    with pytest.raises(FloatingPointError, match="first: evaluation row 2"):
+        evaluate(UserScores(table), sampled_set(), protocol, ks=(5,), batch_size=2)
+
+
 @pytest.mark.parametrize("batch_size", [1, 4, 1024])
 def test_loo_sampled_against_numpy(batch_size):
     rng = np.random.default_rng(0)
