@@ -6,10 +6,16 @@ epoch writes `model.keras` and `state.json` atomically into
 `checkpoint_dir`. An interrupted run (Ctrl-C, a killed process) resumes from
 the last finished epoch with the optimizer state, the RNG stream of the data
 (it is keyed by epoch) and the evaluation curve intact.
+
+An optimizer with `use_ema=True` (Polyak averaging) keeps its meaning
+across the per-epoch `fit` calls: training goes on from the raw weights,
+while evaluations, the kept best weights and the returned model use the
+moving averages, as one long `fit` would end with them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -127,8 +133,9 @@ def train_model(
         unit="epoch",
     )
     if evaluate and evaluate_first and not state["curve"]:
-        if _evaluate_point(model, evaluate, 0, state, monitor):
-            _keep_best(model, state, checkpoint_dir, strategy)
+        with averaged_weights(model):
+            if _evaluate_point(model, evaluate, 0, state, monitor):
+                _keep_best(model, state, checkpoint_dir, strategy)
     since_best = _evaluations_since_best(state)
     for epoch in range(state["epoch"], epochs):
         if _agreed(strategy, patience is not None and since_best >= patience):
@@ -151,14 +158,13 @@ def train_model(
         state["epoch"] = epoch + 1
         state["seconds"] = time.perf_counter() - begin
         postfix = {"loss": f"{loss:.4f}"}
-        improved = False
         if evaluate and ((epoch + 1) % eval_every == 0 or epoch + 1 == epochs):
-            improved = _evaluate_point(model, evaluate, epoch + 1, state, monitor)
+            with averaged_weights(model):
+                if _evaluate_point(model, evaluate, epoch + 1, state, monitor):
+                    _keep_best(model, state, checkpoint_dir, strategy)
             since_best = _evaluations_since_best(state)
             if monitor:
                 postfix[monitor] = f"{state['curve'][-1][monitor]:.4f}"
-        if improved:
-            _keep_best(model, state, checkpoint_dir, strategy)
         if checkpoint_dir and is_chief(strategy):
             _atomic_save(model, os.path.join(checkpoint_dir, MODEL_FILE))
             atomic_write_json(os.path.join(checkpoint_dir, STATE_FILE), state)
@@ -167,6 +173,8 @@ def train_model(
     bar.close()
     if monitor and state["best"] is not None:
         _restore_best(model, state, checkpoint_dir)
+    elif _ema_optimizer(model) is not None and state["epoch"] > 0:
+        _ema_optimizer(model).finalize_variable_values(model.trainable_variables)
     epochs_run = len(state["losses"])
     return TrainingResult(
         model=model,
@@ -231,13 +239,59 @@ def _restore_best(model, state, checkpoint_dir) -> None:
             variable.assign(value)
 
 
+def _ema_optimizer(model: keras.Model):
+    """The model's optimizer if it keeps moving averages (`use_ema=True`)
+    and has built them, else None."""
+    optimizer = getattr(model, "optimizer", None)
+    optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # loss scaling
+    if not getattr(optimizer, "use_ema", False) or not optimizer.built:
+        return None
+    return optimizer
+
+
+@contextlib.contextmanager
+def averaged_weights(model: keras.Model):
+    """Within the block the model's trainable weights are its optimizer's
+    moving averages (`use_ema=True`); the raw weights come back on exit.
+    Without such an optimizer, or before its first step, nothing changes."""
+    if _ema_optimizer(model) is None:
+        yield model
+        return
+    swap = keras.callbacks.SwapEMAWeights()
+    swap.set_model(model)
+    swap.on_test_begin()
+    try:
+        yield model
+    finally:
+        swap.on_test_end()
+
+
+class _KeepRawWeights(keras.callbacks.Callback):
+    """`fit` ends by writing the optimizer's moving averages into the weights
+    (`use_ema=True`). With one `fit` per epoch that would restart every
+    epoch from the averages; this puts the raw weights back."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.raw = [v.numpy() for v in self.model.trainable_variables]
+
+    def on_train_end(self, logs=None):
+        if hasattr(self, "raw"):
+            for variable, value in zip(
+                self.model.trainable_variables, self.raw, strict=True
+            ):
+                variable.assign(value)
+
+
 def _keras_fit_epoch(model: keras.Model, dataset: tf.data.Dataset, epoch: int) -> float:
+    callbacks = [keras.callbacks.TerminateOnNaN()]
+    if getattr(model.optimizer, "use_ema", False):
+        callbacks.append(_KeepRawWeights())
     history = model.fit(
         dataset,
         initial_epoch=epoch,
         epochs=epoch + 1,
         verbose=0,
         shuffle=False,  # the pipeline shuffles, freshly every epoch
-        callbacks=[keras.callbacks.TerminateOnNaN()],
+        callbacks=callbacks,
     )
     return history.history["loss"][-1]

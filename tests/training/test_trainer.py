@@ -4,6 +4,7 @@ import os
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from keras_rec.data import bpr_dataset, make_synthetic
 from keras_rec.losses import BPRLoss
@@ -176,3 +177,87 @@ def test_unknown_monitor_is_named(train):
             monitor="hr@10",
             progress=False,
         )
+
+
+# --- Polyak averaging (an optimizer with use_ema=True) -------------------------
+
+
+def _ema_model():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    optimizer = keras.optimizers.Adam(0.05, use_ema=True, ema_momentum=0.8)
+    model.compile(optimizer=optimizer, loss="mse")
+    return model
+
+
+def _ema_data(epoch=None):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 4)).astype("float32")
+    y = (x @ np.array([1.0, -2.0, 0.5, 3.0], "float32"))[:, None]
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+
+
+def _weights(model):
+    return [w.numpy() for w in model.trainable_variables]
+
+
+def test_ema_optimizer_trains_as_one_long_fit():
+    # One fit over 3 epochs: training goes on from the raw weights and the
+    # moving averages are written into the model at the end.
+    reference = _ema_model()
+    reference.fit(_ema_data(), epochs=3, verbose=0, shuffle=False)
+    seen = []
+
+    def evaluate(model):
+        seen.append(_weights(model))
+        return {"score": 0.0}
+
+    result = train_model(_ema_model(), _ema_data, 3, evaluate=evaluate, progress=False)
+    for ours, theirs, evaluated in zip(
+        _weights(result.model), _weights(reference), seen[-1], strict=True
+    ):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-6)
+        np.testing.assert_array_equal(evaluated, ours)  # evaluated on averages
+
+
+def test_ema_optimizer_keeps_the_averaged_best_weights():
+    seen = []
+
+    def evaluate(model):
+        seen.append(_weights(model))
+        return {"score": -float(len(seen))}  # the first evaluation is the best
+
+    result = train_model(
+        _ema_model(), _ema_data, 3, evaluate=evaluate, monitor="score", progress=False
+    )
+    assert result.best["epoch"] == 1
+    raw_after_one_epoch = _ema_model()
+    raw_after_one_epoch.fit(_ema_data(), epochs=1, verbose=0, shuffle=False)
+    for ours, best in zip(_weights(result.model), seen[0], strict=True):
+        np.testing.assert_array_equal(ours, best)
+    # Those are the averages after one epoch, not the raw weights.
+    for ours, averaged in zip(
+        _weights(result.model), _weights(raw_after_one_epoch), strict=True
+    ):
+        np.testing.assert_allclose(ours, averaged, rtol=1e-6)
+
+
+def test_ema_optimizer_resumes_with_its_averages(tmp_path):
+    reference = train_model(_ema_model(), _ema_data, 4, progress=False).model
+
+    def interrupted(epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return _ema_data()
+
+    checkpoints = str(tmp_path / "run")
+    with pytest.raises(KeyboardInterrupt):
+        train_model(
+            _ema_model(), interrupted, 4, checkpoint_dir=checkpoints, progress=False
+        )
+    resumed = train_model(
+        _ema_model(), _ema_data, 4, checkpoint_dir=checkpoints, progress=False
+    )
+    assert resumed.resumed_from == 2
+    for ours, theirs in zip(_weights(resumed.model), _weights(reference), strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5)
