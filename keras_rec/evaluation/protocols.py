@@ -9,7 +9,15 @@ fit.
 Ties: items with equal scores are ranked by ascending item id (what
 `tf.math.top_k` does). In sampled ranking the relevant item is placed after
 its negatives, so a tie counts against it (rank = 1 + #negatives scoring
-higher or equal).
+higher or equal). The candidates are a set, as in NCF's `evaluate.py`
+(which keys the scores by item): a negative equal to the target, or
+repeated, is not counted against it (NCF's own ML-1M file lists the
+target among the 99 negatives of 156 users).
+
+In full ranking a target that is also in the user's history is masked
+with the history, so it cannot be recommended; it is left out of the
+user's relevant set rather than counted as a miss (users left with no
+target are left out of the mean).
 """
 
 from __future__ import annotations
@@ -89,6 +97,7 @@ def rank_full(model, eval_set: EvalSet, k: int, batch_size: int = 1024, progress
     `scoring_batch_size`.
     """
     batch_size = min(batch_size, getattr(model, "scoring_batch_size", batch_size))
+    _check_item_count(model, eval_set)
     top = np.empty((len(eval_set), k), np.int64)
     starts = range(0, len(eval_set), batch_size)
     for start in tqdm(starts, desc="ranking", disable=not progress, leave=False):
@@ -108,20 +117,50 @@ def rank_sampled(model, eval_set: EvalSet, batch_size: int = 1024, progress=Fals
     targets = eval_set.targets
     if np.any(np.diff(targets.indptr) != 1):
         raise ValueError("loo_sampled needs exactly one target item per user")
+    if eval_set.negatives.ndim != 2 or eval_set.negatives.shape[1] == 0:
+        raise ValueError(
+            "loo_sampled needs at least one negative per user; received "
+            f"negatives of shape {list(eval_set.negatives.shape)}"
+        )
+    _check_item_count(model, eval_set)
     ranks = np.empty(len(eval_set), np.int64)
     starts = range(0, len(eval_set), batch_size)
     for start in tqdm(starts, desc="ranking", disable=not progress, leave=False):
         rows = np.arange(start, min(start + batch_size, len(eval_set)))
-        candidates = np.concatenate(
-            [eval_set.negatives[rows], targets.indices[rows, None]], axis=1
-        )
+        negatives = eval_set.negatives[rows]
+        target = targets.indices[rows, None]
+        candidates = np.concatenate([negatives, target], axis=1)
         scores = model.score_items(
             model_inputs(model, eval_set, rows), tf.constant(candidates, tf.int64)
         )
         scores = np.asarray(scores, np.float64)
         _check_scores(model, scores, rows)
-        ranks[rows] = (scores[:, :-1] >= scores[:, -1:]).sum(axis=1)
+        ranks[rows] = (
+            (scores[:, :-1] >= scores[:, -1:]) & _distinct_negatives(negatives, target)
+        ).sum(axis=1)
     return ranks
+
+
+def _distinct_negatives(negatives: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Bool `[B, N]`: the first occurrence of each negative that is not the
+    target (the candidates are a set, as in NCF's `evaluate.py`)."""
+    order = np.argsort(negatives, axis=1, kind="stable")
+    ordered = np.take_along_axis(negatives, order, axis=1)
+    first = np.ones(ordered.shape, bool)
+    first[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    keep = np.empty(ordered.shape, bool)
+    np.put_along_axis(keep, order, first, axis=1)
+    return keep & (negatives != target)
+
+
+def _check_item_count(model, eval_set: EvalSet) -> None:
+    num_items = getattr(model, "num_items", None)
+    if num_items is not None and num_items != eval_set.targets.shape[1]:
+        raise ValueError(
+            f"{type(model).__name__} scores {num_items} items but the evaluation "
+            f"set has {eval_set.targets.shape[1]}: the model was built for "
+            "another split or dataset"
+        )
 
 
 def evaluate(
@@ -145,6 +184,15 @@ def evaluate(
     metrics = metrics or DEFAULT_METRICS[protocol]
     begin = time.perf_counter()
     if protocol in SAMPLED_RANKING:
+        candidates = 1 + (
+            0 if eval_set.negatives is None else eval_set.negatives.shape[1]
+        )
+        if max(ks) > candidates:
+            raise ValueError(
+                f"loo_sampled ranks each target among {candidates} candidates "
+                f"(1 + its negatives), so k={max(ks)} would count every user as a "
+                "hit; use k <= the number of candidates or more negatives"
+            )
         ranks = rank_sampled(model, eval_set, batch_size, progress)
         hits = np.zeros((len(ranks), max(ks)), np.float64)
         inside = ranks < hits.shape[1]
@@ -153,6 +201,7 @@ def evaluate(
     elif protocol in FULL_RANKING:
         top = rank_full(model, eval_set, max(ks), batch_size, progress)
         hits = np.zeros(top.shape, np.float64)
+        relevant = np.zeros(len(top), np.int64)  # targets outside the history
         for start in range(0, len(top), batch_size):
             stop = min(start + batch_size, len(top))
             dense = eval_set.targets[start:stop].toarray() > 0
@@ -160,10 +209,15 @@ def evaluate(
             # (it can reach the top k at -inf when k > the unmasked items).
             dense &= ~(eval_set.history_matrix[start:stop].toarray() > 0)
             hits[start:stop] = np.take_along_axis(dense, top[start:stop], axis=1)
-        relevant = np.diff(eval_set.targets.indptr)
+            relevant[start:stop] = dense.sum(axis=1)
     else:
         raise ValueError(
             f"Unknown protocol {protocol!r}. Known: {SAMPLED_RANKING + FULL_RANKING}"
+        )
+    if not (relevant > 0).any():
+        raise ValueError(
+            f"No user in the evaluation set ({len(eval_set)} rows) has a target "
+            "outside their history: there is nothing to evaluate"
         )
     per_user = ranking_metrics(hits, relevant, ks, metrics)
     result = {name: float(np.mean(values)) for name, values in per_user.items()}

@@ -167,11 +167,30 @@ def test_loo_sampled_against_numpy(batch_size):
     assert_matches(result, expected)
 
 
-def test_loo_sampled_with_k_beyond_the_candidates():
-    # 5 candidates and k = 10: every target is in the top 10.
+def test_loo_sampled_with_k_beyond_the_candidates_raises():
+    # 5 candidates and k = 10: every target would be in the top 10 (HR 1.0
+    # for any model), so it is refused; k = 5 is the largest that means anything.
     model = UserScores(np.random.default_rng(0).random((3, 8)))
-    result = evaluate(model, sampled_set(), "loo_sampled", ks=(10,))
-    assert result["hr@10"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="among 5 candidates"):
+        evaluate(model, sampled_set(), "loo_sampled", ks=(10,))
+    assert evaluate(model, sampled_set(), "loo_sampled", ks=(5,))["hr@5"] == 1.0
+
+
+def test_loo_sampled_counts_each_distinct_negative_once():
+    # NCF's ML-1M file lists the target among the negatives of 156 users;
+    # its evaluate.py keys the scores by item, so the duplicate is not a
+    # competitor. Repeated negatives count once.
+    targets = targets_matrix([np.array([0]), np.array([1])], 8)
+    negatives = np.array([[2, 0, 3, 3], [4, 4, 4, 5]])
+    eval_set = EvalSet(
+        np.array([0, 1]), [np.array([6]), np.array([7])], targets, negatives
+    )
+    table = np.zeros((2, 8))
+    table[0] = [0.9, 0, 0.1, 0.95, 0, 0, 0, 0]  # above: item 3 (twice) -> rank 1
+    table[1] = [0, 0.5, 0, 0, 0.7, 0.1, 0, 0]  # above: item 4 (thrice) -> rank 1
+    np.testing.assert_array_equal(rank_sampled(UserScores(table), eval_set), [1, 1])
+    table[0, 3] = 0.0  # the target is first: its own copy does not tie it
+    np.testing.assert_array_equal(rank_sampled(UserScores(table), eval_set), [0, 1])
 
 
 def test_loo_sampled_needs_negatives_and_single_targets():
@@ -198,9 +217,11 @@ def test_loo_full_masks_history_items():
     eval_set = EvalSet(np.array([0, 1]), [np.array([1, 0]), np.array([4, 3])], targets)
     table = [[5, 9, 4, 1, 1, 1], [0, 0, 0, 0, 0, 0]]
     result = evaluate(UserScores(table), eval_set, "loo_full", ks=(1, 2))
-    # User 1: the target 4 is also in its history: masked, it never counts.
-    assert result["hr@1"] == pytest.approx(0.5)
-    assert result["hr@2"] == pytest.approx(0.5)
+    # User 1: its target 4 is also in its history: masked, it cannot be
+    # recommended, so it is no target (and user 1 no evaluated user).
+    assert result["hr@1"] == pytest.approx(1.0)
+    assert result["hr@2"] == pytest.approx(1.0)
+    assert result["num_users"] == 1
     top = rank_full(UserScores(table), eval_set, 3)
     np.testing.assert_array_equal(top[0], [2, 3, 4])  # ties: ascending id
     np.testing.assert_array_equal(top[1], [0, 1, 2])
@@ -299,12 +320,12 @@ def test_holdout_full_against_numpy():
     evaluated = [u for u in range(num_users) if test_sets[u]]
     np.testing.assert_array_equal(split.test.users, evaluated)
     rankings = [full_ranking(table[u], sorted(train_sets[u])) for u in evaluated]
-    # A test item the user also has in training is masked: it can never hit.
-    expected = reference_metrics(
-        rankings, [test_sets[u] for u in evaluated], ks, ("recall", "ndcg")
-    )
+    # A test item the user also has in training is masked: it is no target.
+    relevant = [test_sets[u] - train_sets[u] for u in evaluated]
+    assert any(test_sets[u] & train_sets[u] for u in evaluated)  # the case occurs
+    expected = reference_metrics(rankings, relevant, ks, ("recall", "ndcg"))
     assert_matches(result, expected)
-    assert result["num_users"] == len(evaluated)
+    assert result["num_users"] == sum(1 for r in relevant if r)
     assert set(result) == {
         "recall@5",
         "recall@20",
@@ -318,14 +339,19 @@ def test_holdout_full_against_numpy():
 def test_masked_items_never_count_when_k_exceeds_the_unmasked_items():
     # 4 items, 3 in the history: only item 3 can be recommended. Target 0 is
     # also in the history (a repeat); with k = 4 the masked items fill the
-    # rest of the top k at -inf, and must still never count as hits.
+    # rest of the top k at -inf, and must still never count as hits. The
+    # masked target is no target: the relevant set is {3}.
     targets = targets_matrix([np.array([0, 3])], 4)
     eval_set = EvalSet(np.array([0]), [np.array([0, 1, 2])], targets)
     model = UserScores([[4.0, 3.0, 2.0, 1.0]])
     result = evaluate(model, eval_set, "holdout_full", ks=(1, 4))
-    assert result["recall@1"] == pytest.approx(1.0)  # 1 hit / min(1, 2)
-    assert result["recall@4"] == pytest.approx(0.5)  # 1 hit / min(4, 2)
-    assert result["ndcg@4"] == pytest.approx(1 / (1 + 1 / math.log2(3)))
+    assert result["recall@1"] == pytest.approx(1.0)  # 1 hit / min(1, 1)
+    assert result["recall@4"] == pytest.approx(1.0)  # 1 hit / min(4, 1)
+    assert result["ndcg@4"] == pytest.approx(1.0)
+    # Only masked targets: nothing to evaluate.
+    only_masked = EvalSet(np.array([0]), [np.array([0, 1])], targets_matrix([[0]], 4))
+    with pytest.raises(ValueError, match="No user in the evaluation set"):
+        evaluate(model, only_masked, "holdout_full", ks=(1,))
 
 
 def test_users_without_targets_are_left_out_of_the_mean():
@@ -386,3 +412,18 @@ def test_default_cut_offs():
     result = evaluate(UserScores(table), split.test, "loo_sampled")
     assert {"hr@10", "ndcg@10"} <= set(result)
     assert set(result) == {"hr@10", "ndcg@10", "mrr@10", "num_users", "seconds"}
+
+
+@pytest.mark.parametrize("protocol", ["loo_sampled", "loo_full"])
+def test_a_model_built_for_another_item_count_is_refused(protocol):
+    model = Popularity(7)  # the evaluation set has 8 items
+    with pytest.raises(ValueError, match="scores 7 items but the evaluation set has 8"):
+        evaluate(model, sampled_set(), protocol, ks=(5,))
+
+
+def test_an_empty_evaluation_set_is_refused():
+    empty = EvalSet(
+        np.array([], np.int64), [], targets_matrix([], 8), np.zeros((0, 4), np.int64)
+    )
+    with pytest.raises(ValueError, match="No user in the evaluation set"):
+        evaluate(UserScores(np.zeros((1, 8))), empty, "loo_sampled", ks=(5,))
