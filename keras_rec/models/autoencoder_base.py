@@ -22,7 +22,7 @@ import scipy.sparse as sp
 import tensorflow as tf
 
 from keras_rec.data.interactions import Interactions
-from keras_rec.models.base import ITEM_HISTORY, Recommender, seen_mask
+from keras_rec.models.base import ITEM_HISTORY, Recommender, check_inputs, seen_mask
 
 ROWS = "rows"
 LOGITS = "logits"
@@ -77,6 +77,7 @@ class AutoencoderRecommender(Recommender):
     input_kind = ITEM_HISTORY
 
     def score_all(self, inputs: dict) -> tf.Tensor:
+        check_inputs(self, inputs)
         rows = history_to_rows(inputs[ITEM_HISTORY], self.num_items)
         return self.score_rows(rows)
 

@@ -18,6 +18,7 @@ Training uses Keras `fit` on the model's regime pipeline (see
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 USER_ID = "user_id"
@@ -38,6 +39,7 @@ class Recommender:
 
     def score_items(self, inputs: dict, item_ids: tf.Tensor) -> tf.Tensor:
         """Scores of `item_ids` `[B, C]` for each row of `inputs`."""
+        check_inputs(self, inputs, item_ids)
         return tf.gather(self.score_all(inputs), item_ids, batch_dims=1)
 
     def recommend(
@@ -48,10 +50,61 @@ class Recommender:
         For history-based models the history itself is excluded as well.
         """
         scores = self.score_all(inputs)
+        if exclude is not None:
+            _check_ids(exclude, "exclude", -1, self.num_items, "num_items", 2)
         if self.input_kind == ITEM_HISTORY:
             history = tf.cast(inputs[ITEM_HISTORY], tf.int64)
             exclude = history if exclude is None else tf.concat([exclude, history], 1)
         return exclude_and_top_k(scores, exclude, k)
+
+
+def check_inputs(model, inputs: dict, item_ids=None) -> None:
+    """In eager calls, raises `ValueError` on inputs the model cannot score.
+
+    Ids must be integers in range: `user_id` `[B]` in `[0, num_users)`,
+    `item_history` `[B, L]` in `[-1, num_items)` (-1 is padding) and
+    `item_ids` `[B, C]` in `[0, num_items)`. Unchecked, an embedding lookup
+    reads -1 as the last row, the history's spare padding column swallows
+    id `num_items`, and float ids are truncated. Inside a traced function
+    (the exported signatures, which assert the same ranges in-graph) this
+    does nothing.
+    """
+    if not tf.executing_eagerly():
+        return
+    if model.input_kind not in inputs:
+        raise ValueError(
+            f"{type(model).__name__} scores from `{model.input_kind}`; "
+            f"received inputs with keys {sorted(inputs)}"
+        )
+    if model.input_kind == USER_ID:
+        num_users = getattr(model, "num_users", None)
+        _check_ids(inputs[USER_ID], USER_ID, 0, num_users, "num_users", 1)
+    else:
+        _check_ids(
+            inputs[ITEM_HISTORY], ITEM_HISTORY, -1, model.num_items, "num_items", 2
+        )
+    if item_ids is not None:
+        _check_ids(item_ids, "item_ids", 0, model.num_items, "num_items", 2)
+
+
+def _check_ids(
+    values, label: str, low: int, high: int | None, bound: str, rank: int
+) -> None:
+    """Integer dtype, `rank` and `low <= id < high` (`high=None`: unbounded)."""
+    ids = np.asarray(values)
+    if ids.dtype.kind not in "iu":
+        raise ValueError(f"`{label}` must hold integer ids; received dtype {ids.dtype}")
+    if ids.ndim != rank:
+        raise ValueError(
+            f"`{label}` must have rank {rank}; received shape {list(ids.shape)}"
+        )
+    high = np.inf if high is None else high
+    if ids.size and (ids.min() < low or ids.max() >= high):
+        bad = ids[(ids < low) | (ids >= high)]
+        raise ValueError(
+            f"`{label}` ids must be in [{low}, {bound}={high}); received "
+            f"{bad.size} outside it (e.g. {bad.flat[0]})"
+        )
 
 
 def exclude_and_top_k(
@@ -100,9 +153,10 @@ def gather_rows(indptr: tf.Tensor, indices: tf.Tensor, rows: tf.Tensor) -> tf.Te
 
 
 def check_positive(**values) -> None:
-    """Raises `ValueError` naming the first argument that is not positive."""
+    """Raises `ValueError` naming the first argument that is not positive
+    (NaN included)."""
     for label, value in values.items():
-        if value is None or value <= 0:
+        if value is None or not value > 0:
             raise ValueError(f"`{label}` must be positive. Received: {label}={value}")
 
 

@@ -6,7 +6,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from keras_rec.models.base import USER_ID, Recommender, serialize_config
+from keras_rec.models.base import USER_ID, Recommender, check_inputs, serialize_config
 
 
 @keras.saving.register_keras_serializable(package="keras_rec")
@@ -100,6 +100,7 @@ class BPRMF(Recommender, keras.Model):
         return loss
 
     def score_all(self, inputs):
+        check_inputs(self, inputs)
         users = self.user_embedding(inputs[USER_ID])
         return ops.matmul(users, ops.transpose(self.item_embedding.embeddings))
 

@@ -34,7 +34,7 @@ import tensorflow as tf
 from keras import ops
 
 from keras_rec.layers.graph_propagation import CSRAdjacency, NodeDropout
-from keras_rec.models.base import USER_ID, ArgumentsConfig, Recommender
+from keras_rec.models.base import USER_ID, ArgumentsConfig, Recommender, check_inputs
 from keras_rec.models.graph_adjacency import (
     interaction_matrix,
     normalized_adjacency,
@@ -324,11 +324,13 @@ class GraphRecommender(ArgumentsConfig, Recommender):
         self.encoder.cache_embeddings()
 
     def score_all(self, inputs):
+        check_inputs(self, inputs)
         users, items = self.encoder.final_embeddings()
         user_rows = tf.gather(users, inputs[USER_ID])
         return tf.matmul(user_rows, items, transpose_b=True)
 
     def score_items(self, inputs, item_ids):
+        check_inputs(self, inputs, item_ids)
         users, items = self.encoder.final_embeddings()
         user_rows = tf.gather(users, inputs[USER_ID])
         item_rows = tf.gather(items, item_ids)

@@ -12,6 +12,7 @@ from keras_rec.models.base import (
     USER_ID,
     ArgumentsConfig,
     Recommender,
+    check_inputs,
     check_non_negative,
     check_positive,
 )
@@ -137,6 +138,7 @@ class _NCFBase(ArgumentsConfig, Recommender, keras.Model):
         return max(1, self.max_scored_pairs // self.num_items)
 
     def score_all(self, inputs):
+        check_inputs(self, inputs)
         users = ops.convert_to_tensor(inputs[USER_ID], "int64")
         items = ops.arange(self.num_items, dtype="int64")
         batch = ops.shape(users)[0]
@@ -151,6 +153,7 @@ class _NCFBase(ArgumentsConfig, Recommender, keras.Model):
         return ops.reshape(scores, (batch, self.num_items))
 
     def score_items(self, inputs, item_ids):
+        check_inputs(self, inputs, item_ids)
         users = ops.convert_to_tensor(inputs[USER_ID], "int64")
         item_ids = ops.convert_to_tensor(item_ids, "int64")
         shape = ops.shape(item_ids)

@@ -7,7 +7,12 @@ import numpy as np
 from keras import ops
 
 from keras_rec.data.interactions import Interactions
-from keras_rec.models.base import ITEM_HISTORY, Recommender, serialize_config
+from keras_rec.models.base import (
+    ITEM_HISTORY,
+    Recommender,
+    check_inputs,
+    serialize_config,
+)
 
 
 @keras.saving.register_keras_serializable(package="keras_rec")
@@ -52,6 +57,7 @@ class Popularity(Recommender, keras.Model):
         return self
 
     def score_all(self, inputs):
+        check_inputs(self, inputs)
         return self.scorer(inputs[ITEM_HISTORY])
 
     def get_config(self):

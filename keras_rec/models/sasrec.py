@@ -12,7 +12,12 @@ from keras import ops
 from keras_rec.layers.causal_attention import CausalSelfAttentionBlock
 from keras_rec.layers.positional_embedding import PositionalEmbedding
 from keras_rec.losses.sampled_bce import SampledBinaryCrossentropy
-from keras_rec.models.base import ITEM_HISTORY, Recommender, serialize_config
+from keras_rec.models.base import (
+    ITEM_HISTORY,
+    Recommender,
+    check_inputs,
+    serialize_config,
+)
 
 POSITIVES = "positives"
 NEGATIVES = "negatives"
@@ -212,10 +217,12 @@ class SASRec(Recommender, keras.Model):
         return self.encode(history, training=False, return_attention_scores=True)[1]
 
     def score_all(self, inputs):
+        check_inputs(self, inputs)
         items = self.item_embedding.embeddings[1:]
         return ops.matmul(self.last_state(inputs), ops.transpose(items))
 
     def score_items(self, inputs, item_ids):
+        check_inputs(self, inputs, item_ids)
         candidates = self.item_embedding(
             _shift(ops.convert_to_tensor(item_ids, "int64"))
         )
