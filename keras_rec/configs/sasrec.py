@@ -179,6 +179,9 @@ EXPERIMENTS = [
     ),
     # S3-Rec's 5-core Beauty, not the paper's version: full ranking only.
     _entry("beauty", "loo_full", 200, bucket_by_length=True),
+    # Leave-one-out by time needs GroupLens' `ml-1m/ratings.dat` (with
+    # timestamps): `make_split` refuses it on `ml-1m/interactions.dat`, which
+    # has none and whose row order is not time order.
     _entry(
         "ml-1m",
         "loo_sampled",

@@ -214,6 +214,63 @@ def load_dataset(name: str, data_dir: str | None = None) -> Dataset:
     return LOADERS[name](resolve_data_dir(data_dir))
 
 
+# Where a dataset's registered files lack timestamps, the file that has them.
+TIMESTAMPED_FILES = {
+    "ml-1m": "ml-1m/ratings.dat (`user::item::rating::timestamp`, GroupLens' "
+    "original; it is read instead of ml-1m/interactions.dat when present)",
+}
+
+
+def _check_heldout_users(num_heldout_users) -> None:
+    if num_heldout_users is None:
+        return
+    if isinstance(num_heldout_users, bool) or not isinstance(
+        num_heldout_users, int | np.integer
+    ):
+        raise ValueError(
+            "`num_heldout_users` must be a positive integer (or None for 10% of "
+            f"the users). Received num_heldout_users={num_heldout_users!r}"
+        )
+    if num_heldout_users < 1:
+        raise ValueError(
+            "`num_heldout_users` must be at least 1 (None gives 10% of the "
+            f"users). Received num_heldout_users={num_heldout_users}"
+        )
+
+
+def _files(dataset: Dataset) -> str:
+    return ", ".join(dataset.files) if dataset.files else "no files: built in memory"
+
+
+def _check_loo(dataset: Dataset, data: Interactions, protocol: str) -> None:
+    """Leave-one-out by time needs the time order, and a dataset that ships
+    its own test file is evaluated on that file, not on a split of train."""
+    if dataset.test is not None:
+        raise ValueError(
+            f"Dataset {dataset.name!r} ships a test file ({_files(dataset)}), so "
+            f"{protocol!r} (leave-one-out) would ignore it and hold out each "
+            "user's last training row instead. Its train/test files carry no "
+            "time order. Use protocol 'holdout_full' (the given train/test "
+            "split) or 'strong_generalization'."
+        )
+    if data.timestamps is None:
+        hint = TIMESTAMPED_FILES.get(dataset.name)
+        needed = (
+            f" Leave-one-out needs {hint}."
+            if hint
+            else " Read it from a file with timestamps (or, if its rows are in "
+            "time order, give a running index as the timestamps, as "
+            "`read_user_item_pairs` does)."
+        )
+        raise ValueError(
+            f"Dataset {dataset.name!r} has no timestamps ({_files(dataset)}), and "
+            "its file order is not (known to be) time order, so "
+            f"{protocol!r} cannot hold out each user's latest interaction; "
+            f"it would hold out the last row in the file.{needed} Protocols "
+            "that need no time order: 'holdout_full', 'strong_generalization'."
+        )
+
+
 def make_split(
     dataset: Dataset,
     protocol: str,
@@ -230,19 +287,52 @@ def make_split(
       (their fixed negatives; with `validation`, one random training item
       per user is held out, with as many seeded negatives), else
       leave-one-out by time with `num_negatives` seeded uniform negatives
-      (`loo_sampled` only).
+      (`loo_sampled` only). Leave-one-out raises `ValueError` on data
+      without timestamps (file order is not taken as time order; readers
+      whose file order is time order give a running index as timestamps)
+      and on datasets that ship a test file (use `holdout_full`).
     * `holdout_full`: the given train/test files, else a seeded 80/20 holdout.
     * `strong_generalization`: all interactions (train and test merged),
-      `num_heldout_users` validation and as many test users.
+      `num_heldout_users` (a positive integer; None: 10% of the users)
+      validation and as many test users.
 
     `min_rating` keeps ratings at or above it and `min_user_interactions`
     then keeps users with that many of them (Mult-VAE's ML-20M and Netflix
-    preprocessing: ratings > 3.5, users with 5 or more).
+    preprocessing: ratings > 3.5, users with 5 or more). Filtering renumbers
+    the ids, so with a dataset's own test file or NCF test rows it is only
+    allowed under `strong_generalization` (which filters the merged data);
+    elsewhere it raises `ValueError`.
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"Unknown protocol {protocol!r}. Known: {PROTOCOLS}")
+    _check_heldout_users(num_heldout_users)
+    filtering = min_rating is not None or bool(min_user_interactions)
     data = dataset.interactions
-    if min_rating is not None or min_user_interactions:
+    if protocol == "strong_generalization":
+        if dataset.test is not None:
+            test = dataset.test
+            data = dataclasses.replace(
+                data,
+                user_ids=np.concatenate([data.user_ids, test.user_ids]),
+                item_ids=np.concatenate([data.item_ids, test.item_ids]),
+                timestamps=None,
+                ratings=None,
+            )
+        if filtering:
+            data = data.filter(
+                min_rating=min_rating, min_user_interactions=min_user_interactions
+            )
+        heldout = num_heldout_users or max(1, data.num_users // 10)
+        return splits.strong_generalization(data, heldout, heldout, seed=seed)
+    if filtering and (dataset.test is not None or dataset.test_items is not None):
+        raise ValueError(
+            f"`min_rating`/`min_user_interactions` renumber the users and items "
+            f"of {dataset.name!r}, but its test file(s) ({_files(dataset)}) use "
+            f"the unfiltered ids, so {protocol!r} would pair them with the wrong "
+            "users and items. Filter the files themselves, or use "
+            "'strong_generalization' (which filters train and test together)."
+        )
+    if filtering:
         data = data.filter(
             min_rating=min_rating, min_user_interactions=min_user_interactions
         )
@@ -279,6 +369,7 @@ def make_split(
             return splits.Split(
                 train=train, test=test, validation=valid, protocol=protocol
             )
+        _check_loo(dataset, data, protocol)
         split = splits.leave_one_out(data, validation=validation)
         if protocol == "loo_sampled":
             for part, offset in ((split.test, 0), (split.validation, 1)):
@@ -288,23 +379,10 @@ def make_split(
                     )
         split.protocol = protocol
         return split
-    if protocol == "holdout_full":
-        if dataset.test is not None:
-            split = splits.given_split(data, dataset.test)
-        else:
-            split = splits.random_holdout(data, 0.2, seed)
-        split.protocol = protocol
-        return split
-    merged = data
+    # holdout_full: the given train/test files, else a seeded 80/20 holdout.
     if dataset.test is not None:
-        test = dataset.test
-        merged = dataclasses.replace(
-            data,
-            user_ids=np.concatenate([data.user_ids, test.user_ids]),
-            item_ids=np.concatenate([data.item_ids, test.item_ids]),
-            timestamps=None,
-            ratings=None,
-        )
-    heldout = num_heldout_users or max(1, merged.num_users // 10)
-    split = splits.strong_generalization(merged, heldout, heldout, seed=seed)
+        split = splits.given_split(data, dataset.test)
+    else:
+        split = splits.random_holdout(data, 0.2, seed)
+    split.protocol = protocol
     return split

@@ -9,13 +9,42 @@ import numpy as np
 import scipy.sparse as sp
 
 
+def as_int64(values, label: str) -> np.ndarray:
+    """`values` as an int64 array; floats must be finite whole numbers.
+
+    Raises `ValueError` naming `label` for a float with a fractional part (or
+    NaN/inf), instead of truncating it as `astype(np.int64)` would.
+    """
+    array = np.asarray(values)
+    if array.dtype.kind == "f":
+        bad = ~np.isfinite(array) | (array != np.round(array))
+        if bad.any():
+            first = np.flatnonzero(bad.ravel())[0]
+            raise ValueError(
+                f"`{label}` must be integers, but {int(bad.sum())} of "
+                f"{array.size} values are not whole numbers (the first, at "
+                f"position {first}, is {array.ravel()[first].item()!r}). Converting "
+                "them would truncate them; map them to integers first (for "
+                "fractional times, e.g. scale them to whole seconds)."
+            )
+    return np.asarray(array, dtype=np.int64)
+
+
 @dataclasses.dataclass
 class Interactions:
     """Implicit-feedback interactions with contiguous 0-based user and item ids.
 
     Rows are kept in the order given; when `timestamps` are present, per-user
     histories are sorted by time (stable, so ties keep file order), otherwise
-    file order is taken as chronological order.
+    `sequences()` lists them in file order. File order is not assumed to be
+    time order: `make_split` refuses leave-one-out on data without
+    timestamps, so readers whose file order is time order declare it with a
+    running index as the timestamps (`read_user_item_pairs`).
+
+    Ids and timestamps must be integers: integer-valued floats (as pandas
+    makes of integer columns with missing values) are accepted, floats with
+    a fractional part (or NaN/inf) raise `ValueError` rather than being
+    truncated; rescale fractional times to integers (e.g. seconds) first.
 
     Args:
         user_ids: int64 array `[n]`, values in `[0, num_users)`.
@@ -40,8 +69,8 @@ class Interactions:
     name: str = "interactions"
 
     def __post_init__(self) -> None:
-        self.user_ids = np.asarray(self.user_ids, dtype=np.int64)
-        self.item_ids = np.asarray(self.item_ids, dtype=np.int64)
+        self.user_ids = as_int64(self.user_ids, "user_ids")
+        self.item_ids = as_int64(self.item_ids, "item_ids")
         if self.user_ids.shape != self.item_ids.shape or self.user_ids.ndim != 1:
             raise ValueError(
                 "`user_ids` and `item_ids` must be 1-D arrays of the same length. "
@@ -57,7 +86,7 @@ class Interactions:
                     f"Received min={values.min()}, max={values.max()}"
                 )
         if self.timestamps is not None:
-            self.timestamps = np.asarray(self.timestamps, dtype=np.int64)
+            self.timestamps = as_int64(self.timestamps, "timestamps")
         if self.ratings is not None:
             self.ratings = np.asarray(self.ratings, dtype=np.float32)
         for label in ("timestamps", "ratings"):
@@ -155,12 +184,17 @@ class Interactions:
         raw_users = np.asarray(raw_users)
         raw_items = np.asarray(raw_items)
         if already_contiguous:
-            users = raw_users.astype(np.int64)
-            items = raw_items.astype(np.int64)
+            users = as_int64(raw_users, "user ids")
+            items = as_int64(raw_items, "item ids")
             n_users = num_users or (int(users.max()) + 1 if users.size else 0)
             n_items = num_items or (int(items.max()) + 1 if items.size else 0)
             raw_user_vocab = raw_item_vocab = None
         else:
+            # Float raw ids (e.g. a pandas column) must be whole numbers too.
+            if raw_users.dtype.kind == "f":
+                raw_users = as_int64(raw_users, "raw user ids")
+            if raw_items.dtype.kind == "f":
+                raw_items = as_int64(raw_items, "raw item ids")
             raw_user_vocab, users = np.unique(raw_users, return_inverse=True)
             raw_item_vocab, items = np.unique(raw_items, return_inverse=True)
             n_users, n_items = len(raw_user_vocab), len(raw_item_vocab)
@@ -169,7 +203,7 @@ class Interactions:
             item_ids=items,
             num_users=n_users,
             num_items=n_items,
-            timestamps=None if timestamps is None else np.asarray(timestamps, np.int64),
+            timestamps=timestamps,  # checked and converted by __post_init__
             ratings=None if ratings is None else np.asarray(ratings, np.float32),
             raw_user_ids=raw_user_vocab,
             raw_item_ids=raw_item_vocab,

@@ -301,8 +301,15 @@ def user_rows_dataset(
     The whole matrix stays sparse (a ragged constant); each batch is turned
     into a dense `[B, num_items]` float32 tensor (or a `tf.SparseTensor` with
     `sparse=True`). Yields `(rows, rows)`.
+
+    Rows are binary by value: each entry whose value is nonzero becomes 1.0
+    (duplicates are summed first); stored zeros, e.g. an interaction removed
+    by setting its value to 0, are not interactions, as in `matrix.toarray()`.
     """
-    matrix = sp.csr_matrix(matrix)
+    # A copy: the caller's matrix keeps its stored zeros and index order.
+    matrix = sp.csr_matrix(matrix, copy=True)
+    matrix.sum_duplicates()
+    matrix.eliminate_zeros()
     matrix.sort_indices()
     num_items = matrix.shape[1]
     ragged = tf.RaggedTensor.from_row_splits(

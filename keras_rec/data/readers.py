@@ -47,6 +47,19 @@ def _to_float(token: str, path: str, number: int, what: str) -> float:
         ) from None
 
 
+def _is_number(token: str) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_header(tokens: list[str]) -> bool:
+    """A header line: none of its fields parses as a number."""
+    return not any(_is_number(token) for token in tokens)
+
+
 def read_delimited(
     path: str,
     sep: str | None,
@@ -58,14 +71,20 @@ def read_delimited(
 
     `user` and `item` and `timestamp` columns are parsed as integers, `rating`
     as float. Returns a dict of arrays; an absent optional column is omitted.
+    With `skip_header`, the first line is skipped if it is a header, that is
+    if none of its fields is a number (`userId,movieId,rating,timestamp`);
+    a first line of data is read like the others.
     """
     required = len(columns) - optional
     values: dict[str, list] = {name: [] for name in columns}
     widths = set()
+    first = True
     for number, line in _lines(path):
-        if skip_header and number == 1:
-            continue
         tokens = line.split(sep)
+        if first and skip_header and _is_header(tokens):
+            first = False
+            continue
+        first = False
         if not required <= len(tokens) <= len(columns):
             raise DataFormatError(
                 f"{path}:{number}: expected {required} to {len(columns)} fields "
@@ -111,13 +130,21 @@ def read_movielens_100k(path: str) -> Interactions:
 
 def read_movielens_dat(path: str, name: str = "ml-1m") -> Interactions:
     """ML-1M/10M `ratings.dat` (`user::item::rating::timestamp`) or the pair
-    file `interactions.dat` (`user::item`)."""
+    file `interactions.dat` (`user::item`).
+
+    A pair file gives no timestamps, and its row order (ratings.dat's) is not
+    time order, so `make_split` refuses leave-one-out protocols on it.
+    """
     cols = read_delimited(path, "::", ("user", "item", "rating", "timestamp"), 2)
     return _interactions(cols, name)
 
 
 def read_movielens_csv(path: str, name: str = "ml-20m") -> Interactions:
-    """ML-20M/25M `ratings.csv` with header `userId,movieId,rating,timestamp`."""
+    """ML-20M/25M `ratings.csv` (`userId,movieId,rating,timestamp`).
+
+    The header line is skipped when there is one; a file without it (a
+    converted copy) loses no row.
+    """
     cols = read_delimited(
         path, ",", ("user", "item", "rating", "timestamp"), skip_header=True
     )

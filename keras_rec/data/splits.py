@@ -189,13 +189,34 @@ def given_split(train: Interactions, test: Interactions) -> Split:
     """A train/test file pair (NGCF/LightGCN `train.txt`/`test.txt`).
 
     Every user with at least one test item is evaluated; their history is
-    their training items.
+    their training items. Both must be in one id space: when both carry raw
+    id vocabularies (files read separately, each remapped by `from_raw`),
+    these must be equal, else `ValueError` (read the two files into one
+    vocabulary, e.g. `from_raw` over their concatenation, then split).
     """
     if (train.num_users, train.num_items) != (test.num_users, test.num_items):
         raise ValueError(
             "train and test must share one id space. Received "
             f"{train.num_users}x{train.num_items} and {test.num_users}x{test.num_items}"
         )
+    for label, train_raw, test_raw in (
+        ("user", train.raw_user_ids, test.raw_user_ids),
+        ("item", train.raw_item_ids, test.raw_item_ids),
+    ):
+        if train_raw is None or test_raw is None:
+            continue
+        if not np.array_equal(train_raw, test_raw):
+            differ = np.flatnonzero(np.asarray(train_raw) != np.asarray(test_raw))
+            first = int(differ[0])
+            raise ValueError(
+                f"train ({train.name}) and test ({test.name}) have the same number "
+                f"of {label}s but different raw {label} ids: {label} id {first} "
+                f"is raw {label} {np.asarray(train_raw)[first].tolist()!r} in train "
+                f"and {np.asarray(test_raw)[first].tolist()!r} in test "
+                f"({len(differ)} ids differ). They "
+                "were remapped separately; read both files into one vocabulary "
+                "(e.g. `Interactions.from_raw` over both, then split the rows)."
+            )
     test_matrix = test.to_csr()
     users = np.flatnonzero(np.diff(test_matrix.indptr) > 0)
     train_seq = train.sequences()
@@ -251,6 +272,18 @@ def strong_generalization(
     as in the paper's preprocessing. Held-out users need at least 2 items
     after that; others are dropped from evaluation.
     """
+    for label, value, least in (
+        ("num_validation_users", num_validation_users, 0),
+        ("num_test_users", num_test_users, 1),
+    ):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | np.integer)
+            or value < least
+        ):
+            raise ValueError(
+                f"`{label}` must be an integer >= {least}. Received {label}={value!r}"
+            )
     held_out = num_validation_users + num_test_users
     if held_out >= data.num_users:
         raise ValueError(

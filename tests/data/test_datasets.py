@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 
@@ -11,6 +12,8 @@ import pytest
 from keras_rec.data import (
     DATA_DIR_ENV,
     DataFormatError,
+    Dataset,
+    Interactions,
     load_dataset,
     make_split,
     resolve_data_dir,
@@ -382,3 +385,114 @@ def test_make_split_keeps_users_with_enough_high_ratings(tmp_path):
     kept = dataset.interactions.filter(min_rating=4.0, min_user_interactions=2)
     assert (kept.num_users, len(kept)) == (3, 7)
     assert split.train.num_users == 3
+
+
+# --- make_split refuses what it cannot do right --------------------------------
+
+
+def _pairs(interactions, users, items):
+    """(raw user, raw item) pairs of ids in `interactions`' id space."""
+    raw_users = interactions.raw_user_ids
+    raw_items = interactions.raw_item_ids
+    return {
+        (int(raw_users[u]), int(raw_items[i]))
+        for u, i in zip(users, items, strict=True)
+    }
+
+
+@pytest.mark.parametrize("protocol", ["loo_sampled", "loo_full"])
+def test_loo_refuses_ml1m_interactions_dat_without_timestamps(tmp_path, protocol):
+    # interactions.dat keeps ratings.dat's row order, which is not time
+    # order: user 1's latest rating (item 10, t=100 below) is not its last row.
+    data_dir = write_layout(
+        tmp_path, {"ml-1m/interactions.dat": "1::30\n1::10\n1::20\n"}
+    )
+    dataset = load_dataset("ml-1m", data_dir)
+    with pytest.raises(ValueError, match="no timestamps") as info:
+        make_split(dataset, protocol, validation=False)
+    message = str(info.value)
+    assert "'ml-1m'" in message and "interactions.dat" in message
+    assert "not (known to be) time order" in message
+    assert "ml-1m/ratings.dat" in message
+    # Protocols that need no time order still split it.
+    assert make_split(dataset, "holdout_full").test.targets.nnz >= 1
+
+
+def test_loo_on_ml1m_ratings_dat_holds_out_the_latest_rating(tmp_path):
+    text = "1::30::5::300\n1::10::5::100\n1::20::5::200\n"
+    dataset = load_dataset("ml-1m", write_layout(tmp_path, {"ml-1m/ratings.dat": text}))
+    split = make_split(dataset, "loo_full", validation=False)
+    raw = dataset.interactions.raw_item_ids
+    assert raw[split.test.targets[0].indices].tolist() == [30]
+
+
+def test_loo_refuses_in_memory_data_without_timestamps():
+    data = Interactions([0, 0, 0, 1, 1, 1], [0, 1, 2, 0, 1, 2], 2, 3)
+    with pytest.raises(ValueError, match="'mine' has no timestamps"):
+        make_split(Dataset("mine", data), "loo_sampled", num_negatives=0)
+    # Declaring the file order as time order (a running index) is accepted.
+    timed = dataclasses.replace(data, timestamps=np.arange(6))
+    split = make_split(Dataset("mine", timed), "loo_full", validation=False)
+    assert [r.indices.tolist() for r in split.test.targets] == [[2], [2]]
+
+
+@pytest.mark.parametrize("protocol", ["loo_sampled", "loo_full"])
+def test_loo_refuses_a_dataset_that_ships_a_test_file(tmp_path, protocol):
+    files, _ = LAYOUTS["gowalla"]
+    gowalla = load_dataset("gowalla", write_layout(tmp_path, files))
+    with pytest.raises(ValueError, match="ships a test file") as info:
+        make_split(gowalla, protocol)
+    assert "'holdout_full'" in str(info.value) and "test.txt" in str(info.value)
+
+
+@pytest.mark.parametrize("protocol", ["holdout_full", "loo_sampled", "loo_full"])
+@pytest.mark.parametrize("filters", [{"min_user_interactions": 2}, {"min_rating": 4.0}])
+def test_filters_with_a_shipped_test_file_raise(tmp_path, protocol, filters):
+    files, _ = LAYOUTS["gowalla"]
+    gowalla = load_dataset("gowalla", write_layout(tmp_path, files))
+    # (loo on a test-file dataset raises anyway; it must not get further.)
+    with pytest.raises(ValueError, match="renumber|ships a test file"):
+        make_split(gowalla, protocol, **filters)
+
+
+@pytest.mark.parametrize("protocol", ["loo_sampled", "loo_full"])
+def test_filters_with_ncf_test_rows_raise(tmp_path, protocol):
+    # Filtering renumbers the training ids; the NCF test rows and negatives
+    # stay in the old id space, so targets would point at other items.
+    dataset = load_dataset("ncf-ml-1m", write_layout(tmp_path, NCF_FILES))
+    with pytest.raises(ValueError, match="renumber") as info:
+        make_split(dataset, protocol, min_user_interactions=1)
+    assert "ml-1m.test.rating" in str(info.value)
+
+
+def test_strong_generalization_filters_train_and_test_together():
+    # Raw user 1 -> items {0, 1} in train and item 3 in the test file, raw
+    # user 2 -> {1, 2} and item 0; user 0 (one row) is filtered out, which
+    # renumbers the users: the test rows must follow their users.
+    train = Interactions([0, 1, 1, 2, 2, 3, 3, 3], [0, 0, 1, 1, 2, 2, 3, 0], 4, 5)
+    test = Interactions([1, 2], [3, 0], 4, 5)
+    dataset = Dataset("g", train, test=test)
+    split = make_split(
+        dataset, "strong_generalization", min_user_interactions=2, num_heldout_users=1
+    )
+    final = split.train
+    pairs = set()
+    for user, seq in enumerate(final.sequences()):
+        pairs |= _pairs(final, [user] * len(seq), seq)
+    for part in (split.validation, split.test):
+        for row, user in enumerate(part.users):
+            items = np.concatenate([part.histories[row], part.targets[row].indices])
+            pairs |= _pairs(final, [user] * len(items), items)
+    expected = {(1, 0), (1, 1), (1, 3), (2, 1), (2, 2), (2, 0), (3, 2), (3, 3), (3, 0)}
+    # Items that no training user has are dropped by the protocol.
+    kept = set(final.raw_item_ids.tolist())
+    assert pairs == {p for p in expected if p[1] in kept}
+
+
+@pytest.mark.parametrize("value", [0, -2, 1.5, True, "3"])
+def test_num_heldout_users_must_be_a_positive_integer(value):
+    data = Interactions(np.repeat(np.arange(20), 3), np.tile([0, 1, 2], 20), 20, 3)
+    with pytest.raises(ValueError, match="num_heldout_users"):
+        make_split(Dataset("b", data), "strong_generalization", num_heldout_users=value)
+    split = make_split(Dataset("b", data), "strong_generalization", num_heldout_users=2)
+    assert (len(split.validation), len(split.test)) == (2, 2)

@@ -39,6 +39,55 @@ def test_invalid_arguments(kwargs, message):
         Interactions(num_users=2, num_items=3, **kwargs)
 
 
+@pytest.mark.parametrize(
+    "kwargs, label",
+    [
+        # Fractional times would be truncated to [0 0 0]: time order lost.
+        (dict(user_ids=[0, 0, 0], timestamps=np.array([0.9, 0.5, 0.1])), "timestamps"),
+        (
+            dict(user_ids=[0, 0, 0], timestamps=np.array([1.0, np.nan, 2.0])),
+            "timestamps",
+        ),
+        (dict(user_ids=np.array([0.0, 0.7, 1.9])), "user_ids"),
+        (dict(user_ids=[0, 1, 1], item_ids=np.array([0.2, 1.5, 2.99])), "item_ids"),
+    ],
+)
+def test_non_integer_floats_raise_instead_of_truncating(kwargs, label):
+    kwargs = {"user_ids": [0, 1, 1], "item_ids": [0, 1, 2], **kwargs}
+    with pytest.raises(ValueError, match=f"`{label}` must be integers"):
+        Interactions(num_users=2, num_items=3, **kwargs)
+
+
+def test_integer_valued_floats_are_accepted():
+    data = Interactions(
+        np.array([0.0, 0.0, 1.0]),
+        np.array([2.0, 0.0, 1.0]),
+        2,
+        3,
+        timestamps=np.array([30.0, 10.0, 20.0]),
+    )
+    assert data.user_ids.dtype == data.timestamps.dtype == np.int64
+    np.testing.assert_array_equal(data.timestamps, [30, 10, 20])
+    np.testing.assert_array_equal(data.sequences()[0], [0, 2])
+
+
+def test_from_raw_rejects_fractional_floats():
+    with pytest.raises(ValueError, match="`timestamps` must be integers"):
+        Interactions.from_raw([1, 1], [5, 6], timestamps=np.array([0.9, 0.1]))
+    with pytest.raises(ValueError, match="`user ids` must be integers"):
+        Interactions.from_raw(
+            np.array([0.0, 0.5]), np.array([0, 1]), already_contiguous=True
+        )
+    with pytest.raises(ValueError, match="`raw item ids` must be integers"):
+        Interactions.from_raw(np.array([1, 2]), np.array([10.0, 10.5]))
+    # Whole-number floats are read as the integers they are.
+    data = Interactions.from_raw(
+        np.array([7.0, 3.0]), np.array([10.0, 20.0]), timestamps=[2.0, 1.0]
+    )
+    np.testing.assert_array_equal(data.raw_user_ids, [3, 7])
+    assert data.raw_item_ids.dtype == np.int64
+
+
 def test_ids_become_int64():
     data = make([0, 1], [1, 0])
     assert data.user_ids.dtype == np.int64 and data.item_ids.dtype == np.int64

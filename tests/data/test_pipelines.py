@@ -433,3 +433,31 @@ def test_pointwise_steps_counts_an_epochs_batches_with_duplicate_pairs(train):
     for data in (train, doubled):
         epoch = pointwise_dataset(data, 4, 32, seed=0, epoch=0)
         assert pointwise_steps(data, 4, 32) == sum(1 for _ in epoch)
+
+
+def test_user_rows_dataset_ignores_explicitly_stored_zeros():
+    # An interaction removed by zeroing its value (without eliminate_zeros)
+    # is no interaction: the rows follow the values, as `toarray()` does.
+    matrix = sp.csr_matrix(np.array([[1.0, 0.0, 2.0], [0.0, 3.0, 0.0]]))
+    matrix.data[matrix.data == 2.0] = 0.0
+    assert matrix.nnz == 3
+    rows, targets = next(iter(user_rows_dataset(matrix, batch_size=2, shuffle=False)))
+    expected = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]
+    np.testing.assert_array_equal(rows.numpy(), expected)
+    np.testing.assert_array_equal(targets.numpy(), expected)
+    sparse_rows, _ = next(
+        iter(user_rows_dataset(matrix, batch_size=2, shuffle=False, sparse=True))
+    )
+    np.testing.assert_array_equal(tf.sparse.to_dense(sparse_rows).numpy(), expected)
+    # The caller's matrix is left as it was.
+    assert matrix.nnz == 3
+
+
+def test_user_rows_dataset_sums_duplicates_before_binarising():
+    # Duplicate entries that cancel out are no interaction either.
+    matrix = sp.csr_matrix(
+        (np.array([1.0, -1.0, 2.0]), np.array([0, 0, 1]), np.array([0, 3])),
+        shape=(1, 3),
+    )
+    rows, _ = next(iter(user_rows_dataset(matrix, batch_size=1, shuffle=False)))
+    np.testing.assert_array_equal(rows.numpy(), [[0.0, 1.0, 0.0]])

@@ -53,7 +53,8 @@ def test_movielens_interactions_dat_has_no_ratings(write_file):
     data = readers.read_movielens_dat(path)
     assert data.ratings is None and data.timestamps is None
     assert raw_pairs(data) == [(1, 1193), (2, 661), (1, 661)]
-    # Without timestamps, file order is the time order.
+    # Without timestamps, `sequences()` lists file order (which `make_split`
+    # does not take as time order: see test_datasets).
     np.testing.assert_array_equal(data.raw_item_ids[data.sequences()[0]], [1193, 661])
 
 
@@ -68,6 +69,23 @@ def test_movielens_csv_skips_the_header(write_file):
     np.testing.assert_allclose(data.ratings, [3.5, 4.0])
     # Sorted by time: movie 29 first.
     np.testing.assert_array_equal(data.raw_item_ids[data.sequences()[0]], [29, 2])
+
+
+def test_movielens_csv_without_a_header_keeps_the_first_row(write_file):
+    # A converted ratings.csv with no header: line 1 is data, not a header.
+    path = write_file("ratings.csv", "1,10,4.0,100\n1,20,3.0,200\n2,10,5.0,300\n")
+    data = readers.read_movielens_csv(path)
+    assert len(data) == 3
+    assert raw_pairs(data) == [(1, 10), (1, 20), (2, 10)]
+    np.testing.assert_array_equal(data.timestamps, [100, 200, 300])
+
+
+def test_movielens_csv_bad_first_data_line_is_not_taken_for_a_header(write_file):
+    # Line 1 has numbers, so it is data: its bad field is reported.
+    path = write_file("ratings.csv", "1,10,4.0,later\n1,20,3.0,200\n")
+    with pytest.raises(DataFormatError, match="must be an integer") as info:
+        readers.read_movielens_csv(path)
+    assert f"{path}:1" in str(info.value)
 
 
 def test_movielens_csv_with_only_a_header(write_file):

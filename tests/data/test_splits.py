@@ -164,6 +164,36 @@ def test_random_holdout_invalid_fraction(synthetic, fraction):
 # --- strong generalization ---------------------------------------------------
 
 
+def test_given_split_rejects_files_remapped_separately():
+    # Same sizes, different raw items: {10, 20, 30} and {10, 20, 40}. Test
+    # item 40 would silently become train item 30.
+    train = Interactions.from_raw([1, 1, 2, 2], [10, 20, 30, 10])
+    test = Interactions.from_raw([1, 2, 2], [40, 20, 10])
+    with pytest.raises(ValueError, match="different raw item ids") as info:
+        given_split(train, test)
+    assert "30" in str(info.value) and "40" in str(info.value)
+    users = Interactions.from_raw([1, 1, 3], [10, 20, 30])
+    with pytest.raises(ValueError, match="different raw user ids"):
+        given_split(train, users)
+
+
+def test_given_split_accepts_one_shared_vocabulary():
+    data = Interactions.from_raw([1, 1, 2, 2, 1], [10, 20, 30, 10, 40])
+    split = given_split(data.subset(np.arange(5) < 3), data.subset(np.arange(5) >= 3))
+    assert [r.indices.tolist() for r in split.test.targets] == [[3], [0]]
+
+
+@pytest.mark.parametrize(
+    "num_validation_users, num_test_users",
+    [(-2, -2), (1, 0), (1, -1), (1.5, 1), (1, 2.0), (True, 1)],
+)
+def test_strong_generalization_rejects_bad_user_counts(
+    synthetic, num_validation_users, num_test_users
+):
+    with pytest.raises(ValueError, match="must be an integer"):
+        strong_generalization(synthetic, num_validation_users, num_test_users)
+
+
 def test_strong_generalization():
     # Many rare items, so that some belong to held-out users only.
     synthetic = make_synthetic(num_users=100, num_items=400, mean_length=10, seed=3)
