@@ -43,6 +43,8 @@ from keras_rec.training.distributed import (
 from keras_rec.training.results import (
     atomic_write_json,
     atomic_write_text,
+    differing_keys,
+    flatten,
     markdown_table,
     package_versions,
     summarize_seeds,
@@ -86,8 +88,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _split_list(text: str | None) -> list[str] | None:
-    return [t.strip() for t in text.split(",") if t.strip()] if text else None
+def _split_list(text: str | None, flag: str) -> list[str] | None:
+    """The comma-separated names of `--flag`; `None` when it is not given.
+
+    Raises:
+        ValueError: it is given but names nothing (`""`, `","`): an empty
+            shell variable must not mean "all" or "none".
+    """
+    if text is None:
+        return None
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names:
+        raise ValueError(f"--{flag} names nothing (got {text!r})")
+    return names
 
 
 def run_one(experiment, seed: int, dataset, args) -> dict:
@@ -216,7 +229,7 @@ def run_one(experiment, seed: int, dataset, args) -> dict:
             )
         except ImportError as error:
             record["curve_plot"] = f"not drawn: {error}"
-    if not args.no_export and seed == _seeds(args)[0] and is_chief(strategy):
+    if not args.no_export and seed == args.seed_list[0] and is_chief(strategy):
         record["exported"] = _export(model, split, experiment.name, args)
     return record
 
@@ -294,53 +307,102 @@ def _budget_stopped_seconds(results_path: str, checkpoint: str) -> float | None:
     """Training seconds of a run its time budget stopped, if it can go on.
 
     `None` when the run finished (its epochs, its patience) or when its
-    checkpoint is gone, so there is nothing to continue.
+    checkpoint is gone, so there is nothing to continue. A run the budget
+    stopped before its first epoch has no checkpoint and nothing to lose:
+    0.0, so that it is trained when run again.
     """
     with open(results_path) as handle:
         record = json.load(handle)
-    state_path = os.path.join(checkpoint, "main", STATE_FILE)
-    if record.get("stopped_by") != "time_budget" or not os.path.exists(state_path):
+    if record.get("stopped_by") != "time_budget":
         return None
+    state_path = os.path.join(checkpoint, "main", STATE_FILE)
+    if not os.path.exists(state_path):
+        return 0.0 if record.get("epochs_run") == 0 else None
     with open(state_path) as handle:
         return float(json.load(handle)["seconds"])
 
 
-def _seeds(args) -> list[int]:
-    return [int(s) for s in _split_list(args.seeds)]
+def _changed_config(results_path: str, experiment, args) -> str:
+    """How the finished run in `results_path` was configured differently
+    from what this command asks of `experiment` ("" if it was not)."""
+    with open(results_path) as handle:
+        recorded = run_config(json.load(handle))
+    recorded.pop("dataset_sha256")
+    requested = run_config(
+        {
+            "config": experiment.record(),
+            "epochs_requested": args.epochs or experiment.epochs,
+            "eval_every": args.eval_every or experiment.eval_every,
+        }
+    )
+    requested.pop("dataset_sha256")
+    requested = json.loads(json.dumps(requested))  # tuples as lists
+    before, after = flatten(recorded), flatten(requested)
+    return ", ".join(
+        f"{key}: {before.get(key)!r} then, {after.get(key)!r} now"
+        for key in differing_keys(recorded, requested)
+    )
+
+
+def _seeds(text: str) -> list[int]:
+    return [int(s) for s in _split_list(text, "seeds")]
+
+
+def run_config(record: dict) -> dict:
+    """What must be the same for two results to be seeds of one experiment:
+    the entry's config (not the paper's numbers, nor the extra protocols
+    reported), the epochs requested, the evaluation interval and the data."""
+    config = {k: v for k, v in record["config"].items() if k not in ("paper", "views")}
+    return {
+        "config": config,
+        "epochs_requested": record.get("epochs_requested"),
+        "eval_every": record.get("eval_every"),
+        "dataset_sha256": record.get("dataset", {}).get("checksum_sha256"),
+    }
 
 
 def write_table(results_dir: str) -> str:
-    """Rebuilds `RESULTS.md` from every results JSON in `results_dir`."""
+    """Rebuilds `RESULTS.md` from every results JSON in `results_dir`.
+
+    Runs are averaged over seeds only when their `run_config` is the same.
+    A (model, dataset) run with several configs (an old `--epochs 1` run,
+    edited hyperparameters) gets one set of rows per config, labelled
+    `[a]`, `[b]`, ..., and the differences are listed under the table.
+    """
     groups: dict[tuple, list[dict]] = {}
     for path in sorted(glob.glob(os.path.join(results_dir, "*.json"))):
         with open(path) as handle:
             record = json.load(handle)
-        key = (record["config"]["model"], record["config"]["dataset"])
+        key = (
+            record["config"]["model"],
+            record["config"]["dataset"],
+            json.dumps(run_config(record), sort_keys=True),
+        )
         groups.setdefault(key, []).append(record)
+    variants: dict[tuple, list[str]] = {}  # (model, dataset) -> config keys
+    for model, dataset, config in groups:
+        variants.setdefault((model, dataset), []).append(config)
     rows = []
-    for (model, dataset), records in sorted(groups.items()):
-        main = records[0]["config"]["protocol"]
-        paper = records[0]["config"]["paper"]
-        protocols = [main, *records[0]["config"]["views"]]
-        spe = sum(r["seconds_per_epoch"] for r in records) / len(records)
-        for protocol in protocols:
-            per_seed = [
-                {"metrics": _metrics(r["metrics"].get(protocol, {}))} for r in records
-            ]
-            for metric, stats in summarize_seeds(per_seed).items():
-                rows.append(
-                    {
-                        "model": model,
-                        "dataset": dataset,
-                        "protocol": protocol,
-                        "metric": metric,
-                        **stats,
-                        "paper": paper.get(metric) if protocol == main else None,
-                        "seconds_per_epoch": spe,
-                    }
-                )
+    notes = []
+    for (model, dataset), configs_seen in sorted(variants.items()):
+        labelled = len(configs_seen) > 1
+        differences = differing_keys(*(json.loads(c) for c in configs_seen))
+        for index, config in enumerate(configs_seen):
+            records = groups[(model, dataset, config)]
+            label = f"{model} [{chr(ord('a') + index)}]" if labelled else model
+            rows += _table_rows(label, dataset, records)
+            if labelled:
+                flat = flatten(json.loads(config))
+                settings = ", ".join(f"{k}={flat.get(k)!r}" for k in differences)
+                runs = ", ".join(r["run"] for r in records)
+                notes.append(f"- {label} on {dataset}: {settings} ({runs})")
     text = "# Results\n\nWritten by `train_all.py`; every number is measured.\n\n"
     text += markdown_table(rows)
+    if notes:
+        text += (
+            "\nRuns of one model and dataset with different configurations are not"
+            " averaged together; their rows are labelled:\n\n" + "\n".join(notes) + "\n"
+        )
     partial = [
         f"{r['run']} ({r['epochs_run']} of {r['epochs_requested']} epochs)"
         for records in groups.values()
@@ -357,6 +419,33 @@ def write_table(results_dir: str) -> str:
     return path
 
 
+def _table_rows(model: str, dataset: str, records: list[dict]) -> list[dict]:
+    """The table's rows of the seeds `records` of one config."""
+    main = records[0]["config"]["protocol"]
+    paper = records[0]["config"]["paper"]
+    views = [v for r in records for v in r["config"]["views"]]
+    protocols = list(dict.fromkeys([main, *views]))
+    spe = sum(r["seconds_per_epoch"] for r in records) / len(records)
+    rows = []
+    for protocol in protocols:
+        per_seed = [
+            {"metrics": _metrics(r["metrics"].get(protocol, {}))} for r in records
+        ]
+        for metric, stats in summarize_seeds(per_seed).items():
+            rows.append(
+                {
+                    "model": model,
+                    "dataset": dataset,
+                    "protocol": protocol,
+                    "metric": metric,
+                    **stats,
+                    "paper": paper.get(metric) if protocol == main else None,
+                    "seconds_per_epoch": spe,
+                }
+            )
+    return rows
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     for flag in ("epochs", "eval_every"):
@@ -365,13 +454,21 @@ def main(argv=None) -> int:
             raise ValueError(
                 f"--{flag.replace('_', '-')} must be at least 1, got {value}"
             )
+    if args.time_budget is not None and not args.time_budget > 0:
+        raise ValueError(
+            "--time-budget must be a positive number of seconds (leave it out for "
+            f"no limit), got {args.time_budget}"
+        )
+    args.seed_list = _seeds(args.seeds)
+    models = _split_list(args.models, "models")
+    dataset_names = _split_list(args.datasets, "datasets")
     # Before any other TensorFlow op: collective ops are set up at start-up.
     args.strategy_object = make_strategy(args.strategy)
     if args.list:
         for e in configs.EXPERIMENTS:
             print(f"{e.model:12s} {e.dataset:12s} {e.protocol:22s} epochs={e.epochs}")
         return 0
-    experiments = configs.select(_split_list(args.models), _split_list(args.datasets))
+    experiments = configs.select(models, dataset_names)
     os.makedirs(args.results_dir, exist_ok=True)
     datasets = {}
     failures = []
@@ -381,14 +478,22 @@ def main(argv=None) -> int:
         f"{part}_{e.dataset}" for e in configs.EXPERIMENTS for part in e.pretrain_parts
     }
     for experiment in experiments:
-        for seed in _seeds(args):
+        for seed in args.seed_list:
             run = f"{experiment.name}_seed{seed}"
             path = os.path.join(args.results_dir, f"{run}.json")
             checkpoint = os.path.join(args.checkpoints_dir, run)
             if os.path.exists(path) and not args.force:
                 spent = _budget_stopped_seconds(path, checkpoint)
                 if spent is None:
-                    print(f"[{run}] finished earlier: {path} (use --force to redo)")
+                    changed = _changed_config(path, experiment, args)
+                    if changed:
+                        print(
+                            f"[{run}] finished earlier with another configuration "
+                            f"({changed}): its results in {path} are kept; use "
+                            "--force to redo it with this one"
+                        )
+                    else:
+                        print(f"[{run}] finished earlier: {path} (use --force to redo)")
                     continue
                 if args.time_budget is not None and spent > args.time_budget:
                     print(
@@ -397,7 +502,10 @@ def main(argv=None) -> int:
                         f"(or none) to continue it from {checkpoint}"
                     )
                     continue
-                print(f"[{run}] continuing the run its time budget stopped")
+                if spent:
+                    print(f"[{run}] continuing the run its time budget stopped")
+                else:
+                    print(f"[{run}] training the run its time budget stopped early")
             elif os.path.exists(path):
                 # --force redoes a finished run (or one its budget stopped)
                 # from scratch, NeuMF's pre-trained parts included (their
@@ -416,7 +524,14 @@ def main(argv=None) -> int:
                 failures.append(run)
                 continue
             atomic_write_json(path, record)
-            if record.get("stopped_by") == "time_budget":
+            if record.get("stopped_by") == "time_budget" and not record["epochs_run"]:
+                print(
+                    f"[{run}] stopped by the time budget before its first epoch: "
+                    "these metrics are the untrained model's; run again with a "
+                    "larger --time-budget (or none) to train it",
+                    flush=True,
+                )
+            elif record.get("stopped_by") == "time_budget":
                 print(
                     f"[{run}] stopped by the time budget after "
                     f"{record['epochs_run']} of {record['epochs_requested']} epochs; "

@@ -208,3 +208,115 @@ def test_experiment_names_are_unique():
 
     names = [e.name for e in configs.EXPERIMENTS]
     assert len(names) == len(set(names))
+
+
+def test_a_time_budget_that_is_not_positive_is_refused(tmp_path):
+    # `--time-budget 0` used to train 0 epochs and write the untrained
+    # model's metrics as the run's results.
+    for budget in ("0", "-1"):
+        with pytest.raises(ValueError, match="--time-budget must be a positive"):
+            train_all.main(
+                _args(tmp_path, "--models", "bpr_mf", "--time-budget", budget)
+            )
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.usefixtures("slow_clock")
+def test_a_run_its_budget_stopped_before_the_first_epoch_is_trained_later(
+    tmp_path, capsys
+):
+    args = _args(tmp_path, "--models", "bpr_mf", "--epochs", "2", "--no-export")
+    path = tmp_path / "results" / "bpr_mf_synthetic_seed0.json"
+    # 10 s pass before the first epoch could start: none runs.
+    assert train_all.main([*args, "--time-budget", "5"]) == 0
+    with open(path) as handle:
+        first = json.load(handle)
+    assert first["stopped_by"] == "time_budget" and first["epochs_run"] == 0
+    assert "before its first epoch" in capsys.readouterr().out
+    # No checkpoint was written, yet the run is not "finished earlier".
+    assert train_all.main(args) == 0
+    assert "finished earlier" not in capsys.readouterr().out
+    with open(path) as handle:
+        second = json.load(handle)
+    assert second["stopped_by"] == "epochs" and second["epochs_run"] == 2
+
+
+def test_a_finished_run_with_another_configuration_is_named(tmp_path, capsys):
+    args = _args(tmp_path, "--models", "popularity", "--no-export")
+    assert train_all.main(args) == 0
+    assert train_all.main([*args, "--epochs", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "finished earlier with another configuration" in out
+    assert "epochs_requested: 1 then, 3 now" in out and "--force" in out
+
+
+def _record(seed, epochs, learning_rate, hr):
+    return {
+        "run": f"bpr_mf_synthetic_seed{seed}",
+        "seed": seed,
+        "epochs_requested": epochs,
+        "epochs_run": epochs,
+        "eval_every": 1,
+        "config": {
+            "model": "bpr_mf",
+            "dataset": "synthetic",
+            "protocol": "loo_sampled",
+            "views": [],
+            "paper": {},
+            "epochs": 20,
+            "hyperparameters": {"learning_rate": learning_rate},
+        },
+        "metrics": {"loo_sampled": {"hr@10": hr, "num_users": 10, "seconds": 1.0}},
+        "seconds_per_epoch": 1.0,
+    }
+
+
+def test_results_table_does_not_average_different_configurations(tmp_path):
+    # Seeds 0 and 1 share a config and are averaged; seed 7 is an old
+    # `--epochs 1` run with another learning rate, not a third seed.
+    records = [_record(0, 20, 5e-3, 0.6), _record(1, 20, 5e-3, 0.4)]
+    records.append(_record(7, 1, 0.1, 0.1))
+    for record in records:
+        with open(tmp_path / f"{record['run']}.json", "w") as handle:
+            json.dump(record, handle)
+    table = open(train_all.write_table(str(tmp_path))).read()
+    assert "| bpr_mf [a] | synthetic | loo_sampled | hr@10 | 0.5000 ± 0.1000 (2) |" in (
+        table
+    )
+    assert "| bpr_mf [b] | synthetic | loo_sampled | hr@10 | 0.1000 ± 0.0000 (1) |" in (
+        table
+    )
+    assert "(3)" not in table
+    assert "- bpr_mf [b] on synthetic:" in table
+    assert "epochs_requested=1" in table and "learning_rate=0.1" in table
+
+
+def test_one_configuration_has_unlabelled_rows(tmp_path):
+    for record in (_record(0, 20, 5e-3, 0.6), _record(1, 20, 5e-3, 0.4)):
+        with open(tmp_path / f"{record['run']}.json", "w") as handle:
+            json.dump(record, handle)
+    table = open(train_all.write_table(str(tmp_path))).read()
+    assert "| bpr_mf | synthetic | loo_sampled | hr@10 | 0.5000 ± 0.1000 (2) |" in table
+    assert "not averaged" not in table
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        # sasrec has no Gowalla entry: it used to be dropped without a word.
+        (
+            ["--models", "bpr_mf,sasrec", "--datasets", "gowalla"],
+            r"Model 'sasrec' has no entry on the requested datasets \['gowalla'\]; "
+            r"it has entries on \[.*'synthetic'",
+        ),
+        (["--seeds", ","], "--seeds names nothing"),
+        (["--seeds", ""], "--seeds names nothing"),
+        (["--models", ""], "--models names nothing"),
+        (["--models", " , "], "--models names nothing"),
+        (["--datasets", ""], "--datasets names nothing"),
+    ],
+)
+def test_a_selection_that_runs_less_than_asked_is_an_error(tmp_path, extra, message):
+    with pytest.raises(ValueError, match=message):
+        train_all.main(_args(tmp_path, *extra))
+    assert not (tmp_path / "results").exists()

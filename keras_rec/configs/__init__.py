@@ -115,11 +115,23 @@ EXPERIMENTS: list[Experiment] = _collect()
 def select(
     models: list[str] | None = None, datasets: list[str] | None = None
 ) -> list[Experiment]:
-    """Entries matching `models` and `datasets` (by default: synthetic data).
+    """Entries matching `models` and `datasets`.
+
+    `models=None` selects every model, `datasets=None` the synthetic data.
+    Each requested model must have an entry on at least one requested
+    dataset, and each requested dataset one for at least one requested
+    model: nothing asked for is dropped without a word.
 
     Raises:
-        ValueError: a name matches no entry (the message lists the known ones).
+        ValueError: an empty list; a name matches no entry (the message lists
+            the known ones); a requested model has no entry on any requested
+            dataset (the message lists the datasets it has), or a requested
+            dataset none for any requested model.
     """
+    if models is not None and not models:
+        raise ValueError("No model requested (an empty list); None selects all")
+    if datasets is not None and not datasets:
+        raise ValueError("No dataset requested (an empty list)")
     datasets = datasets or ["synthetic"]
     known_models = sorted({e.model for e in EXPERIMENTS})
     known_datasets = sorted({e.dataset for e in EXPERIMENTS})
@@ -132,10 +144,20 @@ def select(
     chosen = [
         e
         for e in EXPERIMENTS
-        if (not models or e.model in models) and e.dataset in datasets
+        if (models is None or e.model in models) and e.dataset in datasets
     ]
-    if not chosen:
-        raise ValueError(
-            f"No experiment is registered for models={models} on datasets={datasets}"
-        )
+    for name in models or []:
+        if not any(e.model == name for e in chosen):
+            has = sorted({e.dataset for e in EXPERIMENTS if e.model == name})
+            raise ValueError(
+                f"Model {name!r} has no entry on the requested datasets "
+                f"{datasets}; it has entries on {has}"
+            )
+    for name in datasets:
+        if not any(e.dataset == name for e in chosen):
+            has = sorted({e.model for e in EXPERIMENTS if e.dataset == name})
+            raise ValueError(
+                f"Dataset {name!r} has no entry for the requested models "
+                f"{models}; it has entries for {has}"
+            )
     return chosen

@@ -62,6 +62,35 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def flatten(value, prefix: str = "") -> dict:
+    """A nested dict/list as `{"a.b[0].c": leaf}` (an empty dict or list is
+    a leaf of its own)."""
+    if isinstance(value, dict) and value:
+        flat = {}
+        for key, item in value.items():
+            flat.update(flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+        return flat
+    if isinstance(value, list) and value:
+        flat = {}
+        for index, item in enumerate(value):
+            flat.update(flatten(item, f"{prefix}[{index}]"))
+        return flat
+    return {prefix: value}
+
+
+def differing_keys(*records: dict) -> list[str]:
+    """The flattened keys (`flatten`) whose values are not the same in all
+    `records` (absent in some counts as different), sorted."""
+    flats = [flatten(record) for record in records]
+    keys = set().union(*flats)
+    missing = object()
+    return sorted(
+        key
+        for key in keys
+        if any(f.get(key, missing) != flats[0].get(key, missing) for f in flats[1:])
+    )
+
+
 def summarize_seeds(records: list[dict]) -> dict[str, dict[str, float]]:
     """Mean and standard deviation (ddof=0) over seeds of every test metric."""
     names = sorted({name for r in records for name in r["metrics"]})

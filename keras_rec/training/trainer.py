@@ -5,7 +5,11 @@
 epoch writes `model.keras` and `state.json` atomically into
 `checkpoint_dir`. An interrupted run (Ctrl-C, a killed process) resumes from
 the last finished epoch with the optimizer state, the RNG stream of the data
-(it is keyed by epoch) and the evaluation curve intact.
+(it is keyed by epoch) and the evaluation curve intact. `state.json` also
+records the model's class and config and the optimizer's config
+(`training_config`): a checkpoint is only resumed with a model configured
+the same way, since resuming loads the checkpoint's model, not the one
+passed in.
 
 An optimizer with `use_ema=True` (Polyak averaging) keeps its meaning
 across the per-epoch `fit` calls: training goes on from the raw weights,
@@ -20,7 +24,9 @@ import dataclasses
 import json
 import math
 import os
+import re
 import time
+import warnings
 from collections.abc import Callable
 
 import keras
@@ -28,11 +34,13 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from keras_rec.training.distributed import any_worker, build_in_scope, is_chief
-from keras_rec.training.results import atomic_write_json
+from keras_rec.training.results import atomic_write_json, differing_keys, flatten
 
 MODEL_FILE = "model.keras"
 BEST_FILE = "best.weights.h5"
 STATE_FILE = "state.json"
+#: Key of `training_config` in `state.json` (absent in older checkpoints).
+CONFIG_KEY = "config"
 
 
 @dataclasses.dataclass
@@ -59,6 +67,127 @@ def _atomic_save_weights(model: keras.Model, path: str) -> None:
     temporary = path + ".tmp.weights.h5"
     model.save_weights(temporary)
     os.replace(temporary, path)
+
+
+def training_config(model: keras.Model) -> dict:
+    """What a checkpoint records of how its model was set up: the model's
+    class and `get_config()` and its optimizer's serialised config, as
+    JSON-able values, with the `_<n>` that Keras appends to generated names
+    (`bprmf_1`, `dense_3`, `adam_2`) taken off so that two identically
+    built models compare equal."""
+    optimizer = getattr(model, "optimizer", None)
+    try:
+        config = model.get_config()
+    except NotImplementedError:  # a subclass without a config: class only
+        config = None
+    record = {
+        "class": f"{type(model).__module__}.{type(model).__qualname__}",
+        "model": config,
+        "optimizer": (
+            None
+            if optimizer is None
+            else keras.saving.serialize_keras_object(optimizer)
+        ),
+    }
+    record = json.loads(json.dumps(record, default=_json_default, sort_keys=True))
+    names = {}
+    _collect_names(record, names)
+    return _rename(record, names)
+
+
+def _json_default(value):
+    if hasattr(value, "item"):  # NumPy scalars
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    try:
+        return keras.saving.serialize_keras_object(value)
+    except (TypeError, ValueError):
+        return f"<{type(value).__module__}.{type(value).__qualname__}>"
+
+
+def _collect_names(value, names: dict) -> None:
+    """Maps every string under a `name` key to it without a `_<n>` suffix."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key == "name" and isinstance(item, str):
+                names[item] = re.sub(r"_\d+$", "", item)
+            else:
+                _collect_names(item, names)
+    elif isinstance(value, list):
+        for item in value:
+            _collect_names(item, names)
+
+
+def _rename(value, names: dict):
+    """`value` with the strings of `names` replaced (a functional model's
+    layer references too, not only the `name` fields)."""
+    if isinstance(value, dict):
+        return {key: _rename(item, names) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_rename(item, names) for item in value]
+    if isinstance(value, str):
+        return names.get(value, value)
+    return value
+
+
+def _start_over(checkpoint_dir: str) -> str:
+    return (
+        f"Use a new checkpoint_dir, or delete {checkpoint_dir} to start over "
+        "(train_all.py: --force does that for a run that has written results; "
+        "an interrupted run's checkpoint has to be deleted by hand)."
+    )
+
+
+def _check_resumable(
+    state: dict, expected: dict, epochs: int, checkpoint_dir: str, description: str
+) -> None:
+    """Raises ValueError if the checkpoint's recorded configuration differs
+    from `expected` or it holds more epochs than `epochs`."""
+    recorded = state.get(CONFIG_KEY)
+    if recorded is not None and recorded != expected:
+        differences = _describe(differing_keys(recorded, expected), recorded, expected)
+        raise ValueError(
+            f"{description}: the checkpoint in {checkpoint_dir} was trained with "
+            "another configuration than the model passed in, and resuming would "
+            "go on training the checkpoint's model. Differences (checkpoint -> "
+            f"now): {differences}. " + _start_over(checkpoint_dir)
+        )
+    if state["epoch"] > epochs:
+        raise ValueError(
+            f"{description}: the checkpoint in {checkpoint_dir} has already "
+            f"trained {state['epoch']} epochs, more than the {epochs} requested. "
+            f"Pass epochs={state['epoch']} (or more) to use or continue it. "
+            + _start_over(checkpoint_dir)
+        )
+
+
+def _warn_unrecorded(model, expected: dict, checkpoint_dir: str, description):
+    """An old checkpoint records no configuration: resume it, but say so if
+    the loaded model's config is not the one passed in."""
+    loaded = training_config(model)
+    differences = differing_keys(loaded, expected)
+    if differences:
+        warnings.warn(
+            f"{description}: the checkpoint in {checkpoint_dir} records no "
+            "configuration (written by an older keras_rec); the model loaded from "
+            "it differs from the one passed in (checkpoint -> now): "
+            f"{_describe(differences, loaded, expected)}. Training goes on from "
+            "the checkpoint's model. " + _start_over(checkpoint_dir),
+            stacklevel=3,
+        )
+
+
+def _describe(keys: list[str], before: dict, after: dict, limit: int = 8) -> str:
+    flat_before, flat_after = flatten(before), flatten(after)
+    parts = [
+        f"{key} ({flat_before.get(key, '<absent>')!r} -> "
+        f"{flat_after.get(key, '<absent>')!r})"
+        for key in keys[:limit]
+    ]
+    if len(keys) > limit:
+        parts.append(f"and {len(keys) - limit} more")
+    return ", ".join(parts)
 
 
 def train_model(
@@ -94,7 +223,8 @@ def train_model(
         evaluate_first: also evaluate before the first epoch (as epoch 0),
             so that with `monitor` the starting weights can be the best
             (a model initialised from pre-trained parts).
-        time_budget: seconds after which no new epoch starts.
+        time_budget: seconds after which no new epoch starts (positive;
+            `None` for no limit).
         progress: show a progress bar over epochs.
         fit_epoch: `(model, dataset, epoch) -> mean loss` to replace Keras
             `fit` (custom training steps, distributed loops).
@@ -104,12 +234,42 @@ def train_model(
             checkpoints; stop decisions are agreed on by all workers. With
             several workers pass `fit_epoch=DistributedEpoch(...)`.
 
+    Resuming: when `checkpoint_dir` holds a checkpoint, training goes on
+    from the checkpoint's model (its weights and optimizer state); `model`
+    only says what is expected there. Its class, `get_config()` and its
+    optimizer's config (learning rate, schedule, EMA, ...) must be those
+    recorded in the checkpoint, up to the numbers Keras appends to
+    generated names (`dense_1`); `epochs` may be larger than the
+    checkpoint's epoch count (training goes on), or equal (a finished run:
+    nothing is trained, the result is returned at once). A checkpoint
+    written before this record was kept is resumed as before, with a
+    warning if the loaded model's config differs from `model`'s.
+
     Raises:
-        FloatingPointError: the loss became NaN or infinite; the checkpoint of
-            the last good epoch is left untouched.
+        ValueError: `time_budget` is not positive; or `checkpoint_dir` holds
+            a checkpoint trained with another configuration (the message
+            names the differing keys) or for more epochs than `epochs`.
+            Either way, use a new `checkpoint_dir` or delete that one to
+            start over (`train_all.py --force`).
+        FloatingPointError: the loss became NaN or infinite (the checkpoint
+            of the last good epoch is left untouched), or so did the
+            `monitor` metric, which would otherwise never compare as better.
         KeyError: `monitor` is not a metric that `evaluate` returns.
     """
-    state = {"epoch": 0, "losses": [], "curve": [], "seconds": 0.0, "best": None}
+    if time_budget is not None and not time_budget > 0:
+        raise ValueError(
+            f"{description}: time_budget must be a positive number of seconds "
+            f"(None for no limit), got {time_budget}"
+        )
+    expected = training_config(model)
+    state = {
+        "epoch": 0,
+        "losses": [],
+        "curve": [],
+        "seconds": 0.0,
+        "best": None,
+        CONFIG_KEY: expected,
+    }
     resumed_from = 0
     if checkpoint_dir:
         os.makedirs(checkpoint_dir, exist_ok=True)
@@ -118,9 +278,12 @@ def train_model(
         if os.path.exists(state_path) and os.path.exists(model_path):
             with open(state_path) as handle:
                 state = json.load(handle)
+            _check_resumable(state, expected, epochs, checkpoint_dir, description)
             model = build_in_scope(
                 strategy, lambda: keras.saving.load_model(model_path)
             )
+            if CONFIG_KEY not in state:
+                _warn_unrecorded(model, expected, checkpoint_dir, description)
             resumed_from = state["epoch"]
     fit_epoch = fit_epoch or _keras_fit_epoch
     begin = time.perf_counter() - state["seconds"]
@@ -134,7 +297,7 @@ def train_model(
     )
     if evaluate and evaluate_first and not state["curve"]:
         with averaged_weights(model):
-            if _evaluate_point(model, evaluate, 0, state, monitor):
+            if _evaluate_point(model, evaluate, 0, state, monitor, description):
                 _keep_best(model, state, checkpoint_dir, strategy)
     since_best = _evaluations_since_best(state)
     for epoch in range(state["epoch"], epochs):
@@ -160,7 +323,9 @@ def train_model(
         postfix = {"loss": f"{loss:.4f}"}
         if evaluate and ((epoch + 1) % eval_every == 0 or epoch + 1 == epochs):
             with averaged_weights(model):
-                if _evaluate_point(model, evaluate, epoch + 1, state, monitor):
+                if _evaluate_point(
+                    model, evaluate, epoch + 1, state, monitor, description
+                ):
                     _keep_best(model, state, checkpoint_dir, strategy)
             since_best = _evaluations_since_best(state)
             if monitor:
@@ -188,8 +353,14 @@ def train_model(
     )
 
 
-def _evaluate_point(model, evaluate, epoch: int, state: dict, monitor) -> bool:
-    """Appends `evaluate(model)` to the curve; whether `monitor` improved."""
+def _evaluate_point(
+    model, evaluate, epoch: int, state: dict, monitor, description: str
+) -> bool:
+    """Appends `evaluate(model)` to the curve; whether `monitor` improved.
+
+    Raises FloatingPointError when `monitor` is NaN or infinite: nothing
+    compares as better than NaN, so the best epoch would freeze there.
+    """
     metrics = evaluate(model)
     state["curve"].append({"epoch": epoch, "seconds": state["seconds"], **metrics})
     if not monitor:
@@ -199,6 +370,12 @@ def _evaluate_point(model, evaluate, epoch: int, state: dict, monitor) -> bool:
             f"monitor={monitor!r} is not among the evaluated metrics {sorted(metrics)}"
         )
     value = metrics[monitor]
+    if not math.isfinite(float(value)):
+        raise FloatingPointError(
+            f"{description}: the monitored metric {monitor!r} is {value} at epoch "
+            f"{epoch}, so no best epoch can be chosen by it (an empty validation "
+            "set evaluates to NaN)"
+        )
     if state["best"] is None or value > state["best"]["value"]:
         state["best"] = {"epoch": epoch, "value": value}
         return True

@@ -7,6 +7,8 @@ import pytest
 from keras_rec import configs
 from keras_rec.training.results import (
     atomic_write_json,
+    differing_keys,
+    flatten,
     markdown_table,
     package_versions,
     summarize_seeds,
@@ -69,3 +71,28 @@ def test_every_experiment_names_a_known_dataset_and_protocol():
         assert experiment.protocol in PROTOCOLS
         assert set(experiment.views) <= set(PROTOCOLS)
         assert (experiment.build is None) != (experiment.pretrain is None)
+
+
+def test_select_refuses_what_it_would_drop():
+    with pytest.raises(ValueError, match="Model 'sasrec' has no entry"):
+        configs.select(["bpr_mf", "sasrec"], ["gowalla"])
+    with pytest.raises(ValueError, match="Dataset 'gowalla' has no entry"):
+        configs.select(["sasrec"], ["synthetic", "gowalla"])
+    with pytest.raises(ValueError, match="No model requested"):
+        configs.select([], ["synthetic"])
+    with pytest.raises(ValueError, match="No dataset requested"):
+        configs.select(["bpr_mf"], [])
+    # Each model and dataset has an entry: the pairs that exist are run.
+    chosen = configs.select(["bpr_mf", "sasrec"], ["synthetic", "gowalla"])
+    assert {(e.model, e.dataset) for e in chosen} >= {
+        ("bpr_mf", "gowalla"),
+        ("sasrec", "synthetic"),
+    }
+
+
+def test_flatten_and_differing_keys():
+    a = {"config": {"lr": 0.1, "layers": [{"units": 4}]}, "epochs": 2}
+    b = {"config": {"lr": 0.1, "layers": [{"units": 8}]}, "epochs": 2, "x": None}
+    assert flatten(a) == {"config.lr": 0.1, "config.layers[0].units": 4, "epochs": 2}
+    assert differing_keys(a, b) == ["config.layers[0].units", "x"]
+    assert differing_keys(a, a) == []

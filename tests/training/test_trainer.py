@@ -1,5 +1,8 @@
+import itertools
 import json
 import os
+import types
+import warnings
 
 import keras
 import numpy as np
@@ -9,7 +12,14 @@ import tensorflow as tf
 from keras_rec.data import bpr_dataset, make_synthetic
 from keras_rec.losses import BPRLoss
 from keras_rec.models import BPRMF
-from keras_rec.training.trainer import MODEL_FILE, STATE_FILE, train_model
+from keras_rec.training import trainer
+from keras_rec.training.trainer import (
+    CONFIG_KEY,
+    MODEL_FILE,
+    STATE_FILE,
+    train_model,
+    training_config,
+)
 
 
 @pytest.fixture(scope="module")
@@ -108,12 +118,24 @@ def test_nan_weights_are_caught_in_keras_fit(train):
         train_model(model, _data(train), 2, progress=False)
 
 
-def test_time_budget_stops_before_next_epoch(train):
+def test_time_budget_stops_before_next_epoch(train, monkeypatch):
+    # The clock reads 10 s more at every look: the first epoch starts (10 s
+    # spent of 15) and the second does not (30 s).
+    ticks = itertools.count(step=10.0)
+    clock = types.SimpleNamespace(perf_counter=lambda: float(next(ticks)))
+    monkeypatch.setattr(trainer, "time", clock)
     result = train_model(
-        _model(train), _data(train), 50, time_budget=0.0, progress=False
+        _model(train), _data(train), 50, time_budget=15.0, progress=False
     )
     assert result.stopped_by == "time_budget"
-    assert result.epochs_run == 0
+    assert result.epochs_run == 1
+
+
+@pytest.mark.parametrize("budget", [0.0, -1.0, float("nan")])
+def test_a_time_budget_that_is_not_positive_is_refused(train, budget):
+    # 0 used to stop before the first epoch and return the untrained model.
+    with pytest.raises(ValueError, match="time_budget must be a positive"):
+        train_model(_model(train), _data(train), 5, time_budget=budget, progress=False)
 
 
 def test_evaluate_first_keeps_the_starting_weights_when_they_are_best(train):
@@ -177,6 +199,132 @@ def test_unknown_monitor_is_named(train):
             monitor="hr@10",
             progress=False,
         )
+
+
+@pytest.mark.parametrize("values", [[float("nan"), 0.2, 0.3], [0.2, float("inf")]])
+def test_a_non_finite_monitored_metric_is_an_error(train, values):
+    # NaN (an empty validation set) compared as never better: the best epoch
+    # froze at the first evaluation and patience stopped the run early.
+    scores = iter(values)
+    epoch = values.index(next(v for v in values if not np.isfinite(v))) + 1
+    with pytest.raises(FloatingPointError, match=f"'score' is .* at epoch {epoch}"):
+        train_model(
+            _model(train),
+            _data(train),
+            8,
+            evaluate=lambda m: {"score": next(scores)},
+            monitor="score",
+            patience=2,
+            progress=False,
+        )
+
+
+# --- Resuming with another configuration ---------------------------------------
+
+
+def _bpr_model(train, embedding_dim=8, learning_rate=1e-2, ema=False):
+    model = BPRMF(train.num_users, train.num_items, embedding_dim, l2=1e-4, seed=0)
+    optimizer = keras.optimizers.Adam(learning_rate, use_ema=ema)
+    model.compile(optimizer=optimizer, loss=BPRLoss())
+    return model
+
+
+def test_the_checkpoint_records_the_configuration(train, tmp_path):
+    checkpoints = str(tmp_path / "run")
+    train_model(
+        _model(train), _data(train), 1, checkpoint_dir=checkpoints, progress=False
+    )
+    with open(os.path.join(checkpoints, STATE_FILE)) as handle:
+        recorded = json.load(handle)[CONFIG_KEY]
+    assert recorded["class"].endswith("BPRMF")
+    assert recorded["model"]["embedding_dim"] == 8
+    assert recorded["optimizer"]["config"]["learning_rate"] == pytest.approx(1e-2)
+    # Keras numbers the names of later instances (bprmf_1, adam_1): the same
+    # configuration all the same.
+    assert training_config(_model(train)) == training_config(_model(train))
+
+
+@pytest.mark.parametrize(
+    "changed, key",
+    [
+        ({"embedding_dim": 16}, "model.embedding_dim"),
+        ({"learning_rate": 0.5}, "optimizer.config.learning_rate"),
+        ({"ema": True}, "optimizer.config.use_ema"),
+    ],
+)
+def test_resuming_with_another_configuration_is_refused(train, tmp_path, changed, key):
+    checkpoints = str(tmp_path / "run")
+    train_model(
+        _bpr_model(train), _data(train), 1, checkpoint_dir=checkpoints, progress=False
+    )
+    with pytest.raises(ValueError, match="another configuration") as raised:
+        train_model(
+            _bpr_model(train, **changed),
+            _data(train),
+            3,
+            checkpoint_dir=checkpoints,
+            progress=False,
+        )
+    message = str(raised.value)
+    assert key in message and checkpoints in message
+    assert "new checkpoint_dir" in message and "--force" in message
+    # The same configuration still resumes.
+    resumed = train_model(
+        _bpr_model(train), _data(train), 2, checkpoint_dir=checkpoints, progress=False
+    )
+    assert resumed.resumed_from == 1 and resumed.epochs_run == 2
+
+
+def test_a_checkpoint_with_more_epochs_than_requested_is_refused(train, tmp_path):
+    checkpoints = str(tmp_path / "run")
+    train_model(
+        _model(train), _data(train), 2, checkpoint_dir=checkpoints, progress=False
+    )
+    with pytest.raises(ValueError, match="already trained 2 epochs, more than the 1"):
+        train_model(
+            _model(train), _data(train), 1, checkpoint_dir=checkpoints, progress=False
+        )
+    # Exactly as many: a finished run, returned without training.
+    done = train_model(
+        _model(train), _data(train), 2, checkpoint_dir=checkpoints, progress=False
+    )
+    assert done.resumed_from == 2 and done.epochs_run == 2
+
+
+def _drop_record(checkpoints):
+    path = os.path.join(checkpoints, STATE_FILE)
+    with open(path) as handle:
+        state = json.load(handle)
+    state.pop(CONFIG_KEY, None)
+    with open(path, "w") as handle:
+        json.dump(state, handle)
+
+
+def test_an_old_checkpoint_without_the_record_still_resumes(train, tmp_path):
+    checkpoints = str(tmp_path / "run")
+    train_model(
+        _model(train), _data(train), 1, checkpoint_dir=checkpoints, progress=False
+    )
+    _drop_record(checkpoints)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        resumed = train_model(
+            _model(train), _data(train), 2, checkpoint_dir=checkpoints, progress=False
+        )
+    # The same configuration: no warning.
+    assert not [w for w in caught if "records no configuration" in str(w.message)]
+    assert resumed.resumed_from == 1 and resumed.epochs_run == 2
+    # Another configuration: resumed as before, with a warning naming it.
+    _drop_record(checkpoints)
+    with pytest.warns(UserWarning, match="learning_rate"):
+        resumed = train_model(
+            _model(train, learning_rate=0.5),
+            _data(train),
+            3,
+            checkpoint_dir=checkpoints,
+            progress=False,
+        )
+    assert resumed.resumed_from == 2 and resumed.epochs_run == 3
 
 
 # --- Polyak averaging (an optimizer with use_ema=True) -------------------------
@@ -261,3 +409,12 @@ def test_ema_optimizer_resumes_with_its_averages(tmp_path):
     assert resumed.resumed_from == 2
     for ours, theirs in zip(_weights(resumed.model), _weights(reference), strict=True):
         np.testing.assert_allclose(ours, theirs, rtol=1e-5)
+
+
+def test_ema_optimizer_resume_checks_the_averaging(tmp_path):
+    checkpoints = str(tmp_path / "run")
+    train_model(_ema_model(), _ema_data, 1, checkpoint_dir=checkpoints, progress=False)
+    other = _ema_model()
+    other.optimizer.ema_momentum = 0.5
+    with pytest.raises(ValueError, match="ema_momentum"):
+        train_model(other, _ema_data, 2, checkpoint_dir=checkpoints, progress=False)
