@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from keras_rec.configs import ncf as ncf_configs
+from keras_rec.configs import select
 from keras_rec.configs.ncf import adam
 from keras_rec.data import make_split, make_synthetic, pointwise_dataset
 from keras_rec.data.datasets import Dataset
@@ -183,3 +184,23 @@ def test_a_resumed_part_continues_its_decay(builder, tmp_path):
     loaded = keras.models.load_model(tmp_path / "part.keras")
     assert int(loaded.optimizer.iterations) == int(model.optimizer.iterations)
     assert float(loaded.optimizer.learning_rate) == pytest.approx(rate)
+
+
+def test_adam_averages_the_weights_over_ema_epochs():
+    split = _small_split()
+    steps = pointwise_steps(split.train, 4, 32)
+    averaged = adam(split, 1e-3, num_negatives=4, batch_size=32, ema_epochs=2)
+    assert averaged.use_ema
+    assert averaged.ema_momentum == pytest.approx(1 - 1 / (2 * steps))
+    assert not adam(split, 1e-3).use_ema
+
+
+@pytest.mark.parametrize("name", ["gmf", "mlp"])
+def test_the_parts_average_over_a_quarter_of_their_epochs(name):
+    (entry,) = select([name], ["synthetic"])
+    split = make_split(Dataset("synthetic", make_synthetic(seed=0)), entry.protocol, 0)
+    optimizer = entry.build(split, 0).optimizer
+    steps = pointwise_steps(split.train, 4, 256)
+    assert entry.hyperparameters["ema_epochs"] == entry.epochs / 4
+    assert optimizer.use_ema
+    assert optimizer.ema_momentum == pytest.approx(1 - 1 / (entry.epochs / 4 * steps))
