@@ -181,6 +181,12 @@ def evaluate(
             f"Unknown protocol {protocol!r}. Known: {SAMPLED_RANKING + FULL_RANKING}"
         )
     ks = ks or DEFAULT_KS[protocol]
+    if any(
+        isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1 for k in ks
+    ):
+        raise ValueError(
+            f"Every cut-off k must be a positive integer. Received ks={ks}"
+        )
     metrics = metrics or DEFAULT_METRICS[protocol]
     begin = time.perf_counter()
     if protocol in SAMPLED_RANKING:

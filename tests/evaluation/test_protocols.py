@@ -427,3 +427,10 @@ def test_an_empty_evaluation_set_is_refused():
     )
     with pytest.raises(ValueError, match="No user in the evaluation set"):
         evaluate(UserScores(np.zeros((1, 8))), empty, "loo_sampled", ks=(5,))
+
+
+@pytest.mark.parametrize("ks", [(-1, 10), (0,), (2.5,)])
+def test_cut_offs_must_be_positive_integers(ks):
+    # hr@-1 was reported as the hits of all but the last rank.
+    with pytest.raises(ValueError, match="positive integer"):
+        evaluate(UserScores(np.zeros((3, 8))), sampled_set(), "loo_sampled", ks=ks)
