@@ -338,8 +338,8 @@ def train_model(
     bar.close()
     if monitor and state["best"] is not None:
         _restore_best(model, state, checkpoint_dir)
-    elif _ema_optimizer(model) is not None and state["epoch"] > 0:
-        _ema_optimizer(model).finalize_variable_values(model.trainable_variables)
+    elif state["epoch"] > 0 and (optimizer := _ema_optimizer(model)) is not None:
+        optimizer.finalize_variable_values(model.trainable_variables)
     epochs_run = len(state["losses"])
     return TrainingResult(
         model=model,
@@ -416,14 +416,18 @@ def _restore_best(model, state, checkpoint_dir) -> None:
             variable.assign(value)
 
 
-def _ema_optimizer(model: keras.Model):
-    """The model's optimizer if it keeps moving averages (`use_ema=True`)
-    and has built them, else None."""
+def _averaging_optimizer(model: keras.Model):
+    """The model's optimizer (inside a loss-scaling wrapper) if it keeps
+    moving averages of the weights (`use_ema=True`), else None."""
     optimizer = getattr(model, "optimizer", None)
     optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # loss scaling
-    if not getattr(optimizer, "use_ema", False) or not optimizer.built:
-        return None
-    return optimizer
+    return optimizer if getattr(optimizer, "use_ema", False) else None
+
+
+def _ema_optimizer(model: keras.Model):
+    """`_averaging_optimizer` once it has built its averages, else None."""
+    optimizer = _averaging_optimizer(model)
+    return optimizer if optimizer is not None and optimizer.built else None
 
 
 @contextlib.contextmanager
@@ -461,7 +465,7 @@ class _KeepRawWeights(keras.callbacks.Callback):
 
 def _keras_fit_epoch(model: keras.Model, dataset: tf.data.Dataset, epoch: int) -> float:
     callbacks = [keras.callbacks.TerminateOnNaN()]
-    if getattr(model.optimizer, "use_ema", False):
+    if _averaging_optimizer(model) is not None:
         callbacks.append(_KeepRawWeights())
     history = model.fit(
         dataset,

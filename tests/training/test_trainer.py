@@ -330,10 +330,12 @@ def test_an_old_checkpoint_without_the_record_still_resumes(train, tmp_path):
 # --- Polyak averaging (an optimizer with use_ema=True) -------------------------
 
 
-def _ema_model():
+def _ema_model(loss_scaled=False):
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
     optimizer = keras.optimizers.Adam(0.05, use_ema=True, ema_momentum=0.8)
+    if loss_scaled:  # as mixed precision wraps it
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     model.compile(optimizer=optimizer, loss="mse")
     return model
 
@@ -349,10 +351,11 @@ def _weights(model):
     return [w.numpy() for w in model.trainable_variables]
 
 
-def test_ema_optimizer_trains_as_one_long_fit():
+@pytest.mark.parametrize("loss_scaled", [False, True])
+def test_ema_optimizer_trains_as_one_long_fit(loss_scaled):
     # One fit over 3 epochs: training goes on from the raw weights and the
     # moving averages are written into the model at the end.
-    reference = _ema_model()
+    reference = _ema_model(loss_scaled)
     reference.fit(_ema_data(), epochs=3, verbose=0, shuffle=False)
     seen = []
 
@@ -360,7 +363,9 @@ def test_ema_optimizer_trains_as_one_long_fit():
         seen.append(_weights(model))
         return {"score": 0.0}
 
-    result = train_model(_ema_model(), _ema_data, 3, evaluate=evaluate, progress=False)
+    result = train_model(
+        _ema_model(loss_scaled), _ema_data, 3, evaluate=evaluate, progress=False
+    )
     for ours, theirs, evaluated in zip(
         _weights(result.model), _weights(reference), seen[-1], strict=True
     ):
