@@ -154,7 +154,6 @@ def _entries(dataset, factors, epochs, batch, paper, split_options):
     # constant-rate MLP held fixed, the decayed GMF's alpha-combination
     # (seed 0) scored test HR@10 0.7167-0.7192 over GMF epochs 14-20, against
     # 0.7093-0.7174 from one epoch to the next at a constant rate.
-    decay = {"decay_epochs": epochs, "num_negatives": 4, "batch_size": batch}
     # Both parts average their weights (Polyak averaging over about the
     # last quarter of their epochs: 5 of 20). Their last epochs are noisy
     # and past their best (the MLP's test HR@10 peaks near epoch 10), and
@@ -166,7 +165,11 @@ def _entries(dataset, factors, epochs, batch, paper, split_options):
     # 0.8137 / 0.6765; NeuMF's start (alpha 0.5) 0.8429 / 0.7220 (NDCG@10
     # 0.4434) against 0.8374 / 0.7116 (0.4374). The 5-epoch horizon was
     # chosen on validation (the 2.6-epoch one: 0.8417-0.8432).
-    ema = {"ema_epochs": epochs / 4, "num_negatives": 4, "batch_size": batch}
+    ema_epochs = epochs / 4
+    # The parts' `adam` arguments: their entries and NeuMF's pre-training
+    # build them alike, so that they share the checkpoints.
+    mlp_options = {"ema_epochs": ema_epochs, "num_negatives": 4, "batch_size": batch}
+    gmf_options = {**mlp_options, "decay_epochs": epochs}
     hyper = {
         "predictive_factors": factors,
         "num_layers": 3,
@@ -199,21 +202,21 @@ def _entries(dataset, factors, epochs, batch, paper, split_options):
     return [
         Experiment(
             model="gmf",
-            build=gmf(factors, 1e-3, **decay, ema_epochs=epochs / 4),
+            build=gmf(factors, 1e-3, **gmf_options),
             hyperparameters={
                 **hyper,
                 "optimizer": "Adam, cosine decay to 0, weight EMA",
-                "ema_epochs": epochs / 4,
+                "ema_epochs": ema_epochs,
             },
             **parts,
         ),
         Experiment(
             model="mlp",
-            build=mlp(factors, 1e-3, **ema),
+            build=mlp(factors, 1e-3, **mlp_options),
             hyperparameters={
                 **hyper,
                 "optimizer": "Adam, weight EMA",
-                "ema_epochs": epochs / 4,
+                "ema_epochs": ema_epochs,
             },
             **parts,
         ),
@@ -224,15 +227,15 @@ def _entries(dataset, factors, epochs, batch, paper, split_options):
                 factors,
                 epochs,
                 data,
-                gmf_options={**decay, "ema_epochs": epochs / 4},
-                mlp_options=ema,
+                gmf_options=gmf_options,
+                mlp_options=mlp_options,
             ),
             pretrain_parts=("gmf", "mlp"),
             evaluate_first=True,
             hyperparameters={
                 **hyper,
                 "optimizer": "Adam with weight EMA (pre-training; GMF's decayed), SGD",
-                "ema_epochs": epochs / 4,
+                "ema_epochs": ema_epochs,
                 "alpha": 0.5,
                 "pretrain_epochs": epochs,
             },
