@@ -20,7 +20,9 @@ import scipy.sparse as sp
 import tensorflow as tf
 
 from keras_rec.models.base import (
+    ID_RANGES,
     ITEM_HISTORY,
+    ITEM_IDS,
     USER_ID,
     exclude_and_top_k,
     gather_rows,
@@ -28,7 +30,6 @@ from keras_rec.models.base import (
 
 SERVING_DEFAULT = "serving_default"
 SCORE_ITEMS = "score_items"
-ITEM_IDS = "item_ids"
 SCORES = "scores"
 INFO_FILE = "export_info.json"
 #: Where the TFLite variant sends an invalid history id: far outside every
@@ -78,7 +79,7 @@ def serving_functions(
             return gather_rows(indptr, indices, user_id)
 
         def check_query(user_id):
-            return _range_asserts(user_id, USER_ID, 0, num_users, "num_users")
+            return _range_asserts(user_id, USER_ID, num_users)
 
         def poison_query(user_id):
             return user_id  # a bad user_id already fails in GATHER
@@ -110,7 +111,7 @@ def serving_functions(
                 "`item_history` has a row with no item (only PAD=-1): every "
                 "history needs at least one item id"
             )
-            return _range_asserts(item_history, ITEM_HISTORY, -1, num_items) + [
+            return _range_asserts(item_history, ITEM_HISTORY, num_items) + [
                 tf.debugging.assert_equal(every_row, True, message=message)
             ]
 
@@ -129,7 +130,7 @@ def serving_functions(
 
     def score_items(query, item_ids):
         def checks():
-            return check_query(query) + _range_asserts(item_ids, ITEM_IDS, 0, num_items)
+            return check_query(query) + _range_asserts(item_ids, ITEM_IDS, num_items)
 
         query, item_ids = after_checks(checks, query, item_ids)
         scores = model.score_items({kind: query}, item_ids)
@@ -442,10 +443,10 @@ def _spec_info(dtype: tf.DType, shape) -> dict:
     return {"dtype": tf.as_dtype(dtype).name, "shape": list(tf.TensorShape(shape))}
 
 
-def _range_asserts(
-    ids: tf.Tensor, name: str, low: int, high: int, size: str = "num_items"
-) -> list[tf.Operation]:
-    """Asserts `low <= ids < high`, with a message naming the input and range."""
+def _range_asserts(ids: tf.Tensor, name: str, high: int) -> list[tf.Operation]:
+    """Asserts `ids` in the range `ID_RANGES[name]`, up to `high`, with a
+    message naming the input and the range."""
+    _, low, size = ID_RANGES[name]
     pad = " or be PAD=-1" if low < 0 else ""
     message = (
         f"`{name}` must lie in [0, {size}={high}){pad}; the request has an id "

@@ -23,6 +23,15 @@ import tensorflow as tf
 
 USER_ID = "user_id"
 ITEM_HISTORY = "item_history"
+ITEM_IDS = "item_ids"
+#: Each id input's rank and valid range, `low <= id < model.<bound>` (a
+#: history's -1 is padding); the eager checks here and the exported
+#: signatures' in-graph asserts both read it.
+ID_RANGES = {
+    USER_ID: (1, 0, "num_users"),
+    ITEM_HISTORY: (2, -1, "num_items"),
+    ITEM_IDS: (2, 0, "num_items"),
+}
 
 
 class Recommender:
@@ -39,7 +48,7 @@ class Recommender:
 
     def score_items(self, inputs: dict, item_ids: tf.Tensor) -> tf.Tensor:
         """Scores of `item_ids` `[B, C]` for each row of `inputs`."""
-        check_inputs(self, inputs, item_ids)
+        _check_input(self, item_ids, ITEM_IDS)  # `score_all` checks `inputs`
         return tf.gather(self.score_all(inputs), item_ids, batch_dims=1)
 
     def recommend(
@@ -51,7 +60,7 @@ class Recommender:
         """
         scores = self.score_all(inputs)
         if exclude is not None:
-            _check_ids(exclude, "exclude", -1, self.num_items, "num_items", 2)
+            _check_input(self, exclude, ITEM_HISTORY, label="exclude")
         if self.input_kind == ITEM_HISTORY:
             history = tf.cast(inputs[ITEM_HISTORY], tf.int64)
             exclude = history if exclude is None else tf.concat([exclude, history], 1)
@@ -76,21 +85,22 @@ def check_inputs(model, inputs: dict, item_ids=None) -> None:
             f"{type(model).__name__} scores from `{model.input_kind}`; "
             f"received inputs with keys {sorted(inputs)}"
         )
-    if model.input_kind == USER_ID:
-        num_users = getattr(model, "num_users", None)
-        _check_ids(inputs[USER_ID], USER_ID, 0, num_users, "num_users", 1)
-    else:
-        _check_ids(
-            inputs[ITEM_HISTORY], ITEM_HISTORY, -1, model.num_items, "num_items", 2
-        )
+    _check_input(model, inputs[model.input_kind], model.input_kind)
     if item_ids is not None:
-        _check_ids(item_ids, "item_ids", 0, model.num_items, "num_items", 2)
+        _check_input(model, item_ids, ITEM_IDS)
 
 
-def _check_ids(
-    values, label: str, low: int, high: int | None, bound: str, rank: int
-) -> None:
-    """Integer dtype, `rank` and `low <= id < high` (`high=None`: unbounded)."""
+def _check_input(model, values, name: str, label: str | None = None) -> None:
+    """Integer dtype, rank and range of the id input `name` (see `ID_RANGES`).
+
+    A model without the bounding attribute (a user-id model with no
+    `num_users`) leaves that side unbounded. Does nothing when tracing.
+    """
+    if not tf.executing_eagerly():
+        return
+    rank, low, bound = ID_RANGES[name]
+    high = getattr(model, bound, None)
+    label = label or name
     ids = np.asarray(values)
     if ids.dtype.kind not in "iu":
         raise ValueError(f"`{label}` must hold integer ids; received dtype {ids.dtype}")
