@@ -16,7 +16,6 @@ multiply-adds of the forward pass (2 per MAC) times 3 for forward + backward.
 from __future__ import annotations
 
 import argparse
-import math
 import time
 
 import keras
@@ -24,6 +23,7 @@ import keras
 import keras_rec  # noqa: F401
 from keras_rec.configs.ncf import STEPS_PER_EXECUTION
 from keras_rec.data import load_dataset, pointwise_dataset
+from keras_rec.data.pipelines import pointwise_steps
 from keras_rec.models.ncf import GMF, MLP, NeuMF, _tower_widths
 
 
@@ -73,8 +73,8 @@ def main() -> None:
         f"{examples / (built + iterated):,.0f} examples/s"
     )
 
-    # The entries' averaging horizon: 5 epochs of steps.
-    ema_momentum = 1.0 - 1.0 / (5 * math.ceil(examples / args.batch_size))
+    # The entries' averaging horizon: 5 epochs of steps, counted as they are.
+    ema_momentum = 1.0 - 1.0 / (5 * pointwise_steps(train, 4, args.batch_size))
     settings = [("eager steps", {}, False)]
     if args.xla:
         xla = {"jit_compile": True, "steps_per_execution": STEPS_PER_EXECUTION}
