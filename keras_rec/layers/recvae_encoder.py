@@ -7,6 +7,7 @@ import keras
 from keras import ops
 
 from keras_rec.layers.residual_dense import ResidualDense
+from keras_rec.layers.sparse_rows_dense import normalized_sparse_rows
 
 
 @keras.saving.register_keras_serializable(package="keras_rec")
@@ -33,6 +34,10 @@ class RecVAEEncoder(keras.layers.Layer):
     Call arguments:
         inputs: float `[B, num_items]` rows (binary interactions).
         training: bool. Whether to apply the input dropout.
+        sparse_product: bool or None. With `sparse_rows`, whether the input
+            transform and the first product run on the rows' nonzeros
+            (`normalized_sparse_rows`); `None` means `training`. A training
+            step passes `True` where it runs the encoder without dropout.
 
     Returns:
         `(mu, log_var)`, each `[B, latent_dim]`.
@@ -98,10 +103,16 @@ class RecVAEEncoder(keras.layers.Layer):
         self.mean_dense.build(hidden)
         self.log_var_dense.build(hidden)
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, sparse_product=None):
         inputs = ops.cast(inputs, self.compute_dtype)
-        norm = ops.sqrt(ops.sum(ops.square(inputs), axis=-1, keepdims=True))
-        hidden = self.dropout(inputs / (norm + 1e-10), training=training)
+        if sparse_product is None:
+            sparse_product = training
+        if self.sparse_rows and sparse_product:
+            # The same function on the nonzeros only (see `SparseRowsDense`).
+            hidden = normalized_sparse_rows(inputs, self.dropout, training)
+        else:
+            norm = ops.sqrt(ops.sum(ops.square(inputs), axis=-1, keepdims=True))
+            hidden = self.dropout(inputs / (norm + 1e-10), training=training)
         hidden = self.body(hidden)
         return self.mean_dense(hidden), self.log_var_dense(hidden)
 

@@ -113,7 +113,10 @@ class CompositePrior(keras.layers.Layer):
         self.old_encoder.build(input_shape)
 
     def call(self, rows, z):
-        old_mu, old_log_var = self.old_encoder(rows, training=False)
+        # Only training steps evaluate the prior: the sparse product is safe.
+        old_mu, old_log_var = self.old_encoder(
+            rows, training=False, sparse_product=True
+        )
         zeros = ops.zeros_like(z)
         densities = [
             log_normal(z, zeros, zeros),
@@ -321,7 +324,9 @@ class RecVAE(AutoencoderRecommender, keras.Model):
             optimizer = self.decoder_optimizer
         with tf.GradientTape() as tape:
             # Dropout (the denoising) only in the encoder phase.
-            mu, log_var = self.encoder(rows, training=encoder_phase)
+            mu, log_var = self.encoder(
+                rows, training=encoder_phase, sparse_product=True
+            )
             z = self.sampling([mu, log_var], training=True)
             losses, kl = self.negative_elbo(rows, self.decoder(z), z, mu, log_var)
             loss = ops.mean(losses)

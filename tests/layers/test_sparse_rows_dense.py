@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_rec.layers.sparse_rows_dense import SparseRowsDense
+from keras_rec.layers.sparse_rows_dense import SparseRowsDense, normalized_sparse_rows
 
 
 @pytest.fixture
@@ -58,3 +58,46 @@ def test_config_round_trip():
     )
     assert isinstance(clone, SparseRowsDense)
     assert clone.get_config() == layer.get_config()
+
+
+def test_sparse_tensor_input_takes_the_sparse_product_without_training(rows):
+    ours, plain = _pair("tanh")
+    graph = tf.function(lambda x: ours(x, training=False)).get_concrete_function(
+        tf.sparse.from_dense(rows)
+    )
+    ops = {op.type for op in graph.graph.get_operations()}
+    assert "SparseTensorDenseMatMul" in ops and "MatMul" not in ops
+    np.testing.assert_allclose(
+        ours(tf.sparse.from_dense(rows), training=False),
+        plain(rows),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
+def test_normalized_sparse_rows_is_the_dense_transform(rows):
+    expected = rows / (tf.norm(rows, axis=-1, keepdims=True) + 1e-10)
+    sparse = normalized_sparse_rows(rows)
+    assert isinstance(sparse, tf.SparseTensor)
+    np.testing.assert_allclose(tf.sparse.to_dense(sparse), expected, rtol=1e-6)
+    # No dropout unless training.
+    dropout = keras.layers.Dropout(0.5, seed=0)
+    for training in (None, False):
+        unchanged = normalized_sparse_rows(rows, dropout, training)
+        np.testing.assert_allclose(unchanged.values, sparse.values, rtol=1e-6)
+
+
+def test_normalized_sparse_rows_drops_nonzeros_only():
+    rng = np.random.default_rng(1)
+    rows = tf.constant((rng.random((50, 400)) < 0.2).astype("float32"))
+    clean = normalized_sparse_rows(rows)
+    dropped = normalized_sparse_rows(
+        rows, keras.layers.Dropout(0.5, seed=3), training=True
+    )
+    np.testing.assert_array_equal(dropped.indices, clean.indices)
+    kept = dropped.values.numpy() != 0
+    # Kept values are scaled by 1 / (1 - rate), the others are zero.
+    np.testing.assert_allclose(
+        dropped.values.numpy()[kept], 2 * clean.values.numpy()[kept], rtol=1e-6
+    )
+    assert 0.45 < kept.mean() < 0.55  # about 4,000 nonzeros

@@ -17,8 +17,17 @@ from keras_rec.models.vasp import VASP, split_brain_dataset
 SMALL = {"hidden_dim": 16, "latent_dim": 4}
 
 
-def _recvae(split, sparse):
-    model = RecVAE(split.num_items, num_layers=2, seed=0, sparse_rows=sparse, **SMALL)
+def _recvae(split, sparse, dropout_rate=0.0):
+    # Without dropout by default: the sparse path draws its masks over the
+    # nonzeros, so with dropout the two paths' masks (not their law) differ.
+    model = RecVAE(
+        split.num_items,
+        num_layers=2,
+        seed=0,
+        sparse_rows=sparse,
+        dropout_rate=dropout_rate,
+        **SMALL,
+    )
     model.compile(optimizer=keras.optimizers.Adam(5e-3))
     return model, lambda rows: alternating_rows_dataset(rows, 64, 0, 0)
 
@@ -82,3 +91,53 @@ def test_sparse_rows_config_round_trip(name, heldout_split):
     clone = type(model).from_config(config)
     assert clone.get_config() == model.get_config()
     assert isinstance(_first_layer(clone)[1], SparseRowsDense)
+
+
+def _ops(function, *args):
+    return tf.function(function).get_concrete_function(*args).graph.get_operations()
+
+
+def _row_products(operations, num_items):
+    """Dense products of `[B, num_items]` rows with a `[num_items, H]` kernel."""
+    return [
+        op
+        for op in operations
+        if op.type == "MatMul"
+        and op.inputs[0].shape[-1] == num_items
+        and op.inputs[1].shape[0] == num_items
+        and not op.get_attr("transpose_a")
+        and not op.get_attr("transpose_b")
+    ]
+
+
+@pytest.mark.parametrize("encoder_phase", [True, False])
+def test_recvae_phases_never_multiply_dense_rows(
+    encoder_phase, heldout_split, heldout_rows
+):
+    # The decoder phase and the composite prior run the encoders without
+    # dropout (`training=False`); they must still take the sparse product.
+    model, _ = _recvae(heldout_split, True, dropout_rate=0.5)
+    rows = tf.constant(heldout_rows[:8].toarray(), tf.float32)
+    operations = _ops(lambda x: model._phase_step(x, encoder_phase), rows)
+    forward = [
+        op.name
+        for op in operations
+        if op.type == "SparseTensorDenseMatMul"
+        and not op.name.startswith("gradient_tape/")
+    ]
+    assert len(forward) == 2  # the encoder and the prior's old encoder
+    assert _row_products(operations, heldout_split.num_items) == []
+    # Scoring (and so the exports) keeps the dense product.
+    scoring = _ops(lambda x: model(x, training=False), rows)
+    assert len(_row_products(scoring, heldout_split.num_items)) == 1
+
+
+def test_recvae_sparse_encoder_equals_dense_without_dropout(
+    heldout_split, heldout_rows
+):
+    model, _ = _recvae(heldout_split, True, dropout_rate=0.5)
+    rows = tf.constant(heldout_rows[:16].toarray(), tf.float32)
+    dense = model.encoder(rows, training=False, sparse_product=False)
+    sparse = model.encoder(rows, training=False, sparse_product=True)
+    for mine, theirs in zip(sparse, dense, strict=True):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=1e-6)
