@@ -27,6 +27,11 @@ On the `strong_generalization` training matrix (600 + 600 held-out users):
   `SparseRowsDense` (the product over the nonzeros only), and the epochs of
   Mult-VAE, Mult-DAE, RecVAE and FLVAE both ways (each model dense, then
   sparse, back to back), in one process so that the ratios count.
+* `--step-times N`: instead of whole epochs, each model's compiled training
+  step (the one `fit` runs) on the first and on the last batch of an epoch,
+  mean of N steps after a warm-up, in milliseconds; no input pipeline in the
+  timing, so the number varies less than an epoch's. RecVAE's first batch is
+  an encoder-phase step, its last a decoder-phase step.
 """
 
 from __future__ import annotations
@@ -199,6 +204,34 @@ def benchmark_autoencoder(
     )
 
 
+def benchmark_steps(name, model, dataset, matrix, repeats, max_rows=None) -> None:
+    """Milliseconds per compiled training step of `model` on the first and
+    the last batch of `dataset(rows, 0)` (mean of `repeats` after a warm-up)."""
+    rows = matrix if max_rows is None else matrix[:max_rows]
+    first = last = None
+    for batch in dataset(rows, 0):
+        first = batch if first is None else first
+        last = batch
+    model.fit(dataset(rows[:1], 0), verbose=0)  # builds the model and optimizer
+    step = model.make_train_function()
+    if model.sparse_rows:
+        name += " (sparse rows)"
+    times = []
+    for batch in (first, last):
+        iterator = iter(tf.data.Dataset.from_tensors(batch).repeat())
+        step(iterator)
+        begin = time.perf_counter()
+        for _ in range(repeats):
+            logs = step(iterator)
+        tf.nest.map_structure(lambda value: np.asarray(value), logs)
+        times.append((time.perf_counter() - begin) / repeats * 1e3)
+    print(
+        f"{name}: {times[0]:7.1f} ms/step (first batch), "
+        f"{times[1]:7.1f} ms/step (last batch)",
+        flush=True,
+    )
+
+
 def _rows_batches(batch_size):
     return lambda rows, epoch: user_rows_dataset(rows, batch_size, seed=0, epoch=epoch)
 
@@ -282,6 +315,16 @@ def benchmark_vaes(matrix, items, args) -> None:
         entries = [keys[key] for key in args.models]
     for name, build, row_flops, dataset in entries:
         for sparse in flags:
+            if args.step_times:
+                benchmark_steps(
+                    name,
+                    build(sparse),
+                    dataset,
+                    matrix,
+                    args.step_times,
+                    args.max_rows,
+                )
+                continue
             benchmark_autoencoder(
                 name,
                 build(sparse),
@@ -311,6 +354,12 @@ def main() -> None:
     )
     parser.add_argument("--skip-ease", action="store_true")
     parser.add_argument("--skip-autoencoders", action="store_true")
+    parser.add_argument(
+        "--step-times",
+        type=int,
+        metavar="N",
+        help="time N compiled training steps per model instead of epochs",
+    )
     parser.add_argument(
         "--models",
         type=lambda text: [name.strip() for name in text.split(",") if name.strip()],
