@@ -113,7 +113,8 @@ class CompositePrior(keras.layers.Layer):
         self.old_encoder.build(input_shape)
 
     def call(self, rows, z):
-        # Only training steps evaluate the prior: the sparse product is safe.
+        # Only training steps evaluate the prior (scoring and the exports
+        # never do), so it can always take the sparse product.
         old_mu, old_log_var = self.old_encoder(
             rows, training=False, sparse_product=True
         )
