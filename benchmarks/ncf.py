@@ -21,9 +21,8 @@ import time
 import keras
 
 import keras_rec  # noqa: F401
-from keras_rec.configs.ncf import STEPS_PER_EXECUTION
+from keras_rec.configs.ncf import STEPS_PER_EXECUTION, ema_momentum
 from keras_rec.data import load_dataset, pointwise_dataset
-from keras_rec.data.pipelines import pointwise_steps
 from keras_rec.models.ncf import GMF, MLP, NeuMF, _tower_widths
 
 
@@ -74,7 +73,7 @@ def main() -> None:
     )
 
     # The entries' averaging horizon: 5 epochs of steps, counted as they are.
-    ema_momentum = 1.0 - 1.0 / (5 * pointwise_steps(train, 4, args.batch_size))
+    momentum = ema_momentum(train, 5, 4, args.batch_size)
     settings = [("eager steps", {}, False)]
     if args.xla:
         xla = {"jit_compile": True, "steps_per_execution": STEPS_PER_EXECUTION}
@@ -85,7 +84,7 @@ def main() -> None:
             model = cls(train.num_users, train.num_items, args.factors, seed=0)
             model.compile(
                 optimizer=keras.optimizers.Adam(
-                    1e-3, use_ema=ema, ema_momentum=ema_momentum
+                    1e-3, use_ema=ema, ema_momentum=momentum
                 ),
                 loss="binary_crossentropy",
                 **options,

@@ -49,6 +49,14 @@ def pointwise(num_negatives: int, batch_size: int):
     return make
 
 
+def ema_momentum(
+    train, ema_epochs: float, num_negatives: int = 4, batch_size: int = 256
+) -> float:
+    """`1 - 1 / (ema_epochs x steps per epoch)`: Polyak averaging over about
+    `ema_epochs` epochs of `pointwise_dataset` batches of `train`."""
+    return 1.0 - 1.0 / (ema_epochs * pointwise_steps(train, num_negatives, batch_size))
+
+
 def adam(
     split: Split,
     learning_rate: float,
@@ -79,7 +87,7 @@ def adam(
         )
     if ema_epochs is None:
         return keras.optimizers.Adam(learning_rate)
-    momentum = 1.0 - 1.0 / (ema_epochs * steps_per_epoch)
+    momentum = ema_momentum(split.train, ema_epochs, num_negatives, batch_size)
     return keras.optimizers.Adam(learning_rate, use_ema=True, ema_momentum=momentum)
 
 
