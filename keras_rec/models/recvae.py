@@ -187,6 +187,11 @@ class RecVAE(AutoencoderRecommender, keras.Model):
         seed: int or None. Seed of the dropout and the sampling.
         sparse_rows: bool. The encoder's first layer trained on the rows'
             nonzeros only (`SparseRowsDense`; faster on very sparse rows).
+        l2: float. L2 penalty `l2 * sum(W^2)` on the kernels each phase
+            updates (the encoder's in the encoder phase, the decoder's in
+            the decoder phase), added to that phase's loss. The paper and
+            the authors' code use none (`0`); Mult-DAE's reference uses
+            `0.01 / batch_size`.
 
     Example:
     >>> model = RecVAE(num_items=30, hidden_dim=16, latent_dim=8)
@@ -211,9 +216,12 @@ class RecVAE(AutoencoderRecommender, keras.Model):
         uniform_log_var: float = 10.0,
         seed: int | None = None,
         sparse_rows: bool = False,
+        l2: float = 0.0,
         **kwargs,
     ):
         check_positive(num_items=num_items)
+        if not l2 >= 0:
+            raise ValueError(f"`l2` must be non-negative. Received: l2={l2}")
         if (gamma is None) == (beta is None) or (gamma or beta) <= 0:
             raise ValueError(
                 "Exactly one of `gamma` and `beta` must be given, and positive. "
@@ -272,6 +280,7 @@ class RecVAE(AutoencoderRecommender, keras.Model):
         self.uniform_log_var = uniform_log_var
         self.seed = seed
         self.sparse_rows = sparse_rows
+        self.l2 = float(l2)
 
     def compile(self, optimizer="adam", **kwargs):
         """Compiles; `optimizer` updates the encoder and a clone the decoder."""
@@ -331,6 +340,10 @@ class RecVAE(AutoencoderRecommender, keras.Model):
             z = self.sampling([mu, log_var], training=True)
             losses, kl = self.negative_elbo(rows, self.decoder(z), z, mu, log_var)
             loss = ops.mean(losses)
+            if self.l2:
+                loss = loss + self.l2 * sum(
+                    ops.sum(ops.square(v)) for v in variables if v.name == "kernel"
+                )
             replicas = tf.distribute.get_strategy().num_replicas_in_sync
             scaled = loss / replicas
         optimizer.apply(tape.gradient(scaled, variables), variables)
@@ -350,6 +363,7 @@ class RecVAE(AutoencoderRecommender, keras.Model):
             uniform_log_var=self.uniform_log_var,
             seed=self.seed,
             sparse_rows=self.sparse_rows,
+            l2=self.l2,
         )
 
     @classmethod

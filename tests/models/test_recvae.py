@@ -149,6 +149,47 @@ def test_recvae_export_parity(trained, tmp_path):
     testing.check_tflite(model, tmp_path)
 
 
+def test_recvae_l2_adds_its_gradient_to_the_phase_it_updates(
+    heldout_split, heldout_rows
+):
+    """With SGD, one step with `l2` moves each updated kernel `W` by exactly
+    `-lr * 2 * l2 * W` more than the same step without it."""
+    lr, l2 = 0.1, 0.05
+    models = []
+    for penalty in (0.0, l2):
+        model = RecVAE(
+            heldout_split.num_items,
+            hidden_dim=16,
+            latent_dim=4,
+            num_layers=2,
+            seed=3,
+            l2=penalty,
+        )
+        model.compile(optimizer=keras.optimizers.SGD(lr))
+        models.append(model)
+    models[1].set_weights(models[0].get_weights())
+    steps = math.ceil(heldout_rows.shape[0] / BATCH)
+    dataset = alternating_rows_dataset(heldout_rows, BATCH, seed=0, epoch=0)
+    for part, layer in (
+        (dataset.take(1), models[0].encoder),
+        (dataset.skip(3 * steps), models[0].decoder),
+    ):
+        updated = {v.path for v in layer.trainable_variables if v.name == "kernel"}
+        before = {v.path: v.numpy().copy() for v in models[0].trainable_variables}
+        after = []
+        for model in models:
+            model.fit(part.take(1), verbose=0)
+            after.append({v.path: v.numpy() for v in model.trainable_variables})
+        for path, start in before.items():
+            extra = after[1][path] - after[0][path]
+            if path in updated:
+                np.testing.assert_allclose(extra, -lr * 2 * l2 * start, atol=1e-6)
+                assert np.abs(extra).max() > 1e-4, path
+            else:
+                np.testing.assert_allclose(extra, 0.0, atol=1e-6, err_msg=path)
+        models[1].set_weights(models[0].get_weights())
+
+
 def test_recvae_needs_phase_marked_batches(heldout_split, heldout_rows):
     model = small_model(heldout_split)
     with pytest.raises(ValueError, match="alternating_rows_dataset"):
@@ -156,7 +197,9 @@ def test_recvae_needs_phase_marked_batches(heldout_split, heldout_rows):
 
 
 def test_recvae_config_json_round_trip():
-    model = RecVAE(12, hidden_dim=5, latent_dim=3, num_layers=2, gamma=None, beta=0.3)
+    model = RecVAE(
+        12, hidden_dim=5, latent_dim=3, num_layers=2, gamma=None, beta=0.3, l2=1e-4
+    )
     config = json.loads(json.dumps(model.get_config()))
     assert RecVAE.from_config(config).get_config() == model.get_config()
 
@@ -170,6 +213,8 @@ def test_recvae_config_json_round_trip():
         ({"num_items": 5, "mixture_weights": (0.5, 0.5)}, "mixture_weights"),
         ({"num_items": 5, "mixture_weights": (0.5, 0.5, 0.5)}, "sum to 1"),
         ({"num_items": 5, "dropout_rate": 1.5}, "dropout_rate"),
+        ({"num_items": 5, "l2": -1e-5}, "l2"),
+        ({"num_items": 5, "l2": float("nan")}, "l2"),
     ],
 )
 def test_recvae_invalid_arguments(kwargs, message):
