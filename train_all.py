@@ -218,7 +218,10 @@ def run_one(experiment, seed: int, dataset, args) -> dict:
             curve=training.curve,
             curve_on="validation" if split.validation is not None else "test",
         )
-        metric = plots.curve_metric(training.curve, monitor)
+        # The monitored metric, else the first the paper reports.
+        metric = plots.curve_metric(
+            training.curve, monitor or next(iter(experiment.paper), None)
+        )
         try:  # the curve against epochs and wall time
             record["curve_plot"] = plots.save_learning_curve(
                 training.curve,

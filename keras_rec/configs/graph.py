@@ -32,10 +32,12 @@ from keras_rec.losses.bpr import BPRLoss
 from keras_rec.models.lightgcn import LightGCN
 from keras_rec.models.ngcf import NGCF
 
-PAPER_LIGHTGCN_GOWALLA = {"recall@20": 0.1830, "ndcg@20": 0.1554}
+# The papers' Recall@20 is hits / |relevant| (`recall_unclipped`), not the
+# min(20, |relevant|) denominator of `recall`.
+PAPER_LIGHTGCN_GOWALLA = {"recall_unclipped@20": 0.1830, "ndcg@20": 0.1554}
 # NGCF's own paper reports Recall@20 0.1569; NDCG@20 0.1327 is LightGCN's
 # re-run with the corrected NDCG.
-PAPER_NGCF_GOWALLA = {"recall@20": 0.1569, "ndcg@20": 0.1327}
+PAPER_NGCF_GOWALLA = {"recall_unclipped@20": 0.1569, "ndcg@20": 0.1327}
 
 
 def lightgcn(embedding_dim: int, num_layers: int, learning_rate: float, l2: float):

@@ -6,6 +6,7 @@ from keras_rec.evaluation.metrics import (
     ndcg_at_k,
     ranking_metrics,
     recall_at_k,
+    recall_unclipped_at_k,
 )
 from keras_rec.evaluation.protocols import evaluate, rank_full, rank_sampled
 
@@ -18,4 +19,5 @@ __all__ = [
     "rank_sampled",
     "ranking_metrics",
     "recall_at_k",
+    "recall_unclipped_at_k",
 ]

@@ -6,6 +6,9 @@
   (the corrected definition; NGCF's original code used only the hits in the
   top k for IDCG, which inflates NDCG).
 * Recall@k = hits@k / min(k, |relevant|) (Mult-VAE's definition).
+* Unclipped Recall@k = hits@k / |relevant| (NGCF's and LightGCN's code: a
+  user with more than k relevant items cannot reach 1; their papers'
+  Recall@20 is this one).
 * HR@k = 1 if any relevant item is in the top k (the single test item in
   leave-one-out).
 * MRR@k = 1 / rank of the first hit within the top k, else 0.
@@ -38,6 +41,13 @@ def recall_at_k(hits: np.ndarray, num_relevant: np.ndarray, k: int) -> np.ndarra
     return hits_at_k(hits, k) / np.minimum(k, num_relevant)
 
 
+def recall_unclipped_at_k(
+    hits: np.ndarray, num_relevant: np.ndarray, k: int
+) -> np.ndarray:
+    """Per-user Recall@k = hits@k / |relevant| (NGCF's and LightGCN's)."""
+    return hits_at_k(hits, k) / num_relevant
+
+
 def ndcg_at_k(hits: np.ndarray, num_relevant: np.ndarray, k: int) -> np.ndarray:
     """Per-user NDCG@k with IDCG over min(k, |relevant|) ideal hits."""
     discounts = _discounts(k)
@@ -57,6 +67,7 @@ def mrr_at_k(hits: np.ndarray, num_relevant: np.ndarray, k: int) -> np.ndarray:
 METRICS = {
     "hr": hit_rate_at_k,
     "recall": recall_at_k,
+    "recall_unclipped": recall_unclipped_at_k,
     "ndcg": ndcg_at_k,
     "mrr": mrr_at_k,
 }

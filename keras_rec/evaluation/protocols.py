@@ -45,7 +45,8 @@ DEFAULT_KS = {
 DEFAULT_METRICS = {
     "loo_sampled": ("hr", "ndcg", "mrr"),
     "loo_full": ("hr", "ndcg", "mrr"),
-    "holdout_full": ("recall", "ndcg"),
+    # NGCF's and LightGCN's papers report the unclipped recall.
+    "holdout_full": ("recall", "recall_unclipped", "ndcg"),
     "strong_generalization": ("recall", "ndcg"),
 }
 

@@ -26,6 +26,7 @@ def reference(ranked: list[int], relevant: set[int], k: int) -> dict[str, float]
     return {
         "hr": float(bool(ranks)),
         "recall": len(ranks) / ideal,
+        "recall_unclipped": len(ranks) / len(relevant),
         "ndcg": dcg / idcg,
         "mrr": 1.0 / ranks[0] if ranks else 0.0,
     }
@@ -95,6 +96,8 @@ def test_more_relevant_items_than_k_caps_recall_and_idcg():
     hits = np.ones((1, 3))
     result = ranking_metrics(hits, np.array([50]), (3,))
     assert result["recall@3"][0] == pytest.approx(1.0)  # 3 / min(3, 50)
+    unclipped = ranking_metrics(hits, np.array([50]), (3,), ("recall_unclipped",))
+    assert unclipped["recall_unclipped@3"][0] == pytest.approx(3 / 50)
     assert result["ndcg@3"][0] == pytest.approx(1.0)
 
 
@@ -119,12 +122,13 @@ def test_random_cases_against_the_reference(seed):
     rankings = [rank(s) for s in scores]
     hits, num_relevant = hit_matrix(rankings, relevant, width)
     ks = (1, 5, 10, 25)
-    result = ranking_metrics(hits, num_relevant, ks)
+    names = ("hr", "recall", "recall_unclipped", "ndcg", "mrr")
+    result = ranking_metrics(hits, num_relevant, ks, names)
     kept = [u for u in range(num_users) if relevant[u]]
     assert len(kept) < num_users  # the case has users without targets
     for k in ks:
         expected = [reference(rankings[u], relevant[u], k) for u in kept]
-        for name in ("hr", "recall", "ndcg", "mrr"):
+        for name in names:
             np.testing.assert_allclose(
                 result[f"{name}@{k}"], [e[name] for e in expected], rtol=1e-12
             )

@@ -71,6 +71,7 @@ def reference_metrics(rankings, relevant, ks, names):
             value = {
                 "hr": float(bool(ranks)),
                 "recall": len(ranks) / min(k, len(rel)),
+                "recall_unclipped": len(ranks) / len(rel),
                 "ndcg": dcg / idcg,
                 "mrr": 1 / ranks[0] if ranks else 0.0,
             }
@@ -307,7 +308,7 @@ def test_holdout_full_against_numpy():
     test = Interactions(users[is_test], items[is_test], num_users, num_items)
     split = given_split(train, test)
     table = rng.integers(0, 4, size=(num_users, num_items)).astype(float)
-    ks = (5, 20)
+    ks = (2, 20)
     result = evaluate(
         UserScores(table), split.test, "holdout_full", ks=ks, batch_size=7
     )
@@ -323,13 +324,18 @@ def test_holdout_full_against_numpy():
     # A test item the user also has in training is masked: it is no target.
     relevant = [test_sets[u] - train_sets[u] for u in evaluated]
     assert any(test_sets[u] & train_sets[u] for u in evaluated)  # the case occurs
-    expected = reference_metrics(rankings, relevant, ks, ("recall", "ndcg"))
+    names = ("recall", "recall_unclipped", "ndcg")
+    expected = reference_metrics(rankings, relevant, ks, names)
     assert_matches(result, expected)
     assert result["num_users"] == sum(1 for r in relevant if r)
+    # The case tells the two recalls apart.
+    assert result["recall_unclipped@2"] < result["recall@2"]
     assert set(result) == {
-        "recall@5",
+        "recall@2",
         "recall@20",
-        "ndcg@5",
+        "recall_unclipped@2",
+        "recall_unclipped@20",
+        "ndcg@2",
         "ndcg@20",
         "num_users",
         "seconds",
