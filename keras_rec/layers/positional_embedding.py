@@ -5,6 +5,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from keras_rec.layers.initializers import seeded_initializer
+
 
 @keras.saving.register_keras_serializable(package="keras_rec")
 class PositionalEmbedding(keras.layers.Layer):
@@ -47,17 +49,12 @@ class PositionalEmbedding(keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         self.sequence_length = sequence_length
-        self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
+        self.embeddings_initializer = seeded_initializer(embeddings_initializer, seed)
         self.seed = seed
         if not isinstance(sequence_length, int) or sequence_length <= 0:
             raise ValueError(
                 "`sequence_length` must be a positive integer. "
                 f"Received sequence_length={sequence_length}"
-            )
-        if seed is not None and hasattr(self.embeddings_initializer, "seed"):
-            config = self.embeddings_initializer.get_config()
-            self.embeddings_initializer = type(self.embeddings_initializer)(
-                **{**config, "seed": seed}
             )
 
     def _too_long(self, length: int | None) -> str:

@@ -34,6 +34,7 @@ import tensorflow as tf
 from keras import ops
 
 from keras_rec.layers.graph_propagation import CSRAdjacency, NodeDropout
+from keras_rec.layers.initializers import seeded_initializer, serialize_initializer
 from keras_rec.models.base import USER_ID, ArgumentsConfig, Recommender, check_inputs
 from keras_rec.models.graph_adjacency import (
     interaction_matrix,
@@ -93,6 +94,11 @@ class GraphEncoder(keras.layers.Layer):
             before the combination.
         node_dropout: float. `NodeDropout` rate on the adjacency in training.
         seed: int or None. Seed of the ego embeddings and the node dropout.
+        embeddings_initializer: str, config dict or initializer of the ego
+            embeddings, reseeded with `seed` (user rows `seed`, item rows
+            `seed + 1`). The default, Glorot uniform, is the papers' own
+            TensorFlow code; the LightGCN authors' PyTorch code draws
+            `{"class_name": "RandomNormal", "config": {"stddev": 0.1}}`.
 
     Example:
     >>> from keras_rec.layers.graph_propagation import LightGCNPropagation
@@ -114,9 +120,11 @@ class GraphEncoder(keras.layers.Layer):
         normalize_layers: bool = False,
         node_dropout: float = 0.0,
         seed: int | None = None,
+        embeddings_initializer="glorot_uniform",
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.embeddings_initializer = serialize_initializer(embeddings_initializer)
         self.num_users = num_users
         self.num_items = num_items
         self.num_edges = num_edges
@@ -145,10 +153,10 @@ class GraphEncoder(keras.layers.Layer):
         return sum(dims) if self.combination == "concat" else dims[-1]
 
     def build(self, input_shape=None):
-        def ego(name, offset):  # Xavier, as both reference implementations
+        def ego(name, offset):
             seed = None if self.seed is None else self.seed + offset
             size = self.num_users if offset == 0 else self.num_items
-            initializer = keras.initializers.GlorotUniform(seed)
+            initializer = seeded_initializer(self.embeddings_initializer, seed)
             return self.add_weight(
                 shape=(size, dim), initializer=initializer, name=name
             )
@@ -266,6 +274,7 @@ class GraphEncoder(keras.layers.Layer):
             "normalize_layers": self.normalize_layers,
             "node_dropout": self.node_dropout,
             "seed": self.seed,
+            "embeddings_initializer": self.embeddings_initializer,
         }
 
     @classmethod
@@ -312,8 +321,17 @@ class GraphRecommender(ArgumentsConfig, Recommender):
         self.embedding_dim = encoder.embedding_dim
         self.l2 = l2
         self.seed = encoder.seed
+        self.embeddings_initializer = encoder.embeddings_initializer
         if matrix is not None:
             self.set_graph(matrix)
+
+    def get_config(self):
+        config = super().get_config()
+        # Only when set, so that a default model's config is the one that
+        # checkpoints written before this argument existed recorded.
+        if self.embeddings_initializer != "glorot_uniform":
+            config["embeddings_initializer"] = self.embeddings_initializer
+        return config
 
     def set_graph(self, interactions) -> None:
         """Stores the training graph (`Interactions` or a `[U, I]` matrix)."""

@@ -34,6 +34,9 @@ class LightGCN(GraphRecommender, keras.Model):
             config; without it pass `num_edges` and call `set_graph`.
         num_edges: int or None. Distinct training (user, item) pairs (what
             `from_config` passes); derived from `interactions` when given.
+        embeddings_initializer: str, config dict or initializer of the ego
+            embeddings (see `GraphEncoder`). Default Glorot uniform, as the
+            paper's code.
 
     Example:
     >>> import numpy as np
@@ -62,6 +65,7 @@ class LightGCN(GraphRecommender, keras.Model):
         seed: int | None = None,
         interactions=None,
         num_edges: int | None = None,
+        embeddings_initializer="glorot_uniform",
         **kwargs,
     ):
         if num_layers < 0:
@@ -82,6 +86,7 @@ class LightGCN(GraphRecommender, keras.Model):
             [LightGCNPropagation(name=f"propagation_{k}") for k in range(num_layers)],
             combination="mean",
             seed=seed,
+            embeddings_initializer=embeddings_initializer,
             name="encoder",
         )
         super().__init__(encoder, matrix, l2, **kwargs)

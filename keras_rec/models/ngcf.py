@@ -40,6 +40,9 @@ class NGCF(GraphRecommender, keras.Model):
             config; without it pass `num_edges` and call `set_graph`.
         num_edges: int or None. Distinct training (user, item) pairs (what
             `from_config` passes); derived from `interactions` when given.
+        embeddings_initializer: str, config dict or initializer of the ego
+            embeddings (see `GraphEncoder`). Default Glorot uniform, as the
+            paper's code.
 
     Example:
     >>> import numpy as np
@@ -76,6 +79,7 @@ class NGCF(GraphRecommender, keras.Model):
         seed: int | None = None,
         interactions=None,
         num_edges: int | None = None,
+        embeddings_initializer="glorot_uniform",
         **kwargs,
     ):
         layer_sizes = [int(size) for size in layer_sizes]
@@ -114,6 +118,7 @@ class NGCF(GraphRecommender, keras.Model):
             normalize_layers=True,
             node_dropout=node_dropout,
             seed=seed,
+            embeddings_initializer=embeddings_initializer,
             name="encoder",
         )
         super().__init__(encoder, matrix, l2, **kwargs)

@@ -150,6 +150,42 @@ def test_graph_encoder_config_json_round_trip():
         GraphEncoder(3, 4, 5, 8, [], combination="sum")
 
 
+def test_embeddings_initializer_is_seeded_and_kept_in_the_config():
+    graph = sp.random(300, 400, density=0.05, format="csr", random_state=0)
+    normal = {"class_name": "RandomNormal", "config": {"stddev": 0.1}}
+
+    def ego(**kwargs):
+        model = LightGCN(300, 400, 64, seed=3, interactions=graph, **kwargs)
+        return (
+            model.encoder.user_embeddings.numpy(),
+            model.encoder.item_embeddings.numpy(),
+        )
+
+    users, items = ego(embeddings_initializer=normal)
+    assert np.std(users) == pytest.approx(0.1, rel=0.03)
+    assert np.std(items) == pytest.approx(0.1, rel=0.03)
+    assert not np.allclose(users[:10], items[:10])  # user and item seeds differ
+    again, _ = ego(embeddings_initializer=normal)
+    np.testing.assert_array_equal(users, again)  # the model's seed decides
+    default, _ = ego()  # Glorot uniform: |w| <= sqrt(6 / (300 + 64))
+    assert np.abs(default).max() <= np.sqrt(6 / 364) and np.std(default) < 0.08
+
+    model = LightGCN(300, 400, 8, seed=3, interactions=graph)
+    assert "embeddings_initializer" not in model.get_config()  # older configs
+    model = LightGCN(
+        300, 400, 8, seed=3, interactions=graph, embeddings_initializer=normal
+    )
+    config = json.loads(json.dumps(model.get_config()))
+    assert config["embeddings_initializer"]["config"]["stddev"] == 0.1
+    clone = LightGCN.from_config(config)
+    clone.set_graph(graph)
+    np.testing.assert_array_equal(
+        clone.encoder.user_embeddings.numpy(), model.encoder.user_embeddings.numpy()
+    )
+    with pytest.raises(ValueError, match="initializer"):
+        LightGCN(3, 3, 4, num_edges=1, embeddings_initializer="no_such_thing")
+
+
 def test_l2_penalty_is_on_the_batch_ego_embeddings(trained):
     model, _ = trained
     x = {"user_id": np.array([0, 1]), "item_ids": np.array([[2, 3], [4, 5]])}

@@ -89,6 +89,14 @@ def test_export_parity(loo_split, trained, tmp_path):
     testing.check_tflite(model, tmp_path, seen_items=seen)
 
 
+def test_embeddings_initializer_reaches_the_ego_embeddings():
+    graph = sp.random(5, 6, density=0.4, format="csr", random_state=0)
+    model = NGCF(5, 6, 4, [4], interactions=graph, embeddings_initializer="ones")
+    assert np.all(model.encoder.user_embeddings.numpy() == 1.0)
+    assert np.all(model.encoder.item_embeddings.numpy() == 1.0)
+    assert NGCF.from_config(model.get_config()).embeddings_initializer == "ones"
+
+
 def test_config_json_round_trip():
     graph = sp.random(7, 9, density=0.3, format="csr", random_state=0)
     model = NGCF(7, 9, 3, (4, 2), 0.2, 0.3, l2=0.5, seed=4, interactions=graph)
