@@ -25,9 +25,11 @@ def bpr_mf(embedding_dim: int, learning_rate: float, l2: float):
     return build
 
 
-def bpr_batches(batch_size: int):
+def bpr_batches(batch_size: int, sampling: str = "pairs"):
     def make(split, seed, epoch):
-        return bpr_dataset(split.train, batch_size, seed=seed, epoch=epoch)
+        return bpr_dataset(
+            split.train, batch_size, seed=seed, epoch=epoch, sampling=sampling
+        )
 
     return make
 

@@ -10,10 +10,13 @@ the papers' hyperparameters and Adam:
 * LightGCN: d=64, 3 layers, lr 1e-3, batch 2048, L2 1e-4; 1000 epochs (the
   reference README's command).
 
-Each epoch is every training pair once with a fresh negative
-(`bpr_dataset`: `ceil(810,128 / batch)` steps, as the references'
-`n_train // batch + 1`); the references draw each batch's users uniformly
-instead, one positive each. On the 2-core CPU an epoch takes minutes (see
+Each epoch draws as many BPR triples as training pairs with the users
+uniform, one positive and one unseen negative each, as both references'
+code samples (`bpr_dataset(sampling="users")`; `ceil(810,128 / batch)`
+steps, as their `n_train // batch + 1`). The ego embeddings start from
+Glorot uniform, the papers' TensorFlow code; the LightGCN authors' PyTorch
+code draws N(0, 0.1) (`embeddings_initializer`), which learns faster in the
+first epochs (README, Gowalla). On the 2-core CPU an epoch takes minutes (see
 `benchmarks/graph.py`), so runs there stop at `--time-budget` long before
 the papers' epoch counts; LightGCN is evaluated after every epoch so that
 such a run still draws a learning curve (there a full-ranking evaluation
@@ -89,7 +92,7 @@ def _lightgcn_entry(dataset, protocol, epochs, *, lr, batch, l2=1e-4, **options)
         dataset=dataset,
         protocol=protocol,
         build=lightgcn(64, 3, lr, l2),
-        make_dataset=bpr_batches(batch),
+        make_dataset=bpr_batches(batch, sampling="users"),
         epochs=epochs,
         hyperparameters={
             "embedding_dim": 64,
@@ -97,6 +100,7 @@ def _lightgcn_entry(dataset, protocol, epochs, *, lr, batch, l2=1e-4, **options)
             "learning_rate": lr,
             "l2": l2,
             "batch_size": batch,
+            "sampling": "users",
             "optimizer": "Adam",
         },
         **options,
@@ -110,7 +114,7 @@ def _ngcf_entry(dataset, protocol, epochs, *, lr, batch, l2=1e-5, **options):
         dataset=dataset,
         protocol=protocol,
         build=ngcf(64, layers, lr, l2, node_dropout=0.1, message_dropout=0.1),
-        make_dataset=bpr_batches(batch),
+        make_dataset=bpr_batches(batch, sampling="users"),
         epochs=epochs,
         hyperparameters={
             "embedding_dim": 64,
@@ -120,6 +124,7 @@ def _ngcf_entry(dataset, protocol, epochs, *, lr, batch, l2=1e-5, **options):
             "batch_size": batch,
             "node_dropout": 0.1,
             "message_dropout": 0.1,
+            "sampling": "users",
             "optimizer": "Adam",
         },
         **options,

@@ -105,22 +105,50 @@ def bpr_dataset(
     batch_size: int = 2048,
     seed: int = 0,
     epoch: int = 0,
+    sampling: str = "pairs",
 ) -> tf.data.Dataset:
-    """BPR triples: every training pair once per epoch with one fresh negative.
+    """BPR triples `(user, positive, negative)`, one fresh unseen negative each.
 
     Yields `({"user_id": [B], "item_ids": [B, 2]}, zeros [B])` where
-    `item_ids[:, 0]` is the positive and `item_ids[:, 1]` the negative.
+    `item_ids[:, 0]` is the positive and `item_ids[:, 1]` the negative;
+    an epoch is as many triples as training pairs.
+
+    Args:
+        train: the training interactions.
+        batch_size: int. Triples per batch.
+        seed: int. With `epoch`, seeds the draws (same seed and epoch, same
+            triples).
+        epoch: int.
+        sampling: `"pairs"`: every training pair once, shuffled (BPR over the
+            observed pairs). `"users"`: each triple's user drawn uniformly
+            among the users with a training item, then one of that user's
+            items uniformly, as NGCF's and LightGCN's code sample (light
+            users weigh as much as heavy ones).
+
+    Raises:
+        ValueError: an unknown `sampling`, or no training pair.
     """
+    if sampling not in ("pairs", "users"):
+        raise ValueError(
+            f"`sampling` must be 'pairs' or 'users'. Received sampling={sampling!r}"
+        )
     rng = np.random.default_rng([seed, epoch])
     matrix = train.to_csr()
-    users = np.repeat(np.arange(train.num_users), np.diff(matrix.indptr))
-    positives = matrix.indices.astype(np.int64)
-    negatives = sample_unseen(users, matrix, rng, 1)[:, 0]
-    order = rng.permutation(len(users))
-    features = {
-        "user_id": users[order],
-        "item_ids": np.stack([positives[order], negatives[order]], axis=1),
-    }
+    counts = np.diff(matrix.indptr)
+    if not matrix.nnz:
+        raise ValueError(f"{train.name}: no training pair to draw BPR triples from")
+    if sampling == "pairs":
+        users = np.repeat(np.arange(train.num_users), counts)
+        positives = matrix.indices.astype(np.int64)
+        negatives = sample_unseen(users, matrix, rng, 1)[:, 0]
+        order = rng.permutation(len(users))
+        users, positives, negatives = users[order], positives[order], negatives[order]
+    else:
+        users = rng.choice(np.flatnonzero(counts), matrix.nnz)
+        offsets = (rng.random(matrix.nnz) * counts[users]).astype(np.int64)
+        positives = matrix.indices[matrix.indptr[users] + offsets].astype(np.int64)
+        negatives = sample_unseen(users, matrix, rng, 1)[:, 0]
+    features = {"user_id": users, "item_ids": np.stack([positives, negatives], 1)}
     labels = np.zeros(len(users), np.float32)
     return _finish(tf.data.Dataset.from_tensor_slices((features, labels)), batch_size)
 

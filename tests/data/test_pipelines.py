@@ -164,6 +164,38 @@ def test_bpr_negatives_redrawn_each_epoch(train):
     assert (first != triples(9, 0)).mean() > 0.5
 
 
+def test_bpr_users_sampling_draws_users_uniformly():
+    # User 0 has 40 items, users 1-4 one each, user 5 none.
+    data = Interactions(
+        np.array([0] * 40 + [1, 2, 3, 4]),
+        np.array(list(range(40)) + [40, 41, 42, 43]),
+        6,
+        50,
+    )
+    truth = data.to_csr().toarray() > 0
+    counts = {}
+    for sampling in ("pairs", "users"):
+        users = []
+        for epoch in range(50):
+            features, _ = collect(bpr_dataset(data, 64, 1, epoch, sampling))
+            items = features["item_ids"]
+            assert len(items) == 44  # as many triples as training pairs
+            assert truth[features["user_id"], items[:, 0]].all()
+            assert not truth[features["user_id"], items[:, 1]].any()
+            users.append(features["user_id"])
+        counts[sampling] = np.bincount(np.concatenate(users), minlength=6) / 2200
+    np.testing.assert_allclose(counts["pairs"], [40 / 44, *[1 / 44] * 4, 0])
+    # Uniform over the 5 users with items: 0.2 each (std of a share ~0.0085).
+    np.testing.assert_allclose(counts["users"], [0.2] * 5 + [0], atol=0.03)
+    first, _ = collect(bpr_dataset(data, 64, 1, 0, "users"))
+    again, _ = collect(bpr_dataset(data, 64, 1, 0, "users"))
+    np.testing.assert_array_equal(first["item_ids"], again["item_ids"])
+    with pytest.raises(ValueError, match="sampling"):
+        bpr_dataset(data, sampling="items")
+    with pytest.raises(ValueError, match="no training pair"):
+        bpr_dataset(Interactions(np.array([], int), np.array([], int), 2, 3))
+
+
 # --- sequences (SASRec) ------------------------------------------------------
 
 
