@@ -41,6 +41,9 @@ PAPER_LIGHTGCN_GOWALLA = {"recall_unclipped@20": 0.1830, "ndcg@20": 0.1554}
 # NGCF's own paper reports Recall@20 0.1569; NDCG@20 0.1327 is LightGCN's
 # re-run with the corrected NDCG.
 PAPER_NGCF_GOWALLA = {"recall_unclipped@20": 0.1569, "ndcg@20": 0.1327}
+# How both references' code draws BPR triples (`bpr_dataset`); the entries
+# train with it and record it.
+SAMPLING = "users"
 
 
 def lightgcn(embedding_dim: int, num_layers: int, learning_rate: float, l2: float):
@@ -92,7 +95,7 @@ def _lightgcn_entry(dataset, protocol, epochs, *, lr, batch, l2=1e-4, **options)
         dataset=dataset,
         protocol=protocol,
         build=lightgcn(64, 3, lr, l2),
-        make_dataset=bpr_batches(batch, sampling="users"),
+        make_dataset=bpr_batches(batch, sampling=SAMPLING),
         epochs=epochs,
         hyperparameters={
             "embedding_dim": 64,
@@ -100,7 +103,7 @@ def _lightgcn_entry(dataset, protocol, epochs, *, lr, batch, l2=1e-4, **options)
             "learning_rate": lr,
             "l2": l2,
             "batch_size": batch,
-            "sampling": "users",
+            "sampling": SAMPLING,
             "optimizer": "Adam",
         },
         **options,
@@ -114,7 +117,7 @@ def _ngcf_entry(dataset, protocol, epochs, *, lr, batch, l2=1e-5, **options):
         dataset=dataset,
         protocol=protocol,
         build=ngcf(64, layers, lr, l2, node_dropout=0.1, message_dropout=0.1),
-        make_dataset=bpr_batches(batch, sampling="users"),
+        make_dataset=bpr_batches(batch, sampling=SAMPLING),
         epochs=epochs,
         hyperparameters={
             "embedding_dim": 64,
@@ -124,7 +127,7 @@ def _ngcf_entry(dataset, protocol, epochs, *, lr, batch, l2=1e-5, **options):
             "batch_size": batch,
             "node_dropout": 0.1,
             "message_dropout": 0.1,
-            "sampling": "users",
+            "sampling": SAMPLING,
             "optimizer": "Adam",
         },
         **options,
