@@ -298,7 +298,13 @@ class GraphRecommender(ArgumentsConfig, Recommender):
     input_kind = USER_ID
     encoder: GraphEncoder
 
-    config_keys = ("num_users", "num_items", "num_edges", "embedding_dim")
+    config_keys = (
+        "num_users",
+        "num_items",
+        "num_edges",
+        "embedding_dim",
+        "embeddings_initializer",
+    )
 
     def __init__(self, encoder: GraphEncoder, matrix, l2: float, **kwargs):
         """Scores `{"user_id": [B], "item_ids": [B, C]}` -> `[B, C]`: the
@@ -324,14 +330,6 @@ class GraphRecommender(ArgumentsConfig, Recommender):
         self.embeddings_initializer = encoder.embeddings_initializer
         if matrix is not None:
             self.set_graph(matrix)
-
-    def get_config(self):
-        config = super().get_config()
-        # Only when set, so that a default model's config is the one that
-        # checkpoints written before this argument existed recorded.
-        if self.embeddings_initializer != "glorot_uniform":
-            config["embeddings_initializer"] = self.embeddings_initializer
-        return config
 
     def set_graph(self, interactions) -> None:
         """Stores the training graph (`Interactions` or a `[U, I]` matrix)."""

@@ -363,9 +363,7 @@ class RecVAE(AutoencoderRecommender, keras.Model):
             uniform_log_var=self.uniform_log_var,
             seed=self.seed,
             sparse_rows=self.sparse_rows,
-            # Only when set: a default model's config stays the one that
-            # checkpoints and results written before `l2` existed record.
-            **({"l2": self.l2} if self.l2 else {}),
+            l2=self.l2,
         )
 
     @classmethod

@@ -9,7 +9,9 @@ the last finished epoch with the optimizer state, the RNG stream of the data
 records the model's class and config and the optimizer's config
 (`training_config`): a checkpoint is only resumed with a model configured
 the same way, since resuming loads the checkpoint's model, not the one
-passed in.
+passed in. A model-config key the checkpoint lacks (an argument added to
+the model since) counts as the same when the model passed in has that
+argument's default.
 
 An optimizer with `use_ema=True` (Polyak averaging) keeps its meaning
 across the per-epoch `fit` calls: training goes on from the raw weights,
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import json
 import math
 import os
@@ -139,12 +142,57 @@ def _start_over(checkpoint_dir: str) -> str:
     )
 
 
+def _constructor_defaults(model_class: type) -> dict:
+    """`{argument: default}` of `model_class.__init__`, as JSON values."""
+    try:
+        parameters = inspect.signature(model_class.__init__).parameters.values()
+    except (TypeError, ValueError):  # a builtin or C-level constructor
+        return {}
+    defaults = {
+        p.name: p.default
+        for p in parameters
+        if p.default is not inspect.Parameter.empty
+    }
+    return json.loads(json.dumps(defaults, default=_json_default))
+
+
+def _with_absent_defaults(recorded: dict, expected: dict, model_class: type) -> dict:
+    """`recorded` with the model-config keys it lacks taken from `expected`
+    where `expected` holds the constructor's default.
+
+    A checkpoint written before a constructor argument existed records no
+    key for it, and its model was built as that argument's default builds
+    it now; so a model passed in with the default resumes it, and one with
+    another value does not."""
+    recorded_model, expected_model = recorded.get("model"), expected.get("model")
+    if not isinstance(recorded_model, dict) or not isinstance(expected_model, dict):
+        return recorded
+    defaults = _constructor_defaults(model_class)
+    filled = {
+        key: value
+        for key, value in expected_model.items()
+        if key not in recorded_model and key in defaults and defaults[key] == value
+    }
+    if not filled:
+        return recorded
+    return {**recorded, "model": {**recorded_model, **filled}}
+
+
 def _check_resumable(
-    state: dict, expected: dict, epochs: int, checkpoint_dir: str, description: str
+    state: dict,
+    expected: dict,
+    epochs: int,
+    checkpoint_dir: str,
+    description: str,
+    model_class: type | None = None,
 ) -> None:
     """Raises ValueError if the checkpoint's recorded configuration differs
-    from `expected` or it holds more epochs than `epochs`."""
+    from `expected` or it holds more epochs than `epochs`. Model-config keys
+    the checkpoint lacks count as equal where `expected` has the default of
+    `model_class`'s constructor (`_with_absent_defaults`)."""
     recorded = state.get(CONFIG_KEY)
+    if recorded is not None and model_class is not None:
+        recorded = _with_absent_defaults(recorded, expected, model_class)
     if recorded is not None and recorded != expected:
         differences = _describe(differing_keys(recorded, expected), recorded, expected)
         raise ValueError(
@@ -278,7 +326,9 @@ def train_model(
         if os.path.exists(state_path) and os.path.exists(model_path):
             with open(state_path) as handle:
                 state = json.load(handle)
-            _check_resumable(state, expected, epochs, checkpoint_dir, description)
+            _check_resumable(
+                state, expected, epochs, checkpoint_dir, description, type(model)
+            )
             model = build_in_scope(
                 strategy, lambda: keras.saving.load_model(model_path)
             )

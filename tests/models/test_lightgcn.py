@@ -171,7 +171,7 @@ def test_embeddings_initializer_is_seeded_and_kept_in_the_config():
     assert np.abs(default).max() <= np.sqrt(6 / 364) and np.std(default) < 0.08
 
     model = LightGCN(300, 400, 8, seed=3, interactions=graph)
-    assert "embeddings_initializer" not in model.get_config()  # older configs
+    assert model.get_config()["embeddings_initializer"] == "glorot_uniform"
     model = LightGCN(
         300, 400, 8, seed=3, interactions=graph, embeddings_initializer=normal
     )

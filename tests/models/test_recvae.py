@@ -202,8 +202,7 @@ def test_recvae_config_json_round_trip():
     )
     config = json.loads(json.dumps(model.get_config()))
     assert RecVAE.from_config(config).get_config() == model.get_config()
-    # Without `l2` the config is the one earlier checkpoints recorded.
-    assert "l2" not in RecVAE(12, hidden_dim=5, latent_dim=3).get_config()
+    assert RecVAE(12, hidden_dim=5, latent_dim=3).get_config()["l2"] == 0.0
 
 
 @pytest.mark.parametrize(

@@ -291,6 +291,34 @@ def test_a_checkpoint_with_more_epochs_than_requested_is_refused(train, tmp_path
     assert done.resumed_from == 2 and done.epochs_run == 2
 
 
+def _drop_model_key(checkpoints, key):
+    path = os.path.join(checkpoints, STATE_FILE)
+    with open(path) as handle:
+        state = json.load(handle)
+    del state[CONFIG_KEY]["model"][key]
+    with open(path, "w") as handle:
+        json.dump(state, handle)
+
+
+def test_a_key_the_checkpoint_lacks_counts_as_its_default(train, tmp_path):
+    # A checkpoint written before an argument existed has no key for it: a
+    # model with that argument's default resumes it, another value does not.
+    checkpoints = str(tmp_path / "run")
+    train_model(
+        _model(train), _data(train), 1, checkpoint_dir=checkpoints, progress=False
+    )
+    _drop_model_key(checkpoints, "l2")  # the model has BPRMF's default, 1e-4
+    resumed = train_model(
+        _model(train), _data(train), 2, checkpoint_dir=checkpoints, progress=False
+    )
+    assert resumed.resumed_from == 1 and resumed.epochs_run == 2
+    _drop_model_key(checkpoints, "seed")  # the model's 0 is not the default
+    with pytest.raises(ValueError, match=r"model\.seed \('<absent>' -> 0\)"):
+        train_model(
+            _model(train), _data(train), 3, checkpoint_dir=checkpoints, progress=False
+        )
+
+
 def _drop_record(checkpoints):
     path = os.path.join(checkpoints, STATE_FILE)
     with open(path) as handle:
