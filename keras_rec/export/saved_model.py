@@ -67,6 +67,8 @@ def serving_functions(
     """
     kind = _check_model(model)
     num_items = int(model.num_items)
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise ValueError(f"`k` must be an int. Received k={k!r}")
     if not 1 <= k <= num_items:
         raise ValueError(f"`k` must lie in [1, num_items={num_items}]. Received k={k}")
     if kind == USER_ID:
@@ -86,6 +88,7 @@ def serving_functions(
 
     else:
         query_spec = tf.TensorSpec([None, history_length], tf.int64, name=ITEM_HISTORY)
+        needs_last_item = bool(getattr(model, "needs_last_item", False))
 
         def excluded(item_history):
             return item_history
@@ -93,16 +96,26 @@ def serving_functions(
         def has_item(item_history):
             return tf.reduce_any(item_history >= 0, axis=1, keepdims=True)
 
+        def ends_with_padding(item_history):
+            # `[B, 1]`: the last slot is padding, for a model that reads it.
+            if not needs_last_item:
+                return tf.zeros_like(item_history[:, :1], tf.bool)
+            return item_history[:, -1:] < 0
+
         def poison_query(item_history):
             # Without asserts (TFLite), an id below -1 or at num_items (the
             # padding's spare column) would be read as padding, and a row of
             # padding only would get recommendations: send such ids (and an
-            # empty row's first slot) out of range, so that the interpreter
-            # fails in its GATHER/SCATTER_ND bounds check instead.
+            # empty row's first slot, and for SASRec a padded last slot) out
+            # of range, so that the interpreter fails in its
+            # GATHER/SCATTER_ND bounds check instead.
             bad = (item_history < -1) | (item_history >= num_items)
             empty = tf.logical_not(has_item(item_history))
-            first = tf.range(tf.shape(item_history)[1]) == 0
+            slots = tf.range(tf.shape(item_history)[1])
+            first = slots == 0
+            last = slots == tf.shape(item_history)[1] - 1
             bad = bad | (empty & first[None, :])
+            bad = bad | (ends_with_padding(item_history) & last[None, :])
             return tf.where(bad, tf.constant(OUT_OF_RANGE_ID, tf.int64), item_history)
 
         def check_query(item_history):
@@ -111,14 +124,23 @@ def serving_functions(
                 "`item_history` has a row with no item (only PAD=-1): every "
                 "history needs at least one item id"
             )
-            return _range_asserts(item_history, ITEM_HISTORY, num_items) + [
+            checks = _range_asserts(item_history, ITEM_HISTORY, num_items) + [
                 tf.debugging.assert_equal(every_row, True, message=message)
             ]
+            if needs_last_item:
+                ended = tf.reduce_any(ends_with_padding(item_history))
+                message = (
+                    f"`item_history` rows must end with their most recent item: "
+                    f"{type(model).__name__} reads the last slot, and a row ends "
+                    "with PAD=-1. Pad on the left"
+                )
+                checks.append(tf.debugging.assert_equal(ended, False, message=message))
+            return checks
 
     def after_checks(make_checks, query, *tensors):
         # Without validation no Assert op is built at all (TFLite has none).
         if not validate:
-            return (poison_query(query), *tensors)
+            return (poison_query(query), *(poison_items(t) for t in tensors))
         with tf.control_dependencies(make_checks()):
             return tuple(tf.identity(tensor) for tensor in (query, *tensors))
 
@@ -128,9 +150,27 @@ def serving_functions(
         ids, values = exclude_and_top_k(scores, excluded(query), k)
         return {ITEM_IDS: ids, SCORES: values}
 
+    def poison_items(item_ids):
+        # A model may read a negative candidate as padding (SASRec's row 0):
+        # without asserts, send bad candidates out of every table instead.
+        bad = (item_ids < 0) | (item_ids >= num_items)
+        return tf.where(bad, tf.constant(OUT_OF_RANGE_ID, tf.int64), item_ids)
+
     def score_items(query, item_ids):
         def checks():
-            return check_query(query) + _range_asserts(item_ids, ITEM_IDS, num_items)
+            rows = tf.debugging.assert_equal(
+                tf.shape(query)[0],
+                tf.shape(item_ids)[0],
+                message=(
+                    f"`{ITEM_IDS}` must have one row per `{kind}` row; the "
+                    "request's batch sizes differ"
+                ),
+            )
+            return (
+                check_query(query)
+                + _range_asserts(item_ids, ITEM_IDS, num_items)
+                + [rows]
+            )
 
         query, item_ids = after_checks(checks, query, item_ids)
         scores = model.score_items({kind: query}, item_ids)
@@ -254,7 +294,7 @@ def load_serving(
                 f"Received {sorted(inputs)}"
             )
         tensors = {
-            name: tf.constant(np.asarray(value), specs[name].dtype)
+            name: _request_tensor(name, value, specs[name])
             for name, value in inputs.items()
         }
         return {name: value.numpy() for name, value in function(**tensors).items()}
@@ -262,6 +302,22 @@ def load_serving(
     call.loaded = loaded  # keeps the variables alive with the callable
     call.signature = signature
     return call
+
+
+def _request_tensor(name: str, value, spec: tf.TensorSpec) -> tf.Tensor:
+    """`value` as a tensor of `spec`, or `ValueError` naming `name` when its
+    dtype or shape does not fit (a float id would be truncated)."""
+    array = np.asarray(value)
+    if spec.dtype.is_integer and array.dtype.kind not in "iu":
+        raise ValueError(
+            f"`{name}` must hold integer ids; received dtype {array.dtype}"
+        )
+    if not spec.shape.is_compatible_with(array.shape):
+        raise ValueError(
+            f"`{name}` must have shape {spec.shape.as_list()} (None: any size); "
+            f"received shape {list(array.shape)}"
+        )
+    return tf.constant(array, spec.dtype)
 
 
 def export_info(
@@ -424,7 +480,9 @@ def _seen_constants(
             "`seen_items` must be a scipy.sparse CSR matrix. "
             f"Received {type(seen_items).__name__}"
         )
-    seen_items = sp.csr_matrix(seen_items)
+    seen_items = sp.csr_matrix(seen_items, copy=True)
+    seen_items.sum_duplicates()
+    seen_items.eliminate_zeros()  # a stored zero is not a seen item
     num_users, num_items = seen_items.shape
     expected_users = getattr(model, "num_users", num_users)
     if num_items != model.num_items or num_users != expected_users:
@@ -435,7 +493,9 @@ def _seen_constants(
     if seen_items.nnz >= 2**31:
         raise ValueError(f"`seen_items` has too many entries ({seen_items.nnz})")
     indptr = seen_items.indptr.astype(np.int32)
-    indices = seen_items.indices.astype(np.int32)
+    # One spare entry past the last row, so that `gather_rows`' masked-out
+    # position 0 is in range even when no user has a seen item.
+    indices = np.append(seen_items.indices, -1).astype(np.int32)
     return int(num_users), indptr, indices
 
 

@@ -42,6 +42,9 @@ class Recommender:
     history_length: int | None = None
     #: True for models fitted in closed form (`fit_closed_form(train)`)
     closed_form: bool = False
+    #: True for models that read a history's last slot as its most recent
+    #: item (SASRec): a history row ending in padding is then an error.
+    needs_last_item: bool = False
 
     def score_all(self, inputs: dict) -> tf.Tensor:
         raise NotImplementedError
@@ -49,6 +52,7 @@ class Recommender:
     def score_items(self, inputs: dict, item_ids: tf.Tensor) -> tf.Tensor:
         """Scores of `item_ids` `[B, C]` for each row of `inputs`."""
         _check_input(self, item_ids, ITEM_IDS)  # `score_all` checks `inputs`
+        _check_batch(inputs.get(self.input_kind), item_ids, ITEM_IDS)
         return tf.gather(self.score_all(inputs), item_ids, batch_dims=1)
 
     def recommend(
@@ -57,10 +61,22 @@ class Recommender:
         """Top-`k` `(item_ids, scores)` with `exclude` `[B, L]` (PAD=-1) removed.
 
         For history-based models the history itself is excluded as well.
+
+        Raises:
+            ValueError: invalid `inputs` (see `check_inputs`), `k` not an
+                int in `[1, num_items]`, or `exclude` of another batch size
+                or with ids out of range.
         """
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+            raise ValueError(f"`k` must be an int. Received k={k!r}")
+        if not 1 <= k <= self.num_items:
+            raise ValueError(
+                f"`k` must lie in [1, num_items={self.num_items}]. Received k={k}"
+            )
         scores = self.score_all(inputs)
         if exclude is not None:
             _check_input(self, exclude, ITEM_HISTORY, label="exclude")
+            _check_batch(inputs.get(self.input_kind), exclude, "exclude")
         if self.input_kind == ITEM_HISTORY:
             history = tf.cast(inputs[ITEM_HISTORY], tf.int64)
             exclude = history if exclude is None else tf.concat([exclude, history], 1)
@@ -71,8 +87,9 @@ def check_inputs(model, inputs: dict, item_ids=None) -> None:
     """In eager calls, raises `ValueError` on inputs the model cannot score.
 
     Ids must be integers in range: `user_id` `[B]` in `[0, num_users)`,
-    `item_history` `[B, L]` in `[-1, num_items)` (-1 is padding) and
-    `item_ids` `[B, C]` in `[0, num_items)`. Unchecked, an embedding lookup
+    `item_history` `[B, L]` in `[-1, num_items)` (-1 is padding; every row
+    needs an item, and for a model with `needs_last_item` its last slot
+    must be one) and `item_ids` `[B, C]` with `B` rows in `[0, num_items)`. Unchecked, an embedding lookup
     reads -1 as the last row, the history's spare padding column swallows
     id `num_items`, and float ids are truncated. Inside a traced function
     (the exported signatures, which assert the same ranges in-graph) this
@@ -88,6 +105,20 @@ def check_inputs(model, inputs: dict, item_ids=None) -> None:
     _check_input(model, inputs[model.input_kind], model.input_kind)
     if item_ids is not None:
         _check_input(model, item_ids, ITEM_IDS)
+        _check_batch(inputs[model.input_kind], item_ids, ITEM_IDS)
+
+
+def _check_batch(query, other, label: str) -> None:
+    """In eager calls, raises `ValueError` unless `other` has one row per
+    row of `query` (a broadcast would answer for the wrong users)."""
+    if not tf.executing_eagerly() or query is None:
+        return
+    rows, other_rows = np.shape(query)[0], np.shape(other)[0]
+    if rows != other_rows:
+        raise ValueError(
+            f"`{label}` must have one row per request row: received {other_rows} "
+            f"rows for a batch of {rows}"
+        )
 
 
 def _check_input(model, values, name: str, label: str | None = None) -> None:
@@ -115,6 +146,27 @@ def _check_input(model, values, name: str, label: str | None = None) -> None:
             f"`{label}` ids must be in [{low}, {bound}={high}); received "
             f"{bad.size} outside it (e.g. {bad.flat[0]})"
         )
+    if name == ITEM_HISTORY and label == ITEM_HISTORY:
+        _check_history_rows(model, ids)
+
+
+def _check_history_rows(model, history: np.ndarray) -> None:
+    """Every history row holds an item; for a `needs_last_item` model the
+    last slot is one (the most recent item, left padding)."""
+    empty = np.flatnonzero(~np.any(history >= 0, axis=1))
+    if empty.size:
+        raise ValueError(
+            f"`item_history` has {empty.size} rows with no item (only PAD=-1; "
+            f"e.g. row {empty[0]}): every history needs at least one item id"
+        )
+    if getattr(model, "needs_last_item", False) and history.shape[1]:
+        ending = np.flatnonzero(history[:, -1] < 0)
+        if ending.size:
+            raise ValueError(
+                f"`item_history` rows must end with their most recent item: "
+                f"{type(model).__name__} reads the last slot, and {ending.size} "
+                f"rows end with PAD=-1 (e.g. row {ending[0]}). Pad on the left"
+            )
 
 
 def exclude_and_top_k(

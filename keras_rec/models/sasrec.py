@@ -69,10 +69,12 @@ class SASRec(Recommender, keras.Model):
     padded outputs zeroed, so a batch whose longest history has `T` items
     gives, at its items, the same `F` as the batch padded to `maxlen`
     (`sequence_dataset(..., bucket_by_length=True)` feeds such batches).
-    Scoring (`score_all`, `score_items`, the exports) always pads or crops
-    the history to `maxlen` first (`fit_history`), so the serving
-    signatures keep the fixed width `maxlen`. A width above `maxlen` is an
-    error.
+    Scoring (`score_all`, `score_items`, the SavedModel) pads or crops a
+    history of any width to its latest `maxlen` slots first (`fit_history`)
+    and reads the last one, so a history must end with its most recent
+    item: a row whose last slot is padding is an error (eagerly and in the
+    SavedModel; the TFLite model, which has no asserts, fails its bounds
+    check). The TFLite model takes exactly `maxlen` slots.
 
     Ids are shifted by one inside the model, so embedding row 0 is padding.
 
@@ -99,6 +101,7 @@ class SASRec(Recommender, keras.Model):
     """
 
     input_kind = ITEM_HISTORY
+    needs_last_item = True
 
     def __init__(
         self,

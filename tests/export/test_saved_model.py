@@ -9,6 +9,7 @@ import pathlib
 import keras
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import tensorflow as tf
 
 import keras_rec  # noqa: F401  (sets the Keras backend)
@@ -176,7 +177,7 @@ def test_out_of_range_user_id_is_named_by_the_serving_loader(exports):
 @pytest.mark.parametrize("user_id", [-1, NUM_USERS, 10**9])
 def test_out_of_range_user_id_raises(exports, signature, user_id):
     _, _, path = exports["user_id"]
-    extra = {"item_ids": [[1]]} if signature == "score_items" else {}
+    extra = {"item_ids": [[1], [1]]} if signature == "score_items" else {}
     with pytest.raises(tf.errors.InvalidArgumentError, match="`user_id` must lie"):
         load_serving(path, signature)(user_id=[0, user_id], **extra)
 
@@ -208,6 +209,38 @@ def test_out_of_range_candidate_raises(exports, kind, bad):
     first = {"user_id": [0]} if kind == "user_id" else {"item_history": [[-1, 2]]}
     with pytest.raises(tf.errors.InvalidArgumentError, match=BAD_ITEM_IDS):
         load_serving(path, "score_items")(**first, item_ids=[[0, bad]])
+
+
+@pytest.mark.parametrize("kind", ["user_id", "item_history"])
+def test_mismatched_batch_sizes_are_named(exports, kind):
+    _, _, path = exports[kind]
+    first = {"user_id": [0, 1]} if kind == "user_id" else {"item_history": [[1], [2]]}
+    with pytest.raises(tf.errors.InvalidArgumentError, match="one row per"):
+        load_serving(path, "score_items")(**first, item_ids=[[0, 1]])
+
+
+def test_the_serving_loader_refuses_float_ids_and_wrong_shapes(exports):
+    _, _, path = exports["user_id"]
+    serve = load_serving(path)
+    with pytest.raises(ValueError, match="`user_id` must hold integer ids"):
+        serve(user_id=[0.7, 1.9])  # was truncated to [0, 1]
+    with pytest.raises(ValueError, match=r"`user_id` must have shape \[None\]"):
+        serve(user_id=3)
+    score = load_serving(path, "score_items")
+    with pytest.raises(ValueError, match=r"`item_ids` must have shape \[None, None\]"):
+        score(user_id=[0], item_ids=[1, 2])
+
+
+def test_stored_zeros_in_seen_items_are_not_excluded(models, tmp_path):
+    model = models["user_id"]
+    seen = np.zeros((NUM_USERS, NUM_ITEMS), np.float32)
+    seen[0, 3] = 1.0
+    seen = sp.csr_matrix(seen)
+    seen.data[0] = 0.0  # a stored zero: not a seen item
+    path = export_saved_model(model, tmp_path / "m" / "1", k=NUM_ITEMS, seen_items=seen)
+    ids = load_serving(path)(user_id=[0])["item_ids"]
+    assert 3 in ids[0]
+    assert seen.nnz == 1  # the caller's matrix is left as it was
 
 
 def test_invalid_arguments(models, train, tmp_path):

@@ -11,6 +11,7 @@ from keras_rec.data import make_split, make_synthetic, pointwise_dataset
 from keras_rec.data.datasets import Dataset
 from keras_rec.data.pipelines import pointwise_steps
 from keras_rec.evaluation import evaluate
+from keras_rec.export import testing
 from keras_rec.models import Popularity
 from keras_rec.models.ncf import GMF, MLP, NeuMF
 
@@ -204,3 +205,13 @@ def test_the_parts_average_over_a_quarter_of_their_epochs(name):
     assert entry.hyperparameters["ema_epochs"] == entry.epochs / 4
     assert optimizer.use_ema
     assert optimizer.ema_momentum == pytest.approx(1 - 1 / (entry.epochs / 4 * steps))
+
+
+@pytest.mark.parametrize("cls", [GMF, MLP, NeuMF])
+def test_saved_model_and_tflite_match_the_model(cls, tmp_path):
+    # Parity needs no training: an untrained model's scores are as distinct.
+    data = make_synthetic(num_users=30, num_items=25, mean_length=6, seed=5)
+    model = cls(num_users=30, num_items=25, predictive_factors=8, seed=1)
+    seen = data.to_csr()
+    testing.check_saved_model(model, tmp_path, seen_items=seen, k=5, use_cli=False)
+    testing.check_tflite(model, tmp_path, seen_items=seen, k=5)

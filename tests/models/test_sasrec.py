@@ -13,7 +13,7 @@ from keras_rec.data.pipelines import (
     sequence_dataset,
 )
 from keras_rec.evaluation import evaluate
-from keras_rec.export import testing
+from keras_rec.export import load_serving, testing
 from keras_rec.losses.sampled_bce import SampledBinaryCrossentropy
 from keras_rec.models import Popularity
 from keras_rec.models.sasrec import SASRec
@@ -310,8 +310,29 @@ def test_saved_model_and_tflite_match_the_model(trained, tmp_path):
     # `tf.saved_model.load` here (saved_model_cli takes ~15 s a call on this
     # machine); train_all's export check runs saved_model_cli on every export.
     model, _, _ = trained
-    testing.check_saved_model(model, tmp_path, k=5, use_cli=False)
-    testing.check_tflite(model, tmp_path, k=5)
+    saved = testing.check_saved_model(model, tmp_path, k=5, use_cli=False)
+    lite = testing.check_tflite(model, tmp_path, k=5)
+    # A history ending in padding is refused (SASRec reads the last slot;
+    # it gave all-zero scores), and so is a negative candidate (it was read
+    # as the padding row): named by the SavedModel, out of bounds in TFLite.
+    right_padded = np.full((1, 20), -1, np.int64)
+    right_padded[0, :2] = [3, 5]
+    left_padded = right_padded[:, ::-1].copy()
+    with pytest.raises(tf.errors.InvalidArgumentError, match="Pad on the left"):
+        load_serving(saved)(item_history=right_padded)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="`item_ids` must lie"):
+        load_serving(saved, "score_items")(item_history=left_padded, item_ids=[[-1]])
+    for signature, extra in (
+        ("serving_default", {}),
+        ("score_items", {"item_ids": [[1, 2]]}),
+    ):
+        with pytest.raises(RuntimeError, match="out of bounds"):
+            testing.run_tflite(lite, signature, {"item_history": right_padded, **extra})
+    for bad in (-1, -7, model.num_items):
+        with pytest.raises(RuntimeError, match="out of bounds"):
+            testing.run_tflite(
+                lite, "score_items", {"item_history": left_padded, "item_ids": [[bad]]}
+            )
 
 
 def test_attention_heatmap_png(trained, tmp_path):

@@ -157,8 +157,7 @@ def test_vasp_parts_train_save_and_convert(name, heldout_split, fit, reload, tmp
     restored = reload(model)
     inputs = {"item_history": np.array([[1, 2, 3], [4, 5, -1]])}
     np.testing.assert_allclose(restored.score_all(inputs), model.score_all(inputs))
-    # Their SavedModel path is VASP's (same layers, same `score_rows`), which
-    # `test_vasp_export_parity` runs through `saved_model_cli`.
+    testing.check_saved_model(model, tmp_path, use_cli=False)
     testing.check_tflite(model, tmp_path)
 
 
