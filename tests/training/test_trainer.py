@@ -291,13 +291,22 @@ def test_a_checkpoint_with_more_epochs_than_requested_is_refused(train, tmp_path
     assert done.resumed_from == 2 and done.epochs_run == 2
 
 
-def _drop_model_key(checkpoints, key):
+def _edit_state(checkpoints, edit):
+    """Rewrites the checkpoint's `state.json` through `edit(state)`."""
     path = os.path.join(checkpoints, STATE_FILE)
     with open(path) as handle:
         state = json.load(handle)
-    del state[CONFIG_KEY]["model"][key]
+    edit(state)
     with open(path, "w") as handle:
         json.dump(state, handle)
+
+
+def _drop_model_key(checkpoints, key):
+    _edit_state(checkpoints, lambda state: state[CONFIG_KEY]["model"].pop(key))
+
+
+def _drop_record(checkpoints):
+    _edit_state(checkpoints, lambda state: state.pop(CONFIG_KEY, None))
 
 
 def test_a_key_the_checkpoint_lacks_counts_as_its_default(train, tmp_path):
@@ -317,15 +326,6 @@ def test_a_key_the_checkpoint_lacks_counts_as_its_default(train, tmp_path):
         train_model(
             _model(train), _data(train), 3, checkpoint_dir=checkpoints, progress=False
         )
-
-
-def _drop_record(checkpoints):
-    path = os.path.join(checkpoints, STATE_FILE)
-    with open(path) as handle:
-        state = json.load(handle)
-    state.pop(CONFIG_KEY, None)
-    with open(path, "w") as handle:
-        json.dump(state, handle)
 
 
 def test_an_old_checkpoint_without_the_record_still_resumes(train, tmp_path):
