@@ -12,6 +12,7 @@ import scipy.sparse as sp
 
 from keras_rec.data import readers, splits
 from keras_rec.data.interactions import Interactions
+from keras_rec.data.pipelines import check_count
 from keras_rec.data.synthetic import make_synthetic
 
 DATA_DIR_ENV = "KERAS_REC_DATA_DIR"
@@ -111,6 +112,7 @@ def _ncf_ml1m(data_dir: str) -> Dataset:
             f"{negative_path} and {rating_path} disagree on the (user, item) test rows"
         )
     train = readers.read_ncf_train(train_path)
+    _check_ncf_test_rows(train, users, items, negatives, negative_path)
     train = dataclasses.replace(
         train,
         num_users=max(train.num_users, int(users.max()) + 1),
@@ -124,6 +126,42 @@ def _ncf_ml1m(data_dir: str) -> Dataset:
         test_negatives=negatives,
         files=(train_path, rating_path, negative_path),
     )
+
+
+def _check_ncf_test_rows(
+    train: Interactions,
+    users: np.ndarray,
+    items: np.ndarray,
+    negatives: np.ndarray,
+    path: str,
+) -> None:
+    """NCF's test rows must be one per training user, with ids >= 0 and a
+    test item the user does not have in training."""
+    for what, values in (("user", users), ("item", items), ("negative", negatives)):
+        if values.size and values.min() < 0:
+            raise readers.DataFormatError(
+                f"{path}: a test {what} id is negative ({values.min()})"
+            )
+    unique, counts = np.unique(users, return_counts=True)
+    if np.any(counts > 1):
+        raise readers.DataFormatError(
+            f"{path}: user {unique[counts > 1][0]} has {counts.max()} test rows; "
+            "leave-one-out has one per user"
+        )
+    known = np.zeros(max(train.num_users, int(users.max()) + 1), bool)
+    known[np.unique(train.user_ids)] = True
+    if not known[users].all():
+        raise readers.DataFormatError(
+            f"{path}: test user {users[~known[users]][0]} has no training row"
+        )
+    width = np.int64(max(train.num_items, int(items.max()) + 1))
+    seen = np.isin(users * width + items, train.user_ids * width + train.item_ids)
+    if seen.any():
+        row = np.flatnonzero(seen)[0]
+        raise readers.DataFormatError(
+            f"{path}: the test item {items[row]} of user {users[row]} is also "
+            f"in the user's training rows ({seen.sum()} such test rows)"
+        )
 
 
 def _sequence_file(name: str, relative: str, reader: Callable) -> Callable:
@@ -306,15 +344,21 @@ def make_split(
     if protocol not in PROTOCOLS:
         raise ValueError(f"Unknown protocol {protocol!r}. Known: {PROTOCOLS}")
     _check_heldout_users(num_heldout_users)
+    if min_user_interactions is not None:
+        check_count(min_user_interactions=min_user_interactions)
     filtering = min_rating is not None or bool(min_user_interactions)
     data = dataset.interactions
     if protocol == "strong_generalization":
-        if dataset.test is not None:
-            test = dataset.test
+        held_out = dataset.test_items or (
+            (dataset.test.user_ids, dataset.test.item_ids)
+            if dataset.test is not None
+            else None
+        )
+        if held_out is not None:  # all interactions: train and test merged
             data = dataclasses.replace(
                 data,
-                user_ids=np.concatenate([data.user_ids, test.user_ids]),
-                item_ids=np.concatenate([data.item_ids, test.item_ids]),
+                user_ids=np.concatenate([data.user_ids, held_out[0]]),
+                item_ids=np.concatenate([data.item_ids, held_out[1]]),
                 timestamps=None,
                 ratings=None,
             )
@@ -380,6 +424,13 @@ def make_split(
         split.protocol = protocol
         return split
     # holdout_full: the given train/test files, else a seeded 80/20 holdout.
+    if dataset.test_items is not None:
+        raise ValueError(
+            f"Dataset {dataset.name!r} ships leave-one-out test rows "
+            f"({_files(dataset)}), so 'holdout_full' (a random 80/20 holdout "
+            "of its training file) would ignore them. Use 'loo_full' or "
+            "'loo_sampled' (those rows), or 'strong_generalization'."
+        )
     if dataset.test is not None:
         split = splits.given_split(data, dataset.test)
     else:

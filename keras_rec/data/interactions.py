@@ -76,6 +76,14 @@ class Interactions:
                 "`user_ids` and `item_ids` must be 1-D arrays of the same length. "
                 f"Received shapes {self.user_ids.shape} and {self.item_ids.shape}"
             )
+        for label, size in (
+            ("num_users", self.num_users),
+            ("num_items", self.num_items),
+        ):
+            if isinstance(size, bool) or not isinstance(size, int | np.integer):
+                raise ValueError(f"`{label}` must be an integer. Received {size!r}")
+            if size < 0:
+                raise ValueError(f"`{label}` must be >= 0. Received {label}={size}")
         for label, values, size in (
             ("user", self.user_ids, self.num_users),
             ("item", self.item_ids, self.num_items),
@@ -89,6 +97,12 @@ class Interactions:
             self.timestamps = as_int64(self.timestamps, "timestamps")
         if self.ratings is not None:
             self.ratings = np.asarray(self.ratings, dtype=np.float32)
+            bad = ~np.isfinite(self.ratings)
+            if bad.any():
+                raise ValueError(
+                    f"`ratings` must be finite numbers, but {int(bad.sum())} are "
+                    f"NaN or inf (the first at position {np.flatnonzero(bad)[0]})"
+                )
         for label in ("timestamps", "ratings"):
             value = getattr(self, label)
             if value is not None and len(value) != len(self.user_ids):
@@ -134,6 +148,21 @@ class Interactions:
         items = self.item_ids[order]
         bounds = np.searchsorted(users, np.arange(self.num_users + 1))
         return [items[bounds[u] : bounds[u + 1]] for u in range(self.num_users)]
+
+    def repeated_pairs(self) -> int:
+        """Rows whose (user, item) pair an earlier row already has."""
+        pairs = self.user_ids * np.int64(max(self.num_items, 1)) + self.item_ids
+        return int(len(pairs) - np.unique(pairs).size)
+
+    def deduplicated(self) -> Interactions:
+        """Each (user, item) pair once: its earliest row in time order (file
+        order without timestamps), the rows otherwise kept in their order."""
+        order = self.chronological_order()
+        pairs = self.user_ids * np.int64(max(self.num_items, 1)) + self.item_ids
+        _, first = np.unique(pairs[order], return_index=True)
+        keep = np.zeros(len(self), bool)
+        keep[order[first]] = True
+        return self.subset(keep)
 
     def item_counts(self) -> np.ndarray:
         return np.bincount(self.item_ids, minlength=self.num_items)

@@ -58,6 +58,24 @@ def sample_unseen(
         negatives.flat[still] = rng.integers(0, num_items, size=len(still))
 
 
+def check_count(least: int = 1, **values) -> None:
+    """Raises `ValueError` unless each value is an int >= `least`, naming it."""
+    for label, value in values.items():
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | np.integer)
+            or value < least
+        ):
+            raise ValueError(
+                f"`{label}` must be an integer >= {least}. Received {label}={value!r}"
+            )
+
+
+def _check_not_empty(train: Interactions) -> None:
+    if len(train) == 0:
+        raise ValueError(f"{train.name}: the training set has no interaction")
+
+
 def _finish(dataset: tf.data.Dataset, batch_size: int) -> tf.data.Dataset:
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
@@ -73,6 +91,9 @@ def pointwise_dataset(
 
     Yields `({"user_id": [B], "item_id": [B]}, label [B])`.
     """
+    check_count(batch_size=batch_size)
+    check_count(0, num_negatives=num_negatives)
+    _check_not_empty(train)
     rng = np.random.default_rng([seed, epoch])
     matrix = train.to_csr()
     users = np.repeat(np.arange(train.num_users), np.diff(matrix.indptr))
@@ -97,6 +118,8 @@ def pointwise_steps(
 
     Counts the distinct (user, item) pairs, as the dataset does.
     """
+    check_count(batch_size=batch_size)
+    check_count(0, num_negatives=num_negatives)
     return math.ceil(train.to_csr().nnz * (1 + num_negatives) / batch_size)
 
 
@@ -226,11 +249,7 @@ def sequence_dataset(
         bucket_window: int. Batches per sorting window when bucketing:
             larger windows give tighter widths but less mixing of lengths.
     """
-    if not isinstance(bucket_window, int) or bucket_window <= 0:
-        raise ValueError(
-            "`bucket_window` must be a positive integer. "
-            f"Received bucket_window={bucket_window}"
-        )
+    check_count(maxlen=maxlen, batch_size=batch_size, bucket_window=bucket_window)
     rng = np.random.default_rng([seed, epoch])
     sequences = _training_sequences(train)
     inputs = pad_histories([s[:-1] for s in sequences], maxlen)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime
+import math
 import os
+import re
 from collections.abc import Iterator
 
 import numpy as np
@@ -29,22 +31,39 @@ def _lines(path: str) -> Iterator[tuple[int, str]]:
         raise DataFormatError(f"{path}: the file is empty")
 
 
+#: An integer field: digits with an optional sign (Python's `int` would
+#: also take `1_0` as 10).
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+_INT64 = np.iinfo(np.int64)
+
+
 def _to_int(token: str, path: str, number: int, what: str) -> int:
-    try:
-        return int(token)
-    except ValueError:
+    if not _INTEGER.fullmatch(token):
         raise DataFormatError(
             f"{path}:{number}: {what} must be an integer, got {token!r}"
-        ) from None
+        )
+    value = int(token)
+    if not _INT64.min <= value <= _INT64.max:
+        raise DataFormatError(
+            f"{path}:{number}: {what} {token} does not fit in 64 bits"
+        )
+    return value
 
 
 def _to_float(token: str, path: str, number: int, what: str) -> float:
     try:
-        return float(token)
+        if "_" in token:  # `float` would read 1_0 as 10
+            raise ValueError(token)
+        value = float(token)
     except ValueError:
         raise DataFormatError(
             f"{path}:{number}: {what} must be a number, got {token!r}"
         ) from None
+    if not math.isfinite(value):
+        raise DataFormatError(
+            f"{path}:{number}: {what} must be a finite number, got {token!r}"
+        )
+    return value
 
 
 def _is_number(token: str) -> bool:
@@ -192,7 +211,9 @@ def read_ncf_test_negative(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarra
         row = [_to_int(t, path, number, "negative item") for t in tokens[1:]]
         if width is None:
             width = len(row)
-        if len(row) != width or not row:
+        if not row:
+            raise DataFormatError(f"{path}:{number}: the line has no negatives")
+        if len(row) != width:
             raise DataFormatError(
                 f"{path}:{number}: expected {width} negatives, got {len(row)}"
             )
@@ -216,9 +237,16 @@ def read_user_item_pairs(path: str, name: str = "sequences") -> Interactions:
 
 def _read_adjacency_lines(path: str) -> tuple[np.ndarray, np.ndarray]:
     users, items = [], []
+    first_line = {}
     for number, line in _lines(path):
         tokens = line.split()
         user = _to_int(tokens[0], path, number, "user")
+        if user in first_line:
+            raise DataFormatError(
+                f"{path}:{number}: user {user} already has a line (line "
+                f"{first_line[user]}); each user must have exactly one"
+            )
+        first_line[user] = number
         for token in tokens[1:]:
             users.append(user)
             items.append(_to_int(token, path, number, "item"))

@@ -111,6 +111,21 @@ def _from_sequences(
     )
 
 
+def check_unique_pairs(data: Interactions, protocol: str) -> None:
+    """Raises `ValueError` if a (user, item) pair occurs more than once: a
+    split by interaction could put one copy in training and the other in
+    the targets (a leaked target, or a user silently dropped from metrics
+    that exclude training items)."""
+    repeated = data.repeated_pairs()
+    if repeated:
+        raise ValueError(
+            f"{data.name}: {repeated} rows repeat a (user, item) pair that an "
+            f"earlier row has, so {protocol!r} could hold out an item the user "
+            "also has in training. Keep each pair once first, e.g. "
+            "`data.deduplicated()` (its earliest interaction)."
+        )
+
+
 def leave_one_out(
     data: Interactions,
     validation: bool = True,
@@ -118,11 +133,22 @@ def leave_one_out(
 ) -> Split:
     """Latest interaction of each user = test, second latest = validation.
 
-    Users with fewer than `min_interactions` (default 3 with validation, 2
-    without) stay wholly in training and are not evaluated. The test history
-    includes the validation item (as SASRec evaluates).
+    Users with fewer than `min_interactions` (default and least 3 with
+    validation, 2 without) stay wholly in training and are not evaluated.
+    The test history includes the validation item (as SASRec evaluates).
+    Raises `ValueError` on repeated (user, item) pairs (`check_unique_pairs`).
     """
-    needed = min_interactions or (3 if validation else 2)
+    least = 3 if validation else 2
+    needed = least if min_interactions is None else min_interactions
+    if isinstance(needed, bool) or not isinstance(needed, int | np.integer):
+        raise ValueError(f"`min_interactions` must be an integer. Received {needed!r}")
+    if needed < least:
+        raise ValueError(
+            f"`min_interactions` must be at least {least} "
+            f"({'training, validation and test' if validation else 'training and test'}"
+            f" items). Received min_interactions={needed}"
+        )
+    check_unique_pairs(data, "leave_one_out")
     train_seq, test_rows, val_rows = {}, [], []
     for user, seq in enumerate(data.sequences()):
         if len(seq) < needed:
@@ -240,6 +266,7 @@ def random_holdout(
         raise ValueError(
             f"`test_fraction` must be in (0, 1). Received test_fraction={test_fraction}"
         )
+    check_unique_pairs(data, "random_holdout")
     rng = np.random.default_rng(seed)
     is_test = np.zeros(len(data), bool)
     order = data.chronological_order()
@@ -284,6 +311,12 @@ def strong_generalization(
             raise ValueError(
                 f"`{label}` must be an integer >= {least}. Received {label}={value!r}"
             )
+    if not 0.0 < fold_in_fraction < 1.0:
+        raise ValueError(
+            "`fold_in_fraction` must be in (0, 1). "
+            f"Received fold_in_fraction={fold_in_fraction}"
+        )
+    check_unique_pairs(data, "strong_generalization")
     held_out = num_validation_users + num_test_users
     if held_out >= data.num_users:
         raise ValueError(

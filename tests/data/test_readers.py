@@ -200,8 +200,8 @@ NON_INTEGER = {
     "ncf-test-rating": "zero\t1\t5\t9\n",
     "ncf-test-negative": "(0,1)\t2\tthree\n",
     "user-item": "1 b\n",
-    "user-sequences": "1 2 c\n",
-    "ngcf": "0 1 x\n",
+    "user-sequences": "9 2 c\n",
+    "ngcf": "9 1 x\n",
 }
 
 
@@ -212,7 +212,10 @@ def _bad_file(write_file, name, bad_line):
     """
     _, good = READERS[name]
     header, row = (good.split("\n", 1)) if name == "ratings.csv" else ("", good)
-    lines = ([header] if header else [row.strip()]) + ["", row.strip(), bad_line]
+    again = row.strip()
+    if name in ("user-sequences", "ngcf"):  # one line per user: another user
+        again = "7" + again[again.index(" ") :]
+    lines = ([header] if header else [row.strip()]) + ["", again, bad_line]
     return write_file(f"{name}.txt", "\n".join(lines).rstrip("\n") + "\n")
 
 
