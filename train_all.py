@@ -49,7 +49,7 @@ from keras_rec.training.results import (
     package_versions,
     summarize_seeds,
 )
-from keras_rec.training.trainer import STATE_FILE, train_model
+from keras_rec.training.trainer import STATE_FILE, TrainingResult, train_model
 
 NON_METRICS = ("num_users", "seconds")
 
@@ -112,7 +112,9 @@ def run_one(experiment, seed: int, dataset, args) -> dict:
     epochs = args.epochs or experiment.epochs
     eval_every = args.eval_every or experiment.eval_every
     checkpoints = os.path.join(args.checkpoints_dir, run)
-    curve_set = split.validation or split.test
+    # `is not None`: an empty EvalSet is falsy, and must not let the test
+    # set choose the kept epoch.
+    curve_set = split.validation if split.validation is not None else split.test
 
     def monitor_of(entry):  # a best epoch is kept only on a validation split
         return entry.monitor if split.validation is not None else None
@@ -122,6 +124,7 @@ def run_one(experiment, seed: int, dataset, args) -> dict:
     def curve_metrics(m):
         return _metrics(evaluate(m, curve_set, experiment.protocol))
 
+    parts = {}
     if experiment.pretrain is not None:
 
         def train_part(name, model, make_dataset, part_epochs):
@@ -131,7 +134,7 @@ def run_one(experiment, seed: int, dataset, args) -> dict:
             # evaluation schedule, kept epoch and patience.
             part_run = f"{name}_{experiment.dataset}_seed{seed}"
             (entry,) = configs.select([name], [experiment.dataset])
-            return train_model(
+            result = train_model(
                 model,
                 make_dataset,
                 args.epochs or part_epochs,
@@ -143,7 +146,13 @@ def run_one(experiment, seed: int, dataset, args) -> dict:
                 time_budget=args.time_budget,
                 progress=not args.quiet,
                 description=f"{run}/{name}",
-            ).model
+            )
+            parts[name] = {
+                "epochs_run": result.epochs_run,
+                "stopped_by": result.stopped_by,
+                "best_epoch": result.best,
+            }
+            return result.model
 
         model = build_in_scope(
             strategy, lambda: experiment.pretrain(split, seed, train_part)
@@ -151,7 +160,29 @@ def run_one(experiment, seed: int, dataset, args) -> dict:
     else:
         model = build_in_scope(strategy, lambda: experiment.build(split, seed))
     training = None
-    if experiment.make_dataset is None:
+    # A pre-trained part its time budget stopped is continued by the next
+    # run; the model is trained only from finished parts (else the next
+    # run would resume a model built from parts that have changed since).
+    waiting = [
+        name for name, part in parts.items() if part["stopped_by"] == "time_budget"
+    ]
+    if waiting:
+        print(
+            f"[{run}] not trained: the time budget stopped its pre-trained "
+            f"part(s) {', '.join(waiting)}",
+            flush=True,
+        )
+        training = TrainingResult(
+            model=model,
+            losses=[],
+            curve=[],
+            epochs_run=0,
+            seconds_per_epoch=0.0,
+            stopped_by="time_budget",
+            resumed_from=0,
+        )
+        seconds_per_epoch = 0.0
+    elif experiment.make_dataset is None:
         begin = time.perf_counter()
         model.fit_closed_form(split.train)
         seconds_per_epoch = time.perf_counter() - begin
@@ -208,6 +239,8 @@ def run_one(experiment, seed: int, dataset, args) -> dict:
         "command": " ".join(sys.argv),
         "attention_heatmap": heatmap,
     }
+    if parts:
+        record["pretrained_parts"] = parts
     if training is not None:
         record.update(
             epochs_run=training.epochs_run,
@@ -348,7 +381,15 @@ def _changed_config(results_path: str, experiment, args) -> str:
 
 
 def _seeds(text: str) -> list[int]:
-    return [int(s) for s in _split_list(text, "seeds")]
+    seeds = []
+    for item in _split_list(text, "seeds"):
+        try:
+            seeds.append(int(item))
+        except ValueError:
+            raise ValueError(
+                f"--seeds takes comma-separated integers, got {item!r} in {text!r}"
+            ) from None
+    return seeds
 
 
 def run_config(record: dict) -> dict:
@@ -529,8 +570,9 @@ def main(argv=None) -> int:
             atomic_write_json(path, record)
             if record.get("stopped_by") == "time_budget" and not record["epochs_run"]:
                 print(
-                    f"[{run}] stopped by the time budget before its first epoch: "
-                    "these metrics are the untrained model's; run again with a "
+                    f"[{run}] stopped by the time budget before its first epoch "
+                    "(or before its pre-trained parts finished): these metrics are "
+                    "the untrained model's; run again with a "
                     "larger --time-budget (or none) to train it",
                     flush=True,
                 )

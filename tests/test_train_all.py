@@ -9,6 +9,11 @@ import train_all
 from keras_rec.training import trainer
 
 
+def _read(path):
+    with open(path) as handle:
+        return json.load(handle)
+
+
 def _args(tmp_path, *extra):
     return [
         "--results-dir",
@@ -320,3 +325,41 @@ def test_a_selection_that_runs_less_than_asked_is_an_error(tmp_path, extra, mess
     with pytest.raises(ValueError, match=message):
         train_all.main(_args(tmp_path, *extra))
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.usefixtures("slow_clock")
+def test_neumf_waits_for_the_parts_its_time_budget_stopped(tmp_path, capsys):
+    # The budget stops GMF and MLP after one of their two epochs: NeuMF is
+    # not trained from them (a later run would otherwise resume a NeuMF
+    # built from parts that have trained on since), and the next run
+    # without a budget finishes the parts, then trains NeuMF.
+    args = _args(tmp_path, "--epochs", "2", "--no-export", "--models", "neumf")
+    path = tmp_path / "results" / "neumf_synthetic_seed0.json"
+    assert train_all.main([*args, "--time-budget", "15"]) == 0
+    first = _read(path)
+    assert first["stopped_by"] == "time_budget" and first["epochs_run"] == 0
+    assert {
+        name: part["stopped_by"] for name, part in first["pretrained_parts"].items()
+    } == {
+        "gmf": "time_budget",
+        "mlp": "time_budget",
+    }
+    assert "not trained: the time budget stopped its pre-trained part(s) gmf, mlp" in (
+        capsys.readouterr().out
+    )
+    assert not (tmp_path / "checkpoints" / "neumf_synthetic_seed0" / "main").exists()
+    assert train_all.main(args) == 0
+    second = _read(path)
+    assert second["stopped_by"] in ("epochs", "patience")
+    assert second["epochs_run"] > 0
+    assert [part["epochs_run"] for part in second["pretrained_parts"].values()] == [
+        2,
+        2,
+    ]
+
+
+def test_seeds_that_are_not_integers_are_named(tmp_path):
+    with pytest.raises(
+        ValueError, match="--seeds takes comma-separated integers, got 'a'"
+    ):
+        train_all.main(_args(tmp_path, "--models", "bpr_mf", "--seeds", "0,a"))

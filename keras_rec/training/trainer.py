@@ -2,10 +2,14 @@
 
 `train_model` runs Keras `fit` one epoch at a time on a fresh pipeline from
 `make_dataset(epoch)` (so negatives are re-drawn every epoch), and after each
-epoch writes `model.keras` and `state.json` atomically into
-`checkpoint_dir`. An interrupted run (Ctrl-C, a killed process) resumes from
-the last finished epoch with the optimizer state, the RNG stream of the data
-(it is keyed by epoch) and the evaluation curve intact. `state.json` also
+epoch writes the model (`model-<epoch>.keras`) and then `state.json`, which
+names it, atomically into `checkpoint_dir`; the previous epoch's file is
+removed only after that. An interrupted run (Ctrl-C, a killed process, even
+one killed between the two writes) resumes from the last epoch `state.json`
+records, with the optimizer state, the state of the model's random seed
+generators (dropout, sampling: Keras does not save them in `.keras` files),
+the RNG stream of the data (it is keyed by epoch) and the evaluation curve
+intact. `state.json` also
 records the model's class and config and the optimizer's config
 (`training_config`): a checkpoint is only resumed with a model configured
 the same way, since resuming loads the checkpoint's model, not the one
@@ -33,13 +37,16 @@ import warnings
 from collections.abc import Callable
 
 import keras
+import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
 from keras_rec.training.distributed import any_worker, build_in_scope, is_chief
 from keras_rec.training.results import atomic_write_json, differing_keys, flatten
 
+#: The model file of checkpoints written before `state.json` named it.
 MODEL_FILE = "model.keras"
+#: The kept best weights of such checkpoints.
 BEST_FILE = "best.weights.h5"
 STATE_FILE = "state.json"
 #: Key of `training_config` in `state.json` (absent in older checkpoints).
@@ -70,6 +77,83 @@ def _atomic_save_weights(model: keras.Model, path: str) -> None:
     temporary = path + ".tmp.weights.h5"
     model.save_weights(temporary)
     os.replace(temporary, path)
+
+
+def _model_file(epoch: int) -> str:
+    return f"model-{epoch:05d}.keras"
+
+
+def _best_file(epoch: int) -> str:
+    return f"best-{epoch:05d}.weights.h5"
+
+
+def _checkpoint_files(checkpoint_dir: str) -> list[str]:
+    """The model and best-weights files in `checkpoint_dir` (any epoch)."""
+    return [
+        name
+        for name in os.listdir(checkpoint_dir)
+        if re.fullmatch(r"(model-\d+\.keras|best-\d+\.weights\.h5)", name)
+        or name in (MODEL_FILE, BEST_FILE)
+    ]
+
+
+def _referenced_files(state: dict) -> set[str]:
+    files = {state.get("model_file", MODEL_FILE)}
+    if state.get("best"):
+        files.add(state.get("best_file", BEST_FILE))
+    return files
+
+
+def _write_checkpoint(model: keras.Model, state: dict, checkpoint_dir: str) -> None:
+    """Saves the model under its epoch's name, then `state.json` naming it,
+    then removes the files no longer named: a kill at any point leaves a
+    `state.json` whose files exist and match it."""
+    state["model_file"] = _model_file(state["epoch"])
+    state["seed_states"] = _seed_states(model)
+    _atomic_save(model, os.path.join(checkpoint_dir, state["model_file"]))
+    atomic_write_json(os.path.join(checkpoint_dir, STATE_FILE), state)
+    _remove_unreferenced(checkpoint_dir, state)
+
+
+def _remove_unreferenced(checkpoint_dir: str, state: dict) -> None:
+    keep = _referenced_files(state)
+    for name in _checkpoint_files(checkpoint_dir):
+        if name not in keep:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(checkpoint_dir, name))
+
+
+def _seed_generator_variables(model: keras.Model) -> list:
+    """The state variables of the model's `SeedGenerator`s (dropout, VAE
+    sampling, node dropout): in `model.variables` but not in `model.weights`,
+    so `.keras` files do not keep them."""
+    saved = {id(variable) for variable in model.weights}
+    return [v for v in model.variables if id(v) not in saved]
+
+
+def _seed_states(model: keras.Model) -> list[list[int]]:
+    return [
+        [int(x) for x in keras.ops.convert_to_numpy(v.value).reshape(-1)]
+        for v in _seed_generator_variables(model)
+    ]
+
+
+def _restore_seed_states(model: keras.Model, states, checkpoint_dir: str) -> None:
+    variables = _seed_generator_variables(model)
+    if states is None:  # an older checkpoint: nothing recorded
+        return
+    sizes = [int(np.prod(v.shape)) for v in variables]
+    if [len(values) for values in states] != sizes:
+        raise ValueError(
+            f"the checkpoint in {checkpoint_dir} records {len(states)} random "
+            f"seed generator states, the model loaded from it has "
+            f"{len(variables)}: the checkpoint does not belong to this model. "
+            + _start_over(checkpoint_dir)
+        )
+    for variable, values in zip(variables, states, strict=True):
+        variable.assign(
+            np.asarray(values, dtype=variable.dtype).reshape(variable.shape)
+        )
 
 
 def training_config(model: keras.Model) -> dict:
@@ -210,6 +294,23 @@ def _check_resumable(
         )
 
 
+def _check_monitor(state: dict, monitor, checkpoint_dir: str, description: str):
+    """Raises ValueError if the checkpoint kept its best weights by another
+    metric than `monitor`: the new metric would be compared with the old
+    one's best value."""
+    if "monitor" not in state or state["monitor"] == monitor:
+        return
+    if state.get("best") is None:
+        return
+    raise ValueError(
+        f"{description}: the checkpoint in {checkpoint_dir} kept its best "
+        f"weights by monitor={state['monitor']!r} (best {state['best']['value']} "
+        f"at epoch {state['best']['epoch']}), not monitor={monitor!r}: resuming "
+        "would compare the two metrics. Resume with the same monitor. "
+        + _start_over(checkpoint_dir)
+    )
+
+
 def _warn_unrecorded(model, expected: dict, checkpoint_dir: str, description):
     """An old checkpoint records no configuration: resume it, but say so if
     the loaded model's config is not the one passed in."""
@@ -260,7 +361,8 @@ def train_model(
         model: a compiled Keras model.
         make_dataset: `epoch -> tf.data.Dataset` for that epoch.
         epochs: total number of epochs (including any already done).
-        checkpoint_dir: where `model.keras`/`state.json` go; `None` for none.
+        checkpoint_dir: where the model file and `state.json` go; `None`
+            for none.
         evaluate: `model -> metrics` run every `eval_every` epochs (on the
             validation set, typically); the curve is kept in the state.
         eval_every: epochs between evaluations (and the last epoch).
@@ -296,7 +398,9 @@ def train_model(
     Raises:
         ValueError: `time_budget` is not positive; or `checkpoint_dir` holds
             a checkpoint trained with another configuration (the message
-            names the differing keys) or for more epochs than `epochs`.
+            names the differing keys), for more epochs than `epochs`, with
+            its best weights kept by another `monitor`, or whose model file
+            is missing.
             Either way, use a new `checkpoint_dir` or delete that one to
             start over (`train_all.py --force`).
         FloatingPointError: the loss became NaN or infinite (the checkpoint
@@ -315,6 +419,7 @@ def train_model(
         "losses": [],
         "curve": [],
         "seconds": 0.0,
+        "train_seconds": 0.0,
         "best": None,
         CONFIG_KEY: expected,
     }
@@ -322,19 +427,32 @@ def train_model(
     if checkpoint_dir:
         os.makedirs(checkpoint_dir, exist_ok=True)
         state_path = os.path.join(checkpoint_dir, STATE_FILE)
-        model_path = os.path.join(checkpoint_dir, MODEL_FILE)
-        if os.path.exists(state_path) and os.path.exists(model_path):
+        if os.path.exists(state_path):
             with open(state_path) as handle:
                 state = json.load(handle)
+            model_path = os.path.join(
+                checkpoint_dir, state.get("model_file", MODEL_FILE)
+            )
+            if not os.path.exists(model_path):
+                raise ValueError(
+                    f"{description}: {state_path} records epoch {state['epoch']} "
+                    f"but its model file {model_path} is missing. "
+                    + _start_over(checkpoint_dir)
+                )
             _check_resumable(
                 state, expected, epochs, checkpoint_dir, description, type(model)
             )
+            _check_monitor(state, monitor, checkpoint_dir, description)
             model = build_in_scope(
                 strategy, lambda: keras.saving.load_model(model_path)
             )
+            _restore_seed_states(model, state.get("seed_states"), checkpoint_dir)
             if CONFIG_KEY not in state:
                 _warn_unrecorded(model, expected, checkpoint_dir, description)
             resumed_from = state["epoch"]
+            _remove_unreferenced(checkpoint_dir, state)  # of an interrupted write
+    state["monitor"] = monitor
+    state.setdefault("train_seconds", None)  # not recorded by older checkpoints
     fit_epoch = fit_epoch or _keras_fit_epoch
     begin = time.perf_counter() - state["seconds"]
     stopped_by = "epochs"
@@ -359,8 +477,16 @@ def train_model(
         )
         if _agreed(strategy, over_budget):
             stopped_by = "time_budget"
+            if checkpoint_dir and is_chief(strategy) and state["epoch"] > 0:
+                # The seconds spent up to now (evaluations included), so
+                # that a run is continued only under a larger budget.
+                state["seconds"] = time.perf_counter() - begin
+                atomic_write_json(os.path.join(checkpoint_dir, STATE_FILE), state)
             break
+        fit_begin = time.perf_counter()
         loss = float(fit_epoch(model, make_dataset(epoch), epoch))
+        if state["train_seconds"] is not None:
+            state["train_seconds"] += time.perf_counter() - fit_begin
         if not math.isfinite(loss):
             raise FloatingPointError(
                 f"{description}: the training loss became {loss} in epoch "
@@ -380,9 +506,9 @@ def train_model(
             since_best = _evaluations_since_best(state)
             if monitor:
                 postfix[monitor] = f"{state['curve'][-1][monitor]:.4f}"
+        state["seconds"] = time.perf_counter() - begin  # evaluation included
         if checkpoint_dir and is_chief(strategy):
-            _atomic_save(model, os.path.join(checkpoint_dir, MODEL_FILE))
-            atomic_write_json(os.path.join(checkpoint_dir, STATE_FILE), state)
+            _write_checkpoint(model, state, checkpoint_dir)
         bar.update(1)
         bar.set_postfix(postfix)
     bar.close()
@@ -391,12 +517,15 @@ def train_model(
     elif state["epoch"] > 0 and (optimizer := _ema_optimizer(model)) is not None:
         optimizer.finalize_variable_values(model.trainable_variables)
     epochs_run = len(state["losses"])
+    fit_seconds = state["train_seconds"]
+    if fit_seconds is None:  # an older checkpoint: evaluations included
+        fit_seconds = state["seconds"]
     return TrainingResult(
         model=model,
         losses=state["losses"],
         curve=state["curve"],
         epochs_run=epochs_run,
-        seconds_per_epoch=state["seconds"] / max(1, epochs_run),
+        seconds_per_epoch=fit_seconds / max(1, epochs_run),
         stopped_by=stopped_by,
         resumed_from=resumed_from,
         best=state["best"] if monitor else None,
@@ -436,8 +565,13 @@ def _keep_best(model, state: dict, checkpoint_dir, strategy) -> None:
     """Keeps the current weights as the best: on disk (chief only) when
     checkpointing, else in `state` until `_restore_best`."""
     if checkpoint_dir:
+        # A new file per best epoch, named in `state.json` by the next
+        # checkpoint: the one it names now stays as it is until then.
+        state["best_file"] = _best_file(state["best"]["epoch"])
         if is_chief(strategy):
-            _atomic_save_weights(model, os.path.join(checkpoint_dir, BEST_FILE))
+            _atomic_save_weights(
+                model, os.path.join(checkpoint_dir, state["best_file"])
+            )
     else:
         state["best_weights"] = [w.numpy() for w in model.weights]
 
@@ -456,7 +590,7 @@ def _agreed(strategy, flag: bool) -> bool:
 
 def _restore_best(model, state, checkpoint_dir) -> None:
     if checkpoint_dir:
-        path = os.path.join(checkpoint_dir, BEST_FILE)
+        path = os.path.join(checkpoint_dir, state.get("best_file", BEST_FILE))
         if os.path.exists(path):
             model.load_weights(path)
     elif "best_weights" in state:

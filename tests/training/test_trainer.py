@@ -82,12 +82,181 @@ def test_resume_after_interruption_matches_uninterrupted_run(train, tmp_path):
         np.testing.assert_allclose(ours.numpy(), theirs.numpy(), atol=1e-5)
 
 
+def _state(checkpoints):
+    with open(os.path.join(checkpoints, STATE_FILE)) as handle:
+        return json.load(handle)
+
+
+def _checkpoint_model(checkpoints):
+    """The model file the checkpoint's `state.json` names."""
+    return os.path.join(checkpoints, _state(checkpoints)["model_file"])
+
+
+def test_a_kill_between_the_model_and_the_state_write_loses_nothing(
+    train, tmp_path, monkeypatch
+):
+    # The model of epoch 2 is written, its state.json is not: the resumed
+    # run goes on from epoch 1's model (not epoch 2's, which would train
+    # epoch 2 twice) and ends with the uninterrupted run's weights.
+    reference = train_model(_model(train), _data(train), 3, progress=False).model
+    checkpoints = str(tmp_path / "run")
+    write = trainer.atomic_write_json
+    writes = []
+
+    def killed_at_the_second(path, value):
+        writes.append(path)
+        if len(writes) == 2:
+            raise KeyboardInterrupt
+        write(path, value)
+
+    monkeypatch.setattr(trainer, "atomic_write_json", killed_at_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        train_model(
+            _model(train), _data(train), 3, checkpoint_dir=checkpoints, progress=False
+        )
+    monkeypatch.setattr(trainer, "atomic_write_json", write)
+    assert _state(checkpoints)["epoch"] == 1
+    assert os.path.exists(os.path.join(checkpoints, "model-00002.keras"))
+    resumed = train_model(
+        _model(train), _data(train), 3, checkpoint_dir=checkpoints, progress=False
+    )
+    assert resumed.resumed_from == 1 and resumed.epochs_run == 3
+    for ours, theirs in zip(resumed.model.weights, reference.weights, strict=True):
+        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), atol=1e-5)
+    assert sorted(os.listdir(checkpoints)) == ["model-00003.keras", STATE_FILE]
+
+
+def test_a_checkpoint_of_the_older_layout_resumes(train, tmp_path):
+    # Before state.json named its model file, it was always `model.keras`.
+    checkpoints = str(tmp_path / "run")
+    train_model(
+        _model(train), _data(train), 1, checkpoint_dir=checkpoints, progress=False
+    )
+    os.rename(_checkpoint_model(checkpoints), os.path.join(checkpoints, MODEL_FILE))
+    for key in ("model_file", "seed_states", "train_seconds", "monitor"):
+        _edit_state(checkpoints, lambda state, key=key: state.pop(key))
+    resumed = train_model(
+        _model(train), _data(train), 2, checkpoint_dir=checkpoints, progress=False
+    )
+    assert resumed.resumed_from == 1 and resumed.epochs_run == 2
+    assert sorted(os.listdir(checkpoints)) == ["model-00002.keras", STATE_FILE]
+
+
+def test_a_missing_model_file_is_named(train, tmp_path):
+    checkpoints = str(tmp_path / "run")
+    train_model(
+        _model(train), _data(train), 1, checkpoint_dir=checkpoints, progress=False
+    )
+    os.remove(_checkpoint_model(checkpoints))
+    with pytest.raises(ValueError, match="model-00001.keras is missing"):
+        train_model(
+            _model(train), _data(train), 2, checkpoint_dir=checkpoints, progress=False
+        )
+
+
+def _dropout_model():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dropout(0.5, seed=1), keras.layers.Dense(1)]
+    )
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+    return model
+
+
+def test_resuming_keeps_the_dropout_masks_of_an_uninterrupted_run(tmp_path):
+    # Keras does not save a SeedGenerator's state in `.keras` files: without
+    # the checkpoint's record of it, the resumed epochs would draw the masks
+    # of the first epochs again.
+    _assert_resumes_as_one_run(_dropout_model, str(tmp_path / "run"), rtol=1e-6)
+
+
+def _assert_resumes_as_one_run(make_model, checkpoints, rtol):
+    """Four epochs interrupted after two and resumed end with the weights
+    of four uninterrupted epochs (the data of `_ema_data`)."""
+    reference = train_model(make_model(), _ema_data, 4, progress=False).model
+
+    def interrupted(epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return _ema_data()
+
+    with pytest.raises(KeyboardInterrupt):
+        train_model(
+            make_model(), interrupted, 4, checkpoint_dir=checkpoints, progress=False
+        )
+    resumed = train_model(
+        make_model(), _ema_data, 4, checkpoint_dir=checkpoints, progress=False
+    )
+    assert resumed.resumed_from == 2
+    for ours, theirs in zip(_weights(resumed.model), _weights(reference), strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=rtol)
+
+
+def test_resuming_with_another_monitor_is_refused(train, tmp_path):
+    checkpoints = str(tmp_path / "run")
+    metrics = {"recall@20": 0.1, "ndcg@20": 0.05}
+    train_model(
+        _model(train),
+        _data(train),
+        1,
+        checkpoint_dir=checkpoints,
+        evaluate=lambda m: metrics,
+        monitor="recall@20",
+        progress=False,
+    )
+    with pytest.raises(ValueError, match="monitor='recall@20'.*not monitor='ndcg@20'"):
+        train_model(
+            _model(train),
+            _data(train),
+            2,
+            checkpoint_dir=checkpoints,
+            evaluate=lambda m: metrics,
+            monitor="ndcg@20",
+            progress=False,
+        )
+
+
+def test_the_time_budget_counts_evaluations_and_epochs_do_not(
+    train, tmp_path, monkeypatch
+):
+    # An epoch takes 5 s, an evaluation 20 s. The budget of 15 s stops the
+    # run after one epoch; the checkpoint records the 25 s spent (a rerun
+    # with the same budget must not train on), seconds_per_epoch the 5.
+    now = [0.0]
+    monkeypatch.setattr(
+        trainer, "time", types.SimpleNamespace(perf_counter=lambda: now[0])
+    )
+
+    def fit_epoch(model, dataset, epoch):
+        now[0] += 5.0
+        return 1.0
+
+    def evaluate(model):
+        now[0] += 20.0
+        return {"score": 1.0}
+
+    checkpoints = str(tmp_path / "run")
+    result = train_model(
+        _model(train),
+        _data(train),
+        10,
+        checkpoint_dir=checkpoints,
+        evaluate=evaluate,
+        time_budget=15.0,
+        fit_epoch=fit_epoch,
+        progress=False,
+    )
+    assert result.stopped_by == "time_budget" and result.epochs_run == 1
+    assert result.seconds_per_epoch == 5.0
+    assert _state(checkpoints)["seconds"] == 25.0
+
+
 def test_nan_loss_raises_and_keeps_last_good_checkpoint(train, tmp_path):
     checkpoints = str(tmp_path / "run")
     train_model(
         _model(train), _data(train), 1, checkpoint_dir=checkpoints, progress=False
     )
-    model_path = os.path.join(checkpoints, MODEL_FILE)
+    model_path = _checkpoint_model(checkpoints)
     before = os.path.getmtime(model_path)
     good = [w.numpy() for w in keras.saving.load_model(model_path).weights]
 
@@ -103,6 +272,7 @@ def test_nan_loss_raises_and_keeps_last_good_checkpoint(train, tmp_path):
             fit_epoch=nan_epoch,
             progress=False,
         )
+    assert _checkpoint_model(checkpoints) == model_path
     assert os.path.getmtime(model_path) == before
     restored = keras.saving.load_model(model_path)
     for ours, theirs in zip(restored.weights, good, strict=True):
@@ -293,11 +463,9 @@ def test_a_checkpoint_with_more_epochs_than_requested_is_refused(train, tmp_path
 
 def _edit_state(checkpoints, edit):
     """Rewrites the checkpoint's `state.json` through `edit(state)`."""
-    path = os.path.join(checkpoints, STATE_FILE)
-    with open(path) as handle:
-        state = json.load(handle)
+    state = _state(checkpoints)
     edit(state)
-    with open(path, "w") as handle:
+    with open(os.path.join(checkpoints, STATE_FILE), "w") as handle:
         json.dump(state, handle)
 
 
@@ -424,24 +592,7 @@ def test_ema_optimizer_keeps_the_averaged_best_weights():
 
 
 def test_ema_optimizer_resumes_with_its_averages(tmp_path):
-    reference = train_model(_ema_model(), _ema_data, 4, progress=False).model
-
-    def interrupted(epoch):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        return _ema_data()
-
-    checkpoints = str(tmp_path / "run")
-    with pytest.raises(KeyboardInterrupt):
-        train_model(
-            _ema_model(), interrupted, 4, checkpoint_dir=checkpoints, progress=False
-        )
-    resumed = train_model(
-        _ema_model(), _ema_data, 4, checkpoint_dir=checkpoints, progress=False
-    )
-    assert resumed.resumed_from == 2
-    for ours, theirs in zip(_weights(resumed.model), _weights(reference), strict=True):
-        np.testing.assert_allclose(ours, theirs, rtol=1e-5)
+    _assert_resumes_as_one_run(_ema_model, str(tmp_path / "run"), rtol=1e-5)
 
 
 def test_ema_optimizer_resume_checks_the_averaging(tmp_path):
