@@ -290,3 +290,15 @@ class Interactions:
                     break
                 data = data.subset(keep)
         return data.compact()
+
+
+def binary_csr(matrix: sp.spmatrix) -> sp.csr_matrix:
+    """A float32 CSR copy of `matrix` with every stored nonzero (a count, a
+    rating, repeated entries summed) as 1: the implicit feedback `X` of the
+    papers. The caller's matrix is never written to."""
+    binary = sp.csr_matrix(matrix, dtype=np.float32, copy=True)
+    binary.sum_duplicates()
+    binary.eliminate_zeros()
+    binary.data[:] = 1.0
+    binary.sort_indices()
+    return binary

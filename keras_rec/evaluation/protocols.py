@@ -206,6 +206,11 @@ def evaluate(
         hits[np.flatnonzero(inside), ranks[inside]] = 1.0
         relevant = np.ones(len(ranks), np.int64)
     elif protocol in FULL_RANKING:
+        if max(ks) > eval_set.targets.shape[1]:
+            raise ValueError(
+                f"{protocol} ranks all {eval_set.targets.shape[1]} items, so "
+                f"k={max(ks)} is more than there are; use k <= the number of items"
+            )
         top = rank_full(model, eval_set, max(ks), batch_size, progress)
         hits = np.zeros(top.shape, np.float64)
         relevant = np.zeros(len(top), np.int64)  # targets outside the history

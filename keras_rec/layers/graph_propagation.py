@@ -35,6 +35,7 @@ class CSRAdjacency:
 
     def __init__(self, adjacency: tf.SparseTensor, symmetric: bool = False):
         self.dense_shape = adjacency.dense_shape
+        self.dtype = adjacency.values.dtype
         self.symmetric = symmetric
         self.matrix = tf.raw_ops.SparseTensorToCSRSparseMatrix(
             indices=adjacency.indices,
@@ -44,9 +45,16 @@ class CSRAdjacency:
 
 
 def sparse_matmul(adjacency, embeddings: tf.Tensor) -> tf.Tensor:
-    """`adjacency @ embeddings` for a `tf.SparseTensor` or a `CSRAdjacency`."""
+    """`adjacency @ embeddings` for a `tf.SparseTensor` or a `CSRAdjacency`.
+
+    Computed in the adjacency's dtype (float32) and returned in the
+    embeddings' own (float16 under a mixed-precision policy).
+    """
     if isinstance(adjacency, tf.SparseTensor):
         adjacency = CSRAdjacency(adjacency)
+    if embeddings.dtype != adjacency.dtype:
+        product = sparse_matmul(adjacency, tf.cast(embeddings, adjacency.dtype))
+        return tf.cast(product, embeddings.dtype)
     matrix = adjacency.matrix
     if not adjacency.symmetric:
         return tf.raw_ops.SparseMatrixMatMul(a=matrix, b=embeddings)

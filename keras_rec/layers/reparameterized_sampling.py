@@ -57,7 +57,10 @@ class ReparameterizedSampling(keras.layers.Layer):
 
     @staticmethod
     def kl_divergence(mu, log_var):
-        """`KL(N(mu, exp(log_var)) || N(0, I))` per example, summed over the last axis."""
+        """`KL(N(mu, exp(log_var)) || N(0, I))` per example, summed over the last
+        axis; computed in float32 (`exp(log_var)` overflows float16 at 11)."""
+        mu = ops.cast(mu, "float32")
+        log_var = ops.cast(log_var, "float32")
         return -0.5 * ops.sum(
             1.0 + log_var - ops.square(mu) - ops.exp(log_var), axis=-1
         )

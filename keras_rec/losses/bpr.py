@@ -5,6 +5,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from keras_rec.losses._config import loss_config
+
 
 @keras.saving.register_keras_serializable(package="keras_rec")
 class BPRLoss(keras.losses.Loss):
@@ -25,9 +27,18 @@ class BPRLoss(keras.losses.Loss):
     def __init__(self, name: str = "bpr", **kwargs):
         super().__init__(name=name, **kwargs)
 
+    def get_config(self):
+        return loss_config(self)
+
     def call(self, y_true, y_pred):
         del y_true
         y_pred = ops.convert_to_tensor(y_pred)
+        if y_pred.shape[-1] is not None and y_pred.shape[-1] < 2:
+            raise ValueError(
+                "BPRLoss needs `y_pred` of shape [batch, 1 + negatives]: the "
+                "positive's score then at least one negative's. Received shape "
+                f"{tuple(y_pred.shape)}"
+            )
         margin = y_pred[:, :1] - y_pred[:, 1:]
         # softplus(-x) = -log sigmoid(x), computed stably.
         return ops.mean(ops.softplus(-margin), axis=-1)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import keras
 
+from keras_rec.losses._config import loss_config
+
 
 @keras.saving.register_keras_serializable(package="keras_rec")
 class CosineProximityLoss(keras.losses.CosineSimilarity):
@@ -44,4 +46,4 @@ class CosineProximityLoss(keras.losses.CosineSimilarity):
         self.axis = axis
 
     def get_config(self):
-        return {**keras.losses.Loss.get_config(self), "axis": self.axis}
+        return {**loss_config(self), "axis": self.axis}

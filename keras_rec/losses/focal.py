@@ -5,6 +5,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from keras_rec.losses._config import loss_config
+
 
 @keras.saving.register_keras_serializable(package="keras_rec")
 class FocalLoss(keras.losses.BinaryFocalCrossentropy):
@@ -81,7 +83,7 @@ class FocalLoss(keras.losses.BinaryFocalCrossentropy):
 
     def get_config(self):
         return {
-            **keras.losses.Loss.get_config(self),
+            **loss_config(self),
             "alpha": self.alpha,
             "gamma": self.gamma,
             "from_logits": self.from_logits,

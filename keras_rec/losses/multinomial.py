@@ -5,6 +5,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from keras_rec.losses._config import loss_config
+
 
 @keras.saving.register_keras_serializable(package="keras_rec")
 class MultinomialLogLikelihood(keras.losses.Loss):
@@ -45,4 +47,4 @@ class MultinomialLogLikelihood(keras.losses.Loss):
         return -ops.sum(y_true * ops.log_softmax(y_pred, axis=-1), axis=-1)
 
     def get_config(self):
-        return keras.losses.Loss.get_config(self)
+        return loss_config(self)

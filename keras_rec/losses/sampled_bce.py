@@ -8,6 +8,8 @@ import numbers
 import keras
 from keras import ops
 
+from keras_rec.losses._config import loss_config
+
 
 @keras.saving.register_keras_serializable(package="keras_rec")
 class SampledBinaryCrossentropy(keras.losses.Loss):
@@ -21,8 +23,9 @@ class SampledBinaryCrossentropy(keras.losses.Loss):
     `[..., 1]` the negative's; `y_true` holds the positive item ids with the
     same leading shape, `PAD = -1` (any negative id) where the position is
     padding. Padding positions are left out of the sum and the count. The
-    value is already a batch mean, so the reduction leaves it unchanged (a
-    `sample_weight`, if given, multiplies it).
+    value is already a batch mean, so the reduction leaves it unchanged. A
+    `sample_weight` cannot weigh rows: Keras multiplies the batch's one
+    value by it and averages, so pass none.
 
     With `normalizer`, the sum over the batch's non-padding positions is
     divided by that constant instead of by their count. Length-bucketed
@@ -81,4 +84,4 @@ class SampledBinaryCrossentropy(keras.losses.Loss):
         return total / ops.maximum(ops.sum(mask), 1.0)
 
     def get_config(self):
-        return {**super().get_config(), "normalizer": self.normalizer}
+        return {**loss_config(self), "normalizer": self.normalizer}

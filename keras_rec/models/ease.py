@@ -13,7 +13,7 @@ import tensorflow as tf
 from scipy import linalg
 from scipy.linalg import lapack
 
-from keras_rec.data.interactions import Interactions
+from keras_rec.data.interactions import Interactions, binary_csr
 from keras_rec.layers.zero_diagonal_dense import ZeroDiagonalDense
 from keras_rec.models.autoencoder_base import (
     AutoencoderRecommender,
@@ -309,8 +309,12 @@ class EASE(AutoencoderRecommender, keras.Model):
         self.precision = precision
 
     def fit_closed_form(self, train: Interactions | sp.spmatrix) -> EASE:
-        """Sets `B` from the training interactions (or a `[users, items]` matrix)."""
-        matrix = train.to_csr() if isinstance(train, Interactions) else train
+        """Sets `B` from the training interactions, or a `[users, items]`
+        SciPy matrix, binarised as the paper's `X` (counts or ratings count
+        as 1)."""
+        matrix = (
+            train.to_csr() if isinstance(train, Interactions) else binary_csr(train)
+        )
         if matrix.shape[1] != self.num_items:
             raise ValueError(
                 f"The training data has {matrix.shape[1]} items but the model "

@@ -7,13 +7,15 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from keras_rec.data.interactions import binary_csr
+
 
 def interaction_matrix(interactions, num_users: int, num_items: int) -> sp.csr_matrix:
     """Binary `[num_users, num_items]` CSR of `Interactions` or a SciPy matrix."""
     if hasattr(interactions, "to_csr"):
         matrix = interactions.to_csr()
     elif sp.issparse(interactions):
-        matrix = sp.csr_matrix(interactions, dtype=np.float32)
+        matrix = binary_csr(interactions)  # a copy: the caller's is kept
     else:
         raise ValueError(
             "`interactions` must be an `Interactions` or a SciPy sparse matrix. "
@@ -24,9 +26,6 @@ def interaction_matrix(interactions, num_users: int, num_items: int) -> sp.csr_m
             f"`interactions` must have shape (num_users={num_users}, "
             f"num_items={num_items}). Received shape {matrix.shape}"
         )
-    matrix.sum_duplicates()
-    matrix.eliminate_zeros()
-    matrix.data[:] = 1.0
     return matrix
 
 

@@ -28,8 +28,10 @@ class NeuralEASE(AutoencoderRecommender, keras.Model):
 
     Args:
         num_items: int. Size of the item vocabulary.
-        l2: float. L2 penalty `l2 * sum(B^2)` (EASE's `lambda`; the paper's
-            Neural EASE uses none).
+        l2: float. L2 penalty `l2 * sum(B^2)` (the paper's Neural EASE
+            uses none). Not on EASE's scale: the loss here is a per-user
+            mean of cosines, not EASE's summed squared error, so EASE's
+            `lambda` (hundreds) does not carry over.
         seed: int or None. Seed of the initialiser.
 
     Example:

@@ -360,6 +360,13 @@ def test_masked_items_never_count_when_k_exceeds_the_unmasked_items():
         evaluate(model, only_masked, "holdout_full", ks=(1,))
 
 
+def test_full_ranking_with_k_beyond_the_items_raises():
+    # tf.math.top_k failed with "input must have at least k columns".
+    eval_set = EvalSet(np.array([0]), [np.array([0])], targets_matrix([[3]], 4))
+    with pytest.raises(ValueError, match="ranks all 4 items, so k=5"):
+        evaluate(UserScores([[4.0, 3.0, 2.0, 1.0]]), eval_set, "holdout_full", ks=(5,))
+
+
 def test_users_without_targets_are_left_out_of_the_mean():
     targets = targets_matrix([np.array([0]), np.array([], np.int64), np.array([1])], 4)
     eval_set = EvalSet(np.arange(3), [np.array([], np.int64)] * 3, targets)

@@ -143,3 +143,16 @@ def test_node_dropout_keeps_the_expected_fraction_rescaled_and_is_off_at_inferen
     np.testing.assert_array_equal(inference.values, adjacency.values)
     with pytest.raises(ValueError, match="rate"):
         NodeDropout(1.5)
+
+
+def test_float16_embeddings_propagate_in_float32():
+    # Under a mixed-precision policy the embeddings are float16 and the
+    # adjacency float32: the product is taken in float32, returned in float16.
+    laplacian = _laplacian()
+    adjacency = CSRAdjacency(tf.sparse.from_dense(laplacian))
+    embeddings = _embeddings()
+    product = sparse_matmul(adjacency, tf.constant(embeddings, tf.float16))
+    assert product.dtype == tf.float16
+    np.testing.assert_allclose(
+        product.numpy().astype(np.float32), laplacian @ embeddings, atol=2e-3
+    )

@@ -74,3 +74,13 @@ def test_one_training_step_moves_the_encoder():
     model.fit(x, np.ones((8, 1), "float32"), epochs=1, verbose=0)
     after = [w.numpy() for w in model.trainable_weights]
     assert all(np.any(a != b) for a, b in zip(after, before, strict=True))
+
+
+def test_kl_divergence_of_float16_inputs_is_finite():
+    # exp(12) overflows float16 (max 65504): the KL is computed in float32.
+    mu = tf.constant([[300.0]], tf.float16)
+    log_var = tf.constant([[12.0]], tf.float16)
+    kl = ReparameterizedSampling.kl_divergence(mu, log_var)
+    expected = -0.5 * (1.0 + 12.0 - 300.0**2 - math.exp(12.0))
+    assert kl.dtype == tf.float32
+    np.testing.assert_allclose(kl.numpy(), [expected], rtol=1e-3)

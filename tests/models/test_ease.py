@@ -264,3 +264,18 @@ def test_fit_writes_every_replica_of_a_mirrored_kernel():
     errors = json.loads(output.strip().splitlines()[-1])
     assert len(errors) == 2
     assert max(errors) == 0.0
+
+
+def test_fit_binarises_a_matrix_of_counts_and_keeps_it():
+    # The paper's X is binary: counts or ratings count as 1, and the
+    # caller's matrix is not changed.
+    rng = np.random.default_rng(1)
+    binary = (rng.random((80, 30)) < 0.2).astype(np.float32)
+    counts = sp.csr_matrix(binary * rng.integers(1, 5, size=binary.shape))
+    before = counts.toarray()
+    from_counts = EASE(30, l2=5.0).fit_closed_form(counts)
+    from_binary = EASE(30, l2=5.0).fit_closed_form(sp.csr_matrix(binary))
+    np.testing.assert_allclose(
+        from_counts.item_item.kernel.numpy(), from_binary.item_item.kernel.numpy()
+    )
+    np.testing.assert_array_equal(counts.toarray(), before)

@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from keras_rec.export import testing
 from keras_rec.layers.graph_propagation import LightGCNPropagation
+from keras_rec.models.graph_adjacency import interaction_matrix
 from keras_rec.models.graph_base import GraphEncoder, normalized_adjacency
 from keras_rec.models.lightgcn import LightGCN
 
@@ -220,3 +221,12 @@ def test_l2_penalty_is_on_the_batch_ego_embeddings(trained):
 def test_invalid_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         LightGCN(**kwargs)
+
+
+def test_the_interaction_matrix_leaves_the_callers_matrix_alone():
+    # A float32 CSR used to be binarised in place: the caller's ratings
+    # became ones.
+    ratings = sp.csr_matrix(np.array([[5, 0, 2], [0, 3, 0]], np.float32))
+    binary = interaction_matrix(ratings, 2, 3)
+    np.testing.assert_array_equal(binary.toarray(), [[1, 0, 1], [0, 1, 0]])
+    np.testing.assert_array_equal(ratings.toarray(), [[5, 0, 2], [0, 3, 0]])
