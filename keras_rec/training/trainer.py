@@ -139,9 +139,9 @@ def _seed_states(model: keras.Model) -> list[list[int]]:
 
 
 def _restore_seed_states(model: keras.Model, states, checkpoint_dir: str) -> None:
-    variables = _seed_generator_variables(model)
     if states is None:  # an older checkpoint: nothing recorded
         return
+    variables = _seed_generator_variables(model)
     sizes = [int(np.prod(v.shape)) for v in variables]
     if [len(values) for values in states] != sizes:
         raise ValueError(
