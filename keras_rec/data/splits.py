@@ -284,6 +284,10 @@ def random_holdout(
     )
 
 
+#: Held-out users with fewer items are not evaluated by `strong_generalization`.
+MIN_HELDOUT_ITEMS = 5
+
+
 def strong_generalization(
     data: Interactions,
     num_validation_users: int,
@@ -296,8 +300,13 @@ def strong_generalization(
     Users are shuffled with `seed`; the last `num_test_users` are test users,
     the `num_validation_users` before them validation users, the rest train.
     Items that no training user has are dropped (the model cannot score them),
-    as in the paper's preprocessing. Held-out users need at least 2 items
-    after that; others are dropped from evaluation.
+    as in the paper's preprocessing. As the paper's code
+    (`split_train_test_proportion` in dawenl/vae_cf) does, a held-out user
+    with n items keeps `floor((1 - fold_in_fraction) * n)` of them, drawn at
+    random, as targets and the rest as fold-in; a held-out user with fewer
+    than `MIN_HELDOUT_ITEMS` (5) items after the item filter, or with no
+    target at that fraction, is not evaluated (the paper's code keeps such
+    users as fold-in only; its datasets have none).
     """
     for label, value, least in (
         ("num_validation_users", num_validation_users, 0),
@@ -341,10 +350,11 @@ def strong_generalization(
         rows, histories, targets = [], [], []
         for user in np.sort(users):
             seq = sequences[user]
-            if len(seq) < 2:
+            # The 1e-9 keeps e.g. (1 - 0.8) * 5 = 0.99999... at 1.
+            count = int(np.floor((1.0 - fold_in_fraction) * len(seq) + 1e-9))
+            if len(seq) < MIN_HELDOUT_ITEMS or count < 1:
                 continue
             held = np.zeros(len(seq), bool)
-            count = max(1, int(round((1.0 - fold_in_fraction) * len(seq))))
             held[rng.choice(len(seq), size=count, replace=False)] = True
             rows.append(user)
             histories.append(seq[~held])

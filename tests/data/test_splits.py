@@ -201,7 +201,8 @@ def test_strong_generalization():
     assert split.protocol == "strong_generalization"
     val, test = split.validation, split.test
     assert not val.known_users and not test.known_users
-    assert (len(val), len(test)) == (20, 30)
+    # Held-out users with fewer than 5 (train-known) items are not evaluated.
+    assert len(val) <= 20 and len(test) <= 30 and len(val) + len(test) > 30
     train_users = set(np.flatnonzero(split.train.user_counts() > 0).tolist())
     assert len(train_users) == synthetic.num_users - 50
     # Disjoint user sets; no held-out user has a training row.
@@ -225,9 +226,41 @@ def test_strong_generalization():
             # Fold-in and targets partition the user's (train-known) items.
             renumbered = np.searchsorted(train_items, original).tolist()
             assert sorted(fold_in + held) == sorted(renumbered)
-            assert len(held) == max(1, round(0.2 * len(original)))
+            # The reference code's int(0.2 * n): 9 items give 1 target, not 2.
+            assert len(original) >= 5
+            assert len(held) == int(0.2 * len(original) + 1e-9)
             # Fold-in keeps the time order.
             assert fold_in == [i for i in renumbered if i in fold_in]
+
+
+def test_strong_generalization_evaluates_users_as_the_reference_code():
+    # Users 0-7 have 2, 4, 5, 9, 10, 14, 15, 24 items, users 8-13 all 24.
+    lengths = [2, 4, 5, 9, 10, 14, 15, 24] + [24] * 6
+    users = np.repeat(np.arange(len(lengths)), lengths)
+    items = np.concatenate([np.arange(n) for n in lengths])
+    data = Interactions.from_raw(users, items)
+    seen = {}
+    for seed in range(6):
+        split = strong_generalization(data, 4, 4, seed=seed)
+        assert split.num_items == 24  # the full users keep every item
+        heldout_users = set()
+        for eval_set in (split.validation, split.test):
+            for r, user in enumerate(eval_set.users):
+                n = lengths[int(data.raw_user_ids[user])]
+                seen[n] = (len(eval_set.histories[r]), len(row(eval_set.targets, r)))
+                heldout_users.add(int(user))
+        trained = set(np.flatnonzero(split.train.user_counts() > 0).tolist())
+        # Users under 5 items who are held out are not evaluated.
+        assert len(trained) + len(heldout_users) == 14 - sum(
+            1 for u in (0, 1) if u not in trained
+        )
+    # floor(0.2 n) targets (the reference code's int(0.2 * n)), the rest fold-in.
+    assert seen == {5: (4, 1), 9: (8, 1), 10: (8, 2), 14: (12, 2), 15: (12, 3), 24: (20, 4)}
+    half = strong_generalization(data, 4, 4, fold_in_fraction=0.5, seed=0)
+    for eval_set in (half.validation, half.test):
+        for r, user in enumerate(eval_set.users):
+            n = lengths[int(data.raw_user_ids[user])]
+            assert len(row(eval_set.targets, r)) == n // 2
 
 
 def test_strong_generalization_drops_items_unknown_to_training():
