@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 
 import keras
+import tensorflow as tf
 
 from keras_rec.configs import Experiment
 from keras_rec.data.pipelines import user_rows_dataset
@@ -81,7 +82,12 @@ def steps_per_epoch(split, batch_size: int) -> int:
 
 def sparse_rows(split) -> bool:
     """Whether the training rows are sparse enough for `SparseRowsDense`
-    (density under `SPARSE_ROWS_DENSITY`: Gowalla yes, ML-1M no)."""
+    (density under `SPARSE_ROWS_DENSITY`: Gowalla yes, ML-1M no), on a
+    machine without a GPU. With a GPU visible it is `False`: there the
+    dense product is fast and the model can be compiled with XLA, which
+    the sparse ops cannot (`SparseRowsDense.supports_jit` is `False`)."""
+    if tf.config.list_physical_devices("GPU"):
+        return False
     matrix = training_rows(split.train)
     density = matrix.nnz / max(1, matrix.shape[0] * matrix.shape[1])
     return density < SPARSE_ROWS_DENSITY

@@ -93,6 +93,10 @@ class LightGCNPropagation(keras.layers.Layer):
         https://arxiv.org/abs/2002.02126
     """
 
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_jit = False  # XLA has no CSR sparse-matrix kernels
+
     def call(self, embeddings, adjacency):
         return sparse_matmul(adjacency, embeddings)
 
@@ -143,6 +147,7 @@ class NGCFPropagation(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.supports_jit = False  # XLA has no CSR sparse-matrix kernels
         self.units = units
         self.dropout_rate = dropout_rate
         self.negative_slope = negative_slope
@@ -231,6 +236,7 @@ class NodeDropout(keras.layers.Layer):
 
     def __init__(self, rate: float, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
+        self.supports_jit = False  # XLA has no sparse-retain kernel
         self.rate = rate
         self.seed = seed
         _check_rate("rate", rate)

@@ -43,6 +43,12 @@ class SparseRowsDense(keras.layers.Dense):
     True
     """
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # XLA has no kernels for the sparse ops: a model holding this layer
+        # is not jit-compiled, even where Keras' "auto" would (on a GPU).
+        self.supports_jit = False
+
     def call(self, inputs, training=None):
         if isinstance(inputs, tf.SparseTensor):
             sparse = inputs

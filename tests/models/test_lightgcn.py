@@ -1,6 +1,7 @@
 """LightGCN, and the shared graph parts of `keras_rec.models.graph_base`."""
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -11,7 +12,9 @@ from keras_rec.export import testing
 from keras_rec.layers.graph_propagation import LightGCNPropagation
 from keras_rec.models.graph_adjacency import interaction_matrix
 from keras_rec.models.graph_base import GraphEncoder, normalized_adjacency
+from keras_rec.losses.bpr import BPRLoss
 from keras_rec.models.lightgcn import LightGCN
+from keras_rec.models.ngcf import NGCF
 
 
 @pytest.fixture(scope="module")
@@ -230,3 +233,17 @@ def test_the_interaction_matrix_leaves_the_callers_matrix_alone():
     binary = interaction_matrix(ratings, 2, 3)
     np.testing.assert_array_equal(binary.toarray(), [[1, 0, 1], [0, 1, 0]])
     np.testing.assert_array_equal(ratings.toarray(), [[5, 0, 2], [0, 3, 0]])
+
+
+def test_graph_models_are_not_jit_compiled():
+    # XLA has no CSR sparse-matrix kernels: Keras' "auto" (XLA on where a GPU
+    # is visible) and an explicit jit_compile=True both fall back to graphs.
+    graph = sp.random(7, 9, density=0.3, format="csr", random_state=0)
+    for model in (
+        LightGCN(7, 9, 3, num_layers=2, seed=4, interactions=graph),
+        NGCF(7, 9, 3, (4, 2), 0.2, 0.3, seed=4, interactions=graph),
+    ):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.compile(optimizer="adam", loss=BPRLoss(), jit_compile=True)
+        assert model.jit_compile is False

@@ -3,6 +3,7 @@ import json
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from keras_rec.data import make_split, make_synthetic
 from keras_rec.data.datasets import Dataset
@@ -173,6 +174,15 @@ def test_configs_turn_sparse_rows_on_for_sparse_data_only(split, monkeypatch):
     monkeypatch.setattr(autoencoders, "SPARSE_ROWS_DENSITY", 1.0)
     assert autoencoders.mult_vae()(split, 0).sparse_rows
     assert autoencoders.mult_dae()(split, 0).sparse_rows
+    # Where a GPU is visible, the dense product (and XLA) is used instead.
+    real = tf.config.list_physical_devices
+    monkeypatch.setattr(
+        tf.config,
+        "list_physical_devices",
+        lambda kind=None: ["gpu:0"] if kind == "GPU" else real(kind),
+    )
+    assert not autoencoders.sparse_rows(split)
+    assert not autoencoders.mult_vae()(split, 0).sparse_rows
 
 
 @pytest.mark.parametrize("cls", [MultVAE, MultDAE])

@@ -2,6 +2,7 @@
 the same model trained, the sparse product in the training graph only."""
 
 import json
+import warnings
 
 import keras
 import numpy as np
@@ -11,6 +12,7 @@ import tensorflow as tf
 from keras_rec.layers.sparse_rows_dense import SparseRowsDense
 from keras_rec.losses.focal import FocalLoss
 from keras_rec.models.flvae import FLVAE
+from keras_rec.models.mult_vae import MultDAE, MultVAE
 from keras_rec.models.recvae import RecVAE, alternating_rows_dataset
 from keras_rec.models.vasp import VASP, split_brain_dataset
 
@@ -141,3 +143,20 @@ def test_recvae_sparse_encoder_equals_dense_without_dropout(
     sparse = model.encoder(rows, training=False, sparse_product=True)
     for mine, theirs in zip(sparse, dense, strict=True):
         np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("sparse", [True, False])
+@pytest.mark.parametrize("name", ["mult_vae", "mult_dae", *sorted(BUILDERS)])
+def test_sparse_rows_models_are_not_jit_compiled(name, sparse):
+    # Keras' "auto" turns XLA on where a GPU is visible; XLA has no kernels
+    # for the sparse ops, so a model holding a SparseRowsDense must refuse it.
+    split = type("Split", (), {"num_items": 12})()
+    if name in BUILDERS:
+        model, _ = BUILDERS[name](split, sparse)
+    else:
+        cls = MultVAE if name == "mult_vae" else MultDAE
+        model = cls(12, hidden_dims=(8,), latent_dim=4, sparse_rows=sparse, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.compile(optimizer="adam", loss=FocalLoss(), jit_compile=True)
+    assert model.jit_compile is (not sparse)
