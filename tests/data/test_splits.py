@@ -255,7 +255,14 @@ def test_strong_generalization_evaluates_users_as_the_reference_code():
             1 for u in (0, 1) if u not in trained
         )
     # floor(0.2 n) targets (the reference code's int(0.2 * n)), the rest fold-in.
-    assert seen == {5: (4, 1), 9: (8, 1), 10: (8, 2), 14: (12, 2), 15: (12, 3), 24: (20, 4)}
+    assert seen == {
+        5: (4, 1),
+        9: (8, 1),
+        10: (8, 2),
+        14: (12, 2),
+        15: (12, 3),
+        24: (20, 4),
+    }
     half = strong_generalization(data, 4, 4, fold_in_fraction=0.5, seed=0)
     for eval_set in (half.validation, half.test):
         for r, user in enumerate(eval_set.users):

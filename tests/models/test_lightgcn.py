@@ -10,9 +10,9 @@ import tensorflow as tf
 
 from keras_rec.export import testing
 from keras_rec.layers.graph_propagation import LightGCNPropagation
+from keras_rec.losses.bpr import BPRLoss
 from keras_rec.models.graph_adjacency import interaction_matrix
 from keras_rec.models.graph_base import GraphEncoder, normalized_adjacency
-from keras_rec.losses.bpr import BPRLoss
 from keras_rec.models.lightgcn import LightGCN
 from keras_rec.models.ngcf import NGCF
 
