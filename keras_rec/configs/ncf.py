@@ -197,9 +197,11 @@ def _entries(dataset, factors, epochs, batch, paper, split_options):
         eval_every=1,
         split_options=split_options,
     )
-    # GMF and MLP (NeuMF's pre-training) run the reference code's schedule:
-    # 20 epochs, last weights kept; the curve is drawn on the validation
-    # split (one random training item per user, NCF section 4.1). Selecting
+    # GMF and MLP (NeuMF's pre-training) train the reference code's 20
+    # epochs and keep the last (averaged) weights. The reference code keeps
+    # instead the epoch with the best HR@10 on the *test* items, which a
+    # library must not do; the curve here is drawn on the validation split
+    # (one random training item per user, NCF section 4.1). Selecting
     # their epochs by validation HR@10 instead (epochs 6-15) made a worse
     # NeuMF start on ML-1M, seeds 0/1/2, test HR@10 / NDCG@10 of the
     # alpha-combination: 0.7104/0.4307, 0.7113/0.4336, 0.7132/0.4323
