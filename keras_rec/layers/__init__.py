@@ -6,6 +6,7 @@ from keras_rec.layers.graph_propagation import (
     NGCFPropagation,
     NodeDropout,
 )
+from keras_rec.layers.item_subset import PlaceItems, SelectItems
 from keras_rec.layers.positional_embedding import PositionalEmbedding
 from keras_rec.layers.recvae_encoder import RecVAEEncoder
 from keras_rec.layers.reparameterized_sampling import ReparameterizedSampling
@@ -18,10 +19,12 @@ __all__ = [
     "LightGCNPropagation",
     "NGCFPropagation",
     "NodeDropout",
+    "PlaceItems",
     "PositionalEmbedding",
     "RecVAEEncoder",
     "ReparameterizedSampling",
     "ResidualDense",
+    "SelectItems",
     "SparseRowsDense",
     "ZeroDiagonalDense",
 ]

@@ -38,6 +38,12 @@ class ZeroDiagonalDense(keras.layers.Layer):
             the diagonal is unused, so it only decays towards zero).
         zeroing: `"set_diag"` (default) or `"subtract"`: how the diagonal
             is kept out of the output (see above).
+        sparse_inputs: bool. In training (`training=True`), multiply only
+            the inputs' nonzeros (`tf.sparse.sparse_dense_matmul`), as
+            `SparseRowsDense` does: on multi-hot rows with a few dozen of
+            20,000 items the dense product is almost all zeros. At
+            inference the product is dense (builtin ops for TFLite). A
+            `tf.SparseTensor` input always takes the sparse product.
         **kwargs: base `keras.layers.Layer` arguments (`name`, `trainable`).
 
     Example:
@@ -60,9 +66,13 @@ class ZeroDiagonalDense(keras.layers.Layer):
         kernel_initializer="glorot_uniform",
         kernel_regularizer=None,
         zeroing: str = "set_diag",
+        sparse_inputs: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.sparse_inputs = bool(sparse_inputs)
+        # XLA has no kernels for the sparse ops.
+        self.supports_jit = not self.sparse_inputs
         if zeroing not in ZEROINGS:
             raise ValueError(
                 f"`zeroing` must be one of {ZEROINGS}. Received zeroing={zeroing!r}"
@@ -99,8 +109,13 @@ class ZeroDiagonalDense(keras.layers.Layer):
             name="kernel",
         )
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         kernel = ops.convert_to_tensor(self.kernel)
+        if isinstance(inputs, tf.SparseTensor) or (self.sparse_inputs and training):
+            if not isinstance(inputs, tf.SparseTensor):
+                inputs = tf.sparse.from_dense(inputs)
+            kernel = tf.linalg.set_diag(kernel, tf.zeros([self.units], kernel.dtype))
+            return self.activation(tf.sparse.sparse_dense_matmul(inputs, kernel))
         if self.zeroing == "subtract":
             outputs = ops.matmul(inputs, kernel) - inputs * ops.diagonal(kernel)
         else:
@@ -119,4 +134,5 @@ class ZeroDiagonalDense(keras.layers.Layer):
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
             "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
             "zeroing": self.zeroing,
+            "sparse_inputs": self.sparse_inputs,
         }

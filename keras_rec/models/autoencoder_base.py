@@ -79,7 +79,15 @@ class AutoencoderRecommender(Recommender):
     def score_all(self, inputs: dict) -> tf.Tensor:
         check_inputs(self, inputs)
         rows = history_to_rows(inputs[ITEM_HISTORY], self.num_items)
-        return self.score_rows(rows)
+        scores = self.score_rows(rows)
+        item_ids = getattr(self, "item_ids", None)
+        if item_ids is None:
+            return scores
+        # A model of a subset of the items ranks the others last.
+        covered = np.zeros(self.num_items, bool)
+        covered[item_ids] = True
+        lowest = tf.constant(scores.dtype.min, scores.dtype)
+        return tf.where(tf.constant(covered), scores, lowest)
 
     def score_rows(self, rows: tf.Tensor) -> tf.Tensor:
         """Scores `[B, num_items]` of multi-hot rows, in inference mode."""

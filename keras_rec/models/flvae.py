@@ -7,6 +7,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from keras_rec.layers.item_subset import PlaceItems, SelectItems, check_item_ids
 from keras_rec.layers.reparameterized_sampling import ReparameterizedSampling
 from keras_rec.layers.residual_dense import ResidualDense
 from keras_rec.models.autoencoder_base import (
@@ -128,6 +129,7 @@ class FLVAEBase(ArgumentsConfig, FocalVAELoss, AutoencoderRecommender, keras.Mod
         "beta",
         "seed",
         "sparse_rows",
+        "item_ids",
     )
 
     def __init__(
@@ -140,6 +142,7 @@ class FLVAEBase(ArgumentsConfig, FocalVAELoss, AutoencoderRecommender, keras.Mod
         beta: float = 1.0,
         seed: int | None = None,
         sparse_rows: bool = False,
+        item_ids: list[int] | None = None,
         **kwargs,
     ):
         check_architecture(
@@ -151,9 +154,12 @@ class FLVAEBase(ArgumentsConfig, FocalVAELoss, AutoencoderRecommender, keras.Mod
         )
         if beta < 0:
             raise ValueError(f"`beta` must be non-negative. Received: beta={beta}")
+        if item_ids is not None:
+            item_ids = check_item_ids(item_ids, num_items)
+        width = num_items if item_ids is None else len(item_ids)
         # === Layers ===
         layers = flvae_layers(
-            num_items,
+            width,
             hidden_dim,
             latent_dim,
             encoder_layers,
@@ -161,12 +167,19 @@ class FLVAEBase(ArgumentsConfig, FocalVAELoss, AutoencoderRecommender, keras.Mod
             seed,
             sparse_rows,
         )
-        shallow = self._shallow_path(num_items, seed)
+        shallow = self._shallow_path(width, seed, sparse_rows)
         # === Functional model ===
         rows = rows_input(num_items)
-        probabilities, kl = flvae_outputs(layers, rows, latent_dim)
+        inputs = rows
+        if item_ids is not None:
+            inputs = SelectItems(item_ids, name="select_items")(rows)
+        probabilities, kl = flvae_outputs(layers, inputs, latent_dim)
         if shallow is not None:
-            probabilities = probabilities * shallow(rows)
+            probabilities = probabilities * shallow(inputs)
+        if item_ids is not None:
+            probabilities = PlaceItems(item_ids, num_items, name="place_items")(
+                probabilities
+            )
         super().__init__(
             inputs=rows, outputs={PROBABILITIES: probabilities, KL: kl}, **kwargs
         )
@@ -181,11 +194,13 @@ class FLVAEBase(ArgumentsConfig, FocalVAELoss, AutoencoderRecommender, keras.Mod
         self.beta = beta
         self.seed = seed
         self.sparse_rows = sparse_rows
+        self.item_ids = item_ids
 
     def _shallow_path(
-        self, num_items: int, seed: int | None
+        self, num_items: int, seed: int | None, sparse_rows: bool
     ) -> keras.layers.Layer | None:
-        """The layer of the rows that multiplies the deep path (none here)."""
+        """The layer of the (selected) rows that multiplies the deep path
+        (none here)."""
         return None
 
 
@@ -213,6 +228,10 @@ class FLVAE(FLVAEBase):
         seed: int or None. Seed of the initialisers and the sampling.
         sparse_rows: bool. The encoder's first layer trained on the rows'
             nonzeros only (`SparseRowsDense`; faster on very sparse rows).
+        item_ids: list of int or None. The items the network reads and
+            scores (VASP's `items_sampling`, see
+            `keras_rec.layers.item_subset`); the others get probability 0
+            and rank last. `None`: all items.
 
     Example:
     >>> model = FLVAE(num_items=20, hidden_dim=8, latent_dim=4)

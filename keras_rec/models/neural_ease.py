@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import keras
 
+from keras_rec.layers.item_subset import PlaceItems, SelectItems, check_item_ids
 from keras_rec.layers.zero_diagonal_dense import ZeroDiagonalDense
 from keras_rec.models.autoencoder_base import (
     LOGITS,
@@ -33,6 +34,14 @@ class NeuralEASE(AutoencoderRecommender, keras.Model):
             mean of cosines, not EASE's summed squared error, so EASE's
             `lambda` (hundreds) does not carry over.
         seed: int or None. Seed of the initialiser.
+        item_ids: list of int or None. The items `B` covers (VASP's
+            `items_sampling`: its authors keep ML-20M's most popular 30%,
+            see `keras_rec.layers.item_subset`); `B` is then
+            `len(item_ids)` square, the other items score lowest. `None`:
+            all items.
+        sparse_rows: bool. Train on the rows' nonzeros only
+            (`ZeroDiagonalDense(sparse_inputs=True)`; faster on very
+            sparse rows).
 
     Example:
     >>> model = NeuralEASE(num_items=20)
@@ -45,30 +54,51 @@ class NeuralEASE(AutoencoderRecommender, keras.Model):
     """
 
     def __init__(
-        self, num_items: int, l2: float = 0.0, seed: int | None = None, **kwargs
+        self,
+        num_items: int,
+        l2: float = 0.0,
+        seed: int | None = None,
+        item_ids: list[int] | None = None,
+        sparse_rows: bool = False,
+        **kwargs,
     ):
         check_positive(num_items=num_items)
         if l2 < 0:
             raise ValueError(f"`l2` must be non-negative. Received: l2={l2}")
+        if item_ids is not None:
+            item_ids = check_item_ids(item_ids, num_items)
         # === Layers ===
         ease = ZeroDiagonalDense(
-            num_items,
+            num_items if item_ids is None else len(item_ids),
             kernel_initializer=keras.initializers.GlorotUniform(seed),
             kernel_regularizer=keras.regularizers.L2(l2) if l2 else None,
+            sparse_inputs=sparse_rows,
             name=LOGITS,
         )
         # === Functional model ===
         rows = rows_input(num_items)
-        super().__init__(inputs=rows, outputs=ease(rows), **kwargs)
+        if item_ids is None:
+            scores = ease(rows)
+        else:
+            selected = SelectItems(item_ids, name="select_items")(rows)
+            scores = PlaceItems(item_ids, num_items, name="place_items")(ease(selected))
+        super().__init__(inputs=rows, outputs=scores, **kwargs)
         # === Config ===
         self.ease = ease
         self.num_items = num_items
         self.l2 = l2
         self.seed = seed
+        self.item_ids = item_ids
+        self.sparse_rows = sparse_rows
 
     def get_config(self):
         return serialize_config(
-            self, num_items=self.num_items, l2=self.l2, seed=self.seed
+            self,
+            num_items=self.num_items,
+            l2=self.l2,
+            seed=self.seed,
+            item_ids=self.item_ids,
+            sparse_rows=self.sparse_rows,
         )
 
     @classmethod

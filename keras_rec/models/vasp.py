@@ -92,8 +92,13 @@ class VASP(FLVAEBase):
         decoder_layers: int. Layers of FLVAE's decoder block.
         beta: float. Weight of the (per-dimension mean) KL term.
         seed: int or None. Seed of the initialisers and the sampling.
-        sparse_rows: bool. FLVAE's encoder's first layer trained on the
-            rows' nonzeros only (`SparseRowsDense`).
+        sparse_rows: bool. FLVAE's encoder's first layer and the shallow
+            path trained on the rows' nonzeros only (`SparseRowsDense`,
+            `ZeroDiagonalDense(sparse_inputs=True)`).
+        item_ids: list of int or None. The items both paths read and score
+            (the authors' `ease_items_sampling`: their ML-20M model keeps
+            the most popular 30%; see `keras_rec.layers.item_subset`); the
+            others get probability 0 and rank last. `None`: all items.
 
     Example:
     >>> model = VASP(num_items=20, hidden_dim=8, latent_dim=4)
@@ -104,7 +109,9 @@ class VASP(FLVAEBase):
         Vančura and Kordík, VASP, ICANN 2021. https://arxiv.org/abs/2102.05774
     """
 
-    def _shallow_path(self, num_items: int, seed: int | None) -> keras.layers.Layer:
+    def _shallow_path(
+        self, num_items: int, seed: int | None, sparse_rows: bool
+    ) -> keras.layers.Layer:
         """Neural EASE's `sigmoid(x B)` with `diag(B) = 0`."""
         return ZeroDiagonalDense(
             num_items,
@@ -112,5 +119,6 @@ class VASP(FLVAEBase):
             kernel_initializer=keras.initializers.GlorotUniform(
                 None if seed is None else seed + 10
             ),
+            sparse_inputs=sparse_rows,
             name="ease",
         )

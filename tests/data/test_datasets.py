@@ -466,11 +466,20 @@ def test_filters_with_ncf_test_rows_raise(tmp_path, protocol):
 
 
 def test_strong_generalization_filters_train_and_test_together():
-    # Raw user 1 -> items {0, 1} in train and item 3 in the test file, raw
-    # user 2 -> {1, 2} and item 0; user 0 (one row) is filtered out, which
-    # renumbers the users: the test rows must follow their users.
-    train = Interactions([0, 1, 1, 2, 2, 3, 3, 3], [0, 0, 1, 1, 2, 2, 3, 0], 4, 5)
-    test = Interactions([1, 2], [3, 0], 4, 5)
+    # Raw user 1 -> items {0, 1, 2, 3, 5, 6} in train and item 4 in the test
+    # file, raw user 2 -> {1, ..., 6} and item 0 (held-out users need 5 items
+    # to be evaluated); user 0 (one row) is filtered out, which renumbers the
+    # users: the test rows must follow their users.
+    train_pairs = {
+        1: [0, 1, 2, 3, 5, 6],
+        2: [1, 2, 3, 4, 5, 6],
+        3: [2, 3, 0, 4, 5, 6, 1],
+        0: [7],
+    }
+    users = [u for u, items in train_pairs.items() for _ in items]
+    items = [i for u, row in train_pairs.items() for i in row]
+    train = Interactions(users, items, 4, 8)
+    test = Interactions([1, 2], [4, 0], 4, 8)
     dataset = Dataset("g", train, test=test)
     split = make_split(
         dataset, "strong_generalization", min_user_interactions=2, num_heldout_users=1
@@ -483,7 +492,9 @@ def test_strong_generalization_filters_train_and_test_together():
         for row, user in enumerate(part.users):
             items = np.concatenate([part.histories[row], part.targets[row].indices])
             pairs |= _pairs(final, [user] * len(items), items)
-    expected = {(1, 0), (1, 1), (1, 3), (2, 1), (2, 2), (2, 0), (3, 2), (3, 3), (3, 0)}
+    expected = {(u, i) for u in (1, 2, 3) for i in train_pairs[u]}
+    expected |= {(1, 4), (2, 0)}
+    assert all(len(part) == 1 for part in (split.validation, split.test))
     # Items that no training user has are dropped by the protocol.
     kept = set(final.raw_item_ids.tolist())
     assert pairs == {p for p in expected if p[1] in kept}
@@ -491,7 +502,7 @@ def test_strong_generalization_filters_train_and_test_together():
 
 @pytest.mark.parametrize("value", [0, -2, 1.5, True, "3"])
 def test_num_heldout_users_must_be_a_positive_integer(value):
-    data = Interactions(np.repeat(np.arange(20), 3), np.tile([0, 1, 2], 20), 20, 3)
+    data = Interactions(np.repeat(np.arange(20), 5), np.tile(np.arange(5), 20), 20, 5)
     with pytest.raises(ValueError, match="num_heldout_users"):
         make_split(Dataset("b", data), "strong_generalization", num_heldout_users=value)
     split = make_split(Dataset("b", data), "strong_generalization", num_heldout_users=2)

@@ -206,10 +206,10 @@ def test_item_kernel_memory_is_checked_before_building(monkeypatch):
     from keras_rec.models.ease import InsufficientMemoryError
 
     split = SimpleNamespace(num_items=40_981)
-    # Gowalla's items: four float32 copies of the kernel, 25.0 GiB.
+    # Gowalla's items: six float32 copies of the kernel, 37.5 GiB.
     monkeypatch.setattr(ease_module, "available_memory", lambda: 24 * 2**30)
     monkeypatch.setattr(vasp_configs.tf.config, "list_physical_devices", lambda _: [])
-    with pytest.raises(InsufficientMemoryError, match="40981 x 40981.*25.0 GiB"):
+    with pytest.raises(InsufficientMemoryError, match="40981 x 40981.*37.5 GiB"):
         vasp_configs.neural_ease(1e-3)(split, 0)
     build_vasp = vasp_configs.focal_model(VASP, 256, 1e-3, hidden_dim=8, latent_dim=4)
     with pytest.raises(ValueError, match="VASP's Neural EASE"):  # train_all goes on

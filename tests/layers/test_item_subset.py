@@ -1,0 +1,201 @@
+"""Models of a subset of the items (VASP's `items_sampling`): the layers that
+select and place the columns, the sparse training product of the item-item
+kernel, and Neural EASE / VASP built on a subset."""
+
+import json
+import warnings
+
+import keras
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import tensorflow as tf
+
+from keras_rec.export import testing
+from keras_rec.layers.item_subset import (
+    PlaceItems,
+    SelectItems,
+    check_item_ids,
+    most_popular_items,
+)
+from keras_rec.layers.zero_diagonal_dense import ZeroDiagonalDense
+from keras_rec.losses.cosine_proximity import CosineProximityLoss
+from keras_rec.losses.focal import FocalLoss
+from keras_rec.models.neural_ease import NeuralEASE
+from keras_rec.models.vasp import VASP
+
+SUBSET = [1, 4, 5, 8, 10]
+NUM_ITEMS = 12
+
+
+def _rows(num_rows=32, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.random((num_rows, NUM_ITEMS)) < 0.3).astype("float32")
+
+
+def test_select_and_place_round_trip():
+    rows = np.arange(2 * NUM_ITEMS, dtype="float32").reshape(2, NUM_ITEMS) + 1
+    selected = SelectItems(SUBSET)(rows).numpy()
+    np.testing.assert_array_equal(selected, rows[:, SUBSET])
+    placed = PlaceItems(SUBSET, NUM_ITEMS)(selected).numpy()
+    expected = np.zeros_like(rows)
+    expected[:, SUBSET] = rows[:, SUBSET]
+    np.testing.assert_array_equal(placed, expected)
+    filled = PlaceItems(SUBSET, NUM_ITEMS, fill_value=-2.0)(selected).numpy()
+    outside = np.setdiff1d(np.arange(NUM_ITEMS), SUBSET)
+    np.testing.assert_array_equal(filled[:, outside], -2.0)
+    np.testing.assert_array_equal(filled[:, SUBSET], rows[:, SUBSET])
+    layer = PlaceItems(SUBSET, NUM_ITEMS, fill_value=-2.0)
+    config = json.loads(json.dumps(layer.get_config()))
+    assert PlaceItems.from_config(config).get_config() == layer.get_config()
+
+
+@pytest.mark.parametrize(
+    "item_ids, message",
+    [([], "non-empty"), ([1, 12], "outside"), ([-1, 2], "outside"), ([2, 2], "repeat")],
+)
+def test_bad_item_ids_are_named(item_ids, message):
+    with pytest.raises(ValueError, match=message):
+        check_item_ids(item_ids, NUM_ITEMS)
+    with pytest.raises(ValueError, match=message):
+        NeuralEASE(NUM_ITEMS, item_ids=item_ids)
+
+
+def test_most_popular_items():
+    # Item counts 3, 1, 3, 0, 2: the top 60% (3 items) are 0, 2 (3 each) and
+    # 4 (2); a tie is broken towards the lower id.
+    matrix = sp.csr_matrix(
+        np.array([[1, 1, 1, 0, 1], [1, 0, 1, 0, 1], [1, 0, 1, 0, 0]], dtype=np.float32)
+    )
+    assert most_popular_items(matrix, 0.6) == [0, 2, 4]
+    assert most_popular_items(matrix, 0.2) == [0]
+    assert most_popular_items(matrix, 1.0) == [0, 1, 2, 3, 4]
+    for bad in (0.0, 1.5, 0.1):
+        with pytest.raises(ValueError, match="fraction"):
+            most_popular_items(matrix, bad)
+
+
+def test_zero_diagonal_dense_sparse_training_product_matches_dense():
+    rows = tf.constant(_rows())
+    dense = ZeroDiagonalDense(kernel_initializer=keras.initializers.GlorotUniform(1))
+    sparse = ZeroDiagonalDense(
+        kernel_initializer=keras.initializers.GlorotUniform(1), sparse_inputs=True
+    )
+    dense.build(rows.shape)
+    sparse.build(rows.shape)
+    sparse.kernel.assign(dense.kernel)
+    gradients = []
+    for layer in (dense, sparse):
+        with tf.GradientTape() as tape:
+            outputs = layer(rows, training=True)
+            loss = tf.reduce_sum(tf.sin(outputs))
+        gradients.append(tape.gradient(loss, layer.kernel).numpy())
+    np.testing.assert_allclose(
+        sparse(rows, training=True), dense(rows, training=True), atol=1e-6
+    )
+    np.testing.assert_allclose(gradients[1], gradients[0], atol=1e-5)
+    np.testing.assert_array_equal(np.diag(gradients[1]), 0.0)
+    # A tf.SparseTensor takes the sparse product at inference too.
+    np.testing.assert_allclose(
+        sparse(tf.sparse.from_dense(rows)), dense(rows), atol=1e-6
+    )
+    assert sparse.get_config()["sparse_inputs"] and not sparse.supports_jit
+
+
+def test_neural_ease_of_a_subset_scores_the_others_last():
+    model = NeuralEASE(NUM_ITEMS, seed=0, item_ids=SUBSET)
+    whole = NeuralEASE(len(SUBSET), seed=0)
+    assert model.ease.kernel.shape == (len(SUBSET), len(SUBSET))
+    whole.ease.kernel.assign(model.ease.kernel)
+    rows = _rows(4)
+    history = np.array([[1, 2, 4, -1], [0, 3, 5, 8], [10, -1, -1, -1], [6, 7, 9, 11]])
+    scores = model.score_all({"item_history": history}).numpy()
+    outside = np.setdiff1d(np.arange(NUM_ITEMS), SUBSET)
+    assert (scores[:, outside] == np.finfo(np.float32).min).all()
+    # Inside the subset: the smaller model's scores on the selected columns.
+    rows = np.zeros((4, NUM_ITEMS), np.float32)
+    for r, items in enumerate(history):
+        rows[r, items[items >= 0]] = 1.0
+    np.testing.assert_allclose(
+        scores[:, SUBSET], whole(rows[:, SUBSET]).numpy(), atol=1e-6
+    )
+    # The user with no subset item in the history scores zero on the subset.
+    np.testing.assert_array_equal(scores[3, SUBSET], 0.0)
+
+
+def test_neural_ease_of_a_subset_trains_exports_and_round_trips(tmp_path):
+    model = NeuralEASE(NUM_ITEMS, seed=0, item_ids=SUBSET, sparse_rows=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.compile(
+            optimizer=keras.optimizers.Nadam(1e-2),
+            loss=CosineProximityLoss(),
+            jit_compile=True,
+        )
+    assert model.jit_compile is False  # the sparse product has no XLA kernel
+    rows = _rows()
+    losses = model.fit(rows, rows, epochs=5, batch_size=8, verbose=0).history["loss"]
+    assert losses[-1] < losses[0], losses
+    config = json.loads(json.dumps(model.get_config()))
+    assert config["item_ids"] == SUBSET
+    restored = NeuralEASE.from_config(config)
+    restored.set_weights(model.get_weights())
+    inputs = {"item_history": np.array([[1, 2, 4], [5, 8, -1]])}
+    np.testing.assert_array_equal(restored.score_all(inputs), model.score_all(inputs))
+    # k within the subset: beyond it the ties at the lowest score are
+    # ordered by each runtime's top-k.
+    testing.check_saved_model(model, tmp_path, k=3, inputs=inputs, use_cli=False)
+    testing.check_tflite(model, tmp_path, k=3, inputs=inputs)
+
+
+def test_vasp_of_a_subset():
+    model = VASP(
+        NUM_ITEMS,
+        hidden_dim=8,
+        latent_dim=4,
+        encoder_layers=2,
+        decoder_layers=2,
+        seed=0,
+        item_ids=SUBSET,
+        sparse_rows=True,
+    )
+    assert model.ease.kernel.shape == (len(SUBSET), len(SUBSET))
+    assert model.get_layer("deep_output").units == len(SUBSET)
+    model.compile(optimizer=keras.optimizers.Nadam(1e-2), loss=FocalLoss())
+    rows = _rows()
+    losses = model.fit(rows, rows, epochs=4, batch_size=8, verbose=0).history["loss"]
+    assert losses[-1] < losses[0], losses
+    outside = np.setdiff1d(np.arange(NUM_ITEMS), SUBSET)
+    probabilities = model(rows, training=False)["probabilities"].numpy()
+    np.testing.assert_array_equal(probabilities[:, outside], 0.0)
+    assert (probabilities[:, SUBSET] > 0).all()
+    scores = model.score_all({"item_history": np.array([[1, 2, 4]])}).numpy()
+    assert (scores[0, outside] == np.finfo(np.float32).min).all()
+    config = json.loads(json.dumps(model.get_config()))
+    assert VASP.from_config(config).get_config() == model.get_config()
+
+
+def test_configs_build_a_model_of_the_most_popular_items(monkeypatch):
+    from keras_rec.configs import autoencoders_recvae_vasp as configs
+    from keras_rec.data import Interactions
+    from keras_rec.data.splits import Split
+
+    # Item i has i + 1 users: the top half of 8 items is 4-7.
+    users = np.concatenate([np.arange(i + 1) for i in range(8)])
+    items = np.concatenate([np.full(i + 1, i) for i in range(8)])
+    train = Interactions(users, items, 8, 8)
+    split = Split(train=train, test=None, protocol="strong_generalization")
+    model = configs.neural_ease(1e-3, items_fraction=0.5)(split, 0)
+    assert model.item_ids == [4, 5, 6, 7]
+    vasp = configs.focal_model(
+        VASP, 64, 1e-3, items_fraction=0.5, hidden_dim=4, latent_dim=2
+    )(split, 0)
+    assert vasp.item_ids == [4, 5, 6, 7]
+    assert configs.neural_ease(1e-3)(split, 0).item_ids is None
+    # The memory check sizes the subset's kernel, not the catalogue's.
+    sizes = []
+    monkeypatch.setattr(
+        configs, "check_memory", lambda needed, what: sizes.append(needed)
+    )
+    configs.neural_ease(1e-3, items_fraction=0.5)(split, 0)
+    assert sizes == [24 * 4 * 4]
