@@ -94,7 +94,7 @@ def test_keras_save_load_keeps_b(fitted, tmp_path):
 
 
 def test_exports_match_the_model(fitted, tmp_path):
-    testing.check_saved_model(fitted, tmp_path, use_cli=True)
+    testing.check_saved_model(fitted, tmp_path, use_cli=False)
     testing.check_tflite(fitted, tmp_path)
 
 

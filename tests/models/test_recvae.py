@@ -145,7 +145,7 @@ def test_recvae_save_load_keeps_outputs_and_training_state(
 
 def test_recvae_export_parity(trained, tmp_path):
     model, _ = trained
-    testing.check_saved_model(model, tmp_path, use_cli=True)
+    testing.check_saved_model(model, tmp_path, use_cli=False)
     testing.check_tflite(model, tmp_path)
 
 

@@ -138,7 +138,7 @@ def test_vasp_save_load_gives_same_outputs(trained, reload):
 
 def test_vasp_export_parity(trained, tmp_path):
     model, _ = trained
-    testing.check_saved_model(model, tmp_path, use_cli=True)
+    testing.check_saved_model(model, tmp_path, use_cli=False)
     testing.check_tflite(model, tmp_path)
 
 
