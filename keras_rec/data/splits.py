@@ -359,6 +359,14 @@ def strong_generalization(
             rows.append(user)
             histories.append(seq[~held])
             targets.append(seq[held])
+        if len(users) and not rows:
+            raise ValueError(
+                f"strong_generalization: none of the {len(users)} held-out users "
+                f"drawn has {MIN_HELDOUT_ITEMS} or more items (of those training "
+                "users have) with at least one target at "
+                f"fold_in_fraction={fold_in_fraction}, so there is nothing to "
+                "evaluate; hold out more users or use a lower fold_in_fraction"
+            )
         return EvalSet(
             users=np.asarray(rows, np.int64),
             histories=histories,

@@ -67,7 +67,13 @@ class SelectItems(keras.layers.Layer):
 
     def __init__(self, item_ids: Sequence[int], **kwargs):
         super().__init__(**kwargs)
-        self.item_ids = [int(i) for i in item_ids]
+        ids = np.asarray(item_ids)
+        if ids.ndim != 1 or len(ids) == 0 or (ids < 0).any():
+            raise ValueError(
+                "`item_ids` must be a non-empty list of non-negative item ids. "
+                f"Received {item_ids!r}"
+            )
+        self.item_ids = [int(i) for i in ids]
 
     def call(self, rows):
         return ops.take(rows, ops.convert_to_tensor(self.item_ids, "int32"), axis=-1)
@@ -82,7 +88,8 @@ class SelectItems(keras.layers.Layer):
 @keras.saving.register_keras_serializable(package="keras_rec")
 class PlaceItems(keras.layers.Layer):
     """`[B, len(item_ids)] -> [B, num_items]`: column `k` goes to item
-    `item_ids[k]`, every other item gets `fill_value`.
+    `item_ids[k]`, every other item gets `fill_value` (which may be -inf).
+    Rank-2 inputs only.
 
     Built from TFLite builtin ops (TRANSPOSE, SCATTER_ND), so an exported
     model that places its scores this way converts without Flex ops.
@@ -110,11 +117,12 @@ class PlaceItems(keras.layers.Layer):
         columns = tf.transpose(values)
         shape = tf.stack([self.num_items, tf.shape(values)[0]])
         placed = tf.transpose(tf.scatter_nd(ids, columns, shape))
-        if self.fill_value:
-            outside = np.ones(self.num_items, np.float32)
-            outside[self.item_ids] = 0.0
-            placed += tf.constant(outside * self.fill_value, placed.dtype)
-        return placed
+        if not self.fill_value:
+            return placed
+        covered = np.zeros(self.num_items, bool)
+        covered[self.item_ids] = True
+        fill = tf.fill(tf.shape(placed), tf.constant(self.fill_value, placed.dtype))
+        return tf.where(tf.constant(covered), placed, fill)
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], self.num_items)

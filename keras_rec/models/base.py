@@ -179,7 +179,11 @@ def exclude_and_top_k(
     in `exclude` are padding.
     """
     if exclude is not None:
-        scores = tf.where(seen_mask(exclude, tf.shape(scores)[1]), -1e30, scores)
+        # -inf, below every finite score: a model of a subset of the items
+        # scores the others at the dtype's lowest finite value, still above
+        # what the user has seen.
+        excluded = tf.fill(tf.shape(scores), tf.constant(-np.inf, scores.dtype))
+        scores = tf.where(seen_mask(exclude, tf.shape(scores)[1]), excluded, scores)
     top = tf.math.top_k(scores, k=k)
     return tf.cast(top.indices, tf.int64), top.values
 

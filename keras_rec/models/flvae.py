@@ -230,8 +230,11 @@ class FLVAE(FLVAEBase):
             nonzeros only (`SparseRowsDense`; faster on very sparse rows).
         item_ids: list of int or None. The items the network reads and
             scores (VASP's `items_sampling`, see
-            `keras_rec.layers.item_subset`); the others get probability 0
-            and rank last. `None`: all items.
+            `keras_rec.layers.item_subset`). The others get probability 0
+            in the model's outputs (what the loss sees) and the dtype's
+            lowest finite value from `score_all`/`score_items` (and so the
+            exports), which rank them after every covered item and before
+            the excluded ones. `None`: all items.
 
     Example:
     >>> model = FLVAE(num_items=20, hidden_dim=8, latent_dim=4)

@@ -37,7 +37,11 @@ class NeuralEASE(AutoencoderRecommender, keras.Model):
         item_ids: list of int or None. The items `B` covers (VASP's
             `items_sampling`: its authors keep ML-20M's most popular 30%,
             see `keras_rec.layers.item_subset`); `B` is then
-            `len(item_ids)` square, the other items score lowest. `None`:
+            `len(item_ids)` square. The other items are 0 in the model's
+            outputs (what the loss sees; not for ranking, since `x B` can
+            be negative) and the dtype's lowest finite value from
+            `score_all`/`score_items` and the exports, which rank them
+            after every covered item and before the excluded ones. `None`:
             all items.
         sparse_rows: bool. Train on the rows' nonzeros only
             (`ZeroDiagonalDense(sparse_inputs=True)`; faster on very

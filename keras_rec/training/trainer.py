@@ -240,6 +240,21 @@ def _constructor_defaults(model_class: type) -> dict:
     return json.loads(json.dumps(defaults, default=_json_default))
 
 
+#: Model-config keys that change how fast a model trains, not what it
+#: computes (`sparse_rows`: the autoencoder configs turn it on for sparse
+#: data on a CPU and off on a GPU). A checkpoint resumes whatever their
+#: value; the resumed model keeps the checkpoint's.
+SPEED_ONLY_KEYS = ("sparse_rows",)
+
+
+def _without_speed_keys(config: dict) -> dict:
+    model = config.get("model")
+    if not isinstance(model, dict) or not any(k in model for k in SPEED_ONLY_KEYS):
+        return config
+    kept = {key: value for key, value in model.items() if key not in SPEED_ONLY_KEYS}
+    return {**config, "model": kept}
+
+
 def _with_absent_defaults(recorded: dict, expected: dict, model_class: type) -> dict:
     """`recorded` with the model-config keys it lacks taken from `expected`
     where `expected` holds the constructor's default.
@@ -277,6 +292,11 @@ def _check_resumable(
     recorded = state.get(CONFIG_KEY)
     if recorded is not None and model_class is not None:
         recorded = _with_absent_defaults(recorded, expected, model_class)
+    if recorded is not None:
+        recorded, expected = (
+            _without_speed_keys(recorded),
+            _without_speed_keys(expected),
+        )
     if recorded is not None and recorded != expected:
         differences = _describe(differing_keys(recorded, expected), recorded, expected)
         raise ValueError(

@@ -273,8 +273,8 @@ def test_strong_generalization_evaluates_users_as_the_reference_code():
 def test_strong_generalization_drops_items_unknown_to_training():
     # Item 9 belongs to one user only; whether it survives depends on whether
     # that user trains. Check both outcomes against the rule over many seeds.
-    users = np.repeat(np.arange(10), 4)
-    items = np.tile(np.arange(4), 10)
+    users = np.repeat(np.arange(10), 6)
+    items = np.tile(np.arange(6), 10)
     users = np.append(users, 3)
     items = np.append(items, 9)
     data = Interactions.from_raw(users, items)
@@ -282,7 +282,7 @@ def test_strong_generalization_drops_items_unknown_to_training():
     for seed in range(12):
         split = strong_generalization(data, 2, 2, seed=seed)
         user_3_trains = split.train.user_counts()[3] > 0
-        assert split.num_items == (5 if user_3_trains else 4)
+        assert split.num_items == (7 if user_3_trains else 6)
         assert (9 in split.train.raw_item_ids.tolist()) == user_3_trains
         outcomes.add(bool(user_3_trains))
     assert outcomes == {True, False}
@@ -375,3 +375,15 @@ def test_random_item_validation_needs_a_user_with_two_items():
     data = Interactions(np.array([0, 1]), np.array([0, 1]), 2, 2)
     with pytest.raises(ValueError, match="2 or more interactions"):
         random_item_validation(data)
+
+
+def test_strong_generalization_with_nothing_to_evaluate_is_an_error():
+    # Every user has 4 items: none can be evaluated (5 or more needed).
+    data = Interactions.from_raw(np.repeat(np.arange(20), 4), np.tile(np.arange(4), 20))
+    with pytest.raises(ValueError, match="5 or more items"):
+        strong_generalization(data, 2, 2, seed=0)
+    # 6 items at fold_in_fraction 0.9: floor(0.6) = 0 targets.
+    data = Interactions.from_raw(np.repeat(np.arange(20), 6), np.tile(np.arange(6), 20))
+    with pytest.raises(ValueError, match="fold_in_fraction=0.9"):
+        strong_generalization(data, 2, 2, fold_in_fraction=0.9, seed=0)
+    assert len(strong_generalization(data, 0, 2, seed=0).test) == 2

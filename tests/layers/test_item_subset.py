@@ -199,3 +199,24 @@ def test_configs_build_a_model_of_the_most_popular_items(monkeypatch):
     )
     configs.neural_ease(1e-3, items_fraction=0.5)(split, 0)
     assert sizes == [24 * 4 * 4]
+
+
+def test_recommend_ranks_outside_items_before_seen_ones():
+    # k above the unseen covered items: the rest of the list is the items
+    # outside the subset, never the history.
+    model = NeuralEASE(NUM_ITEMS, seed=0, item_ids=SUBSET)
+    history = np.array([[1, 4, -1]])
+    ids, _ = model.recommend({"item_history": history}, k=NUM_ITEMS - 2)
+    ids = np.asarray(ids)[0]
+    assert sorted(ids[:3]) == [5, 8, 10]
+    assert sorted(ids[3:]) == sorted(np.setdiff1d(np.arange(NUM_ITEMS), SUBSET))
+    assert not {1, 4} & set(ids.tolist())
+
+
+def test_place_items_fills_with_minus_infinity():
+    placed = PlaceItems([2, 0], 3, fill_value=-np.inf)(
+        np.array([[5.0, 7.0]], "float32")
+    )
+    np.testing.assert_array_equal(placed.numpy(), [[7.0, -np.inf, 5.0]])
+    with pytest.raises(ValueError, match="non-negative"):
+        SelectItems([3, -1])

@@ -602,3 +602,15 @@ def test_ema_optimizer_resume_checks_the_averaging(tmp_path):
     other.optimizer.ema_momentum = 0.5
     with pytest.raises(ValueError, match="ema_momentum"):
         train_model(other, _ema_data, 2, checkpoint_dir=checkpoints, progress=False)
+
+
+def test_a_checkpoint_resumes_whatever_its_speed_only_settings():
+    # `sparse_rows` is on for Gowalla on a CPU and off on a GPU: it changes
+    # the speed, not the function, so a CPU checkpoint resumes on a GPU.
+    recorded = {"class": "M", "model": {"num_items": 5, "sparse_rows": True}}
+    state = {"epoch": 1, trainer.CONFIG_KEY: recorded}
+    now = {"class": "M", "model": {"num_items": 5, "sparse_rows": False}}
+    trainer._check_resumable(state, now, 2, "dir", "run")
+    other = {"class": "M", "model": {"num_items": 6, "sparse_rows": False}}
+    with pytest.raises(ValueError, match="num_items"):
+        trainer._check_resumable(state, other, 2, "dir", "run")
