@@ -83,7 +83,7 @@ def test_a_run_stopped_by_its_time_budget_goes_on_later(tmp_path, capsys):
         with open(path) as handle:
             return json.load(handle)
 
-    assert train_all.main([*args, "--time-budget", "0.001"]) == 0
+    assert train_all.main([*args, "--time-budget", "15"]) == 0
     first = record()
     assert first["stopped_by"] == "time_budget" and first["epochs_run"] == 1
     assert state.exists()  # kept, so that the run can go on
@@ -95,7 +95,7 @@ def test_a_run_stopped_by_its_time_budget_goes_on_later(tmp_path, capsys):
 
     # The same budget is spent already: nothing is retrained or rewritten.
     stamp = os.path.getmtime(path)
-    assert train_all.main([*args, "--time-budget", "0.001"]) == 0
+    assert train_all.main([*args, "--time-budget", "15"]) == 0
     assert os.path.getmtime(path) == stamp
     assert "pass a larger --time-budget" in capsys.readouterr().out
 
@@ -118,7 +118,7 @@ def test_force_redoes_a_budget_stopped_run_from_scratch(tmp_path):
         with open(path) as handle:
             return json.load(handle)["resumed_from_epoch"]
 
-    assert train_all.main([*args, "--time-budget", "0.001"]) == 0
+    assert train_all.main([*args, "--time-budget", "15"]) == 0
     assert train_all.main([*args, "--force"]) == 0
     assert resumed_from() == 0
     # An interrupted run (a checkpoint, no results yet) still resumes.

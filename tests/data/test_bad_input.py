@@ -106,10 +106,13 @@ def test_an_ncf_negative_line_without_negatives_says_so(write_file):
 
 def _repeating() -> Interactions:
     # User 0 picks item 0 again last: it would be the test item and a
-    # training item at once.
-    users = [0, 0, 0, 0, 1, 1, 1, 1]
-    items = [0, 1, 2, 0, 1, 2, 3, 0]
-    return Interactions(users, items, 2, 4, timestamps=np.arange(8), name="rep")
+    # training item at once. Five distinct items each, so that every split
+    # (strong_generalization evaluates users with 5 or more) has a user to
+    # evaluate once the repeat is gone (it keeps only items training users
+    # have, so both users have the same five).
+    users = [0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1]
+    items = [0, 1, 2, 3, 4, 0, 4, 3, 2, 1, 0]
+    return Interactions(users, items, 2, 5, timestamps=np.arange(11), name="rep")
 
 
 @pytest.mark.parametrize(
@@ -127,9 +130,9 @@ def test_repeated_pairs_are_refused_until_deduplicated(split):
     with pytest.raises(ValueError, match="1 rows repeat a .user, item. pair"):
         split(data)
     unique = data.deduplicated()
-    assert unique.repeated_pairs() == 0 and len(unique) == 7
-    # The earliest copy is kept: user 0's history is 0, 1, 2.
-    np.testing.assert_array_equal(unique.sequences()[0], [0, 1, 2])
+    assert unique.repeated_pairs() == 0 and len(unique) == 10
+    # The earliest copy is kept: user 0's history is 0, 1, 2, 3, 4.
+    np.testing.assert_array_equal(unique.sequences()[0], [0, 1, 2, 3, 4])
     split(unique)
 
 

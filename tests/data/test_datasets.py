@@ -355,22 +355,12 @@ def test_netflix_reads_the_original_training_set_folder(tmp_path):
 
 def test_make_split_keeps_users_with_enough_high_ratings(tmp_path):
     # Mult-VAE's preprocessing: ratings > 3.5, then users with >= 2 of them.
-    rows = "".join(
-        f"{u},{i},{r},{i}\n"
-        for u, i, r in [
-            (1, 1, 5),
-            (1, 2, 4),
-            (1, 3, 1),  # user 1: two kept ratings
-            (2, 1, 5),
-            (2, 2, 2),
-            (2, 3, 3),  # user 2: one kept rating -> dropped
-            (3, 2, 4),
-            (3, 3, 4.5),
-            (3, 4, 4),
-            (4, 1, 4),
-            (4, 4, 5),
-        ]
-    )
+    # Kept users have 5 or more, so whichever is held out can be evaluated.
+    kept_rows = [(1, i, 4 + i % 2) for i in range(1, 6)]  # user 1: five kept
+    kept_rows += [(3, i, 4.5) for i in range(2, 7)]  # user 3: five kept
+    kept_rows += [(4, i, 4) for i in range(1, 7)]  # user 4: six kept
+    dropped_rows = [(1, 6, 1), (2, 1, 5), (2, 2, 2), (2, 3, 3)]  # user 2: one kept
+    rows = "".join(f"{u},{i},{r},{i}\n" for u, i, r in kept_rows + dropped_rows)
     data_dir = write_layout(
         tmp_path, {"ml-20m/ratings.csv": "userId,movieId,rating,timestamp\n" + rows}
     )
@@ -383,7 +373,7 @@ def test_make_split_keeps_users_with_enough_high_ratings(tmp_path):
         min_user_interactions=2,
     )
     kept = dataset.interactions.filter(min_rating=4.0, min_user_interactions=2)
-    assert (kept.num_users, len(kept)) == (3, 7)
+    assert (kept.num_users, len(kept)) == (3, 16)
     assert split.train.num_users == 3
 
 
