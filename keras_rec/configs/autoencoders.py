@@ -29,6 +29,7 @@ from keras_rec.models.autoencoder_base import training_rows
 from keras_rec.models.ease import EASE
 from keras_rec.models.mult_vae import MultDAE, MultVAE
 from keras_rec.models.popularity import Popularity
+from keras_rec.training.optimizers import FusedAdam
 
 PROTOCOL = "strong_generalization"
 MONITOR = "ndcg@100"
@@ -96,7 +97,7 @@ def sparse_rows(split) -> bool:
 def compile_rows_model(model: keras.Model, learning_rate: float) -> keras.Model:
     """Adam and the multinomial likelihood, as Mult-VAE/DAE train."""
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
+        optimizer=FusedAdam(learning_rate),
         loss=MultinomialLogLikelihood(),
     )
     return model

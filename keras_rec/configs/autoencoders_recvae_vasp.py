@@ -32,6 +32,7 @@ from keras_rec.models.flvae import FLVAE
 from keras_rec.models.neural_ease import NeuralEASE
 from keras_rec.models.recvae import RecVAE, alternating_rows_dataset
 from keras_rec.models.vasp import VASP, split_brain_dataset
+from keras_rec.training.optimizers import FusedAdam, FusedNadam
 
 # One definition of the protocol, held-out users and paper numbers for the
 # whole autoencoder family lives in `keras_rec.configs.autoencoders`.
@@ -111,7 +112,7 @@ def recvae(learning_rate: float = 5e-4, **model_options):
             seed=seed,
             **{"sparse_rows": sparse_rows(split), **model_options},
         )
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate))
+        model.compile(optimizer=FusedAdam(learning_rate))
         return model
 
     return build
@@ -149,7 +150,7 @@ def focal_model(
             item_ids=item_ids,
             **{"sparse_rows": sparse_rows(split), **model_options},
         )
-        model.compile(optimizer=keras.optimizers.Nadam(schedule), loss=FocalLoss())
+        model.compile(optimizer=FusedNadam(schedule), loss=FocalLoss())
         return model
 
     return build
@@ -173,7 +174,7 @@ def neural_ease(
             sparse_rows=sparse_rows(split),
         )
         model.compile(
-            optimizer=keras.optimizers.Nadam(learning_rate), loss=CosineProximityLoss()
+            optimizer=FusedNadam(learning_rate), loss=CosineProximityLoss()
         )
         return model
 

@@ -1,5 +1,6 @@
 """Training loops, checkpoints and results files."""
 
+from keras_rec.training.optimizers import FusedAdam, FusedNadam
 from keras_rec.training.results import (
     atomic_write_json,
     markdown_table,
@@ -9,6 +10,8 @@ from keras_rec.training.results import (
 from keras_rec.training.trainer import TrainingResult, train_model
 
 __all__ = [
+    "FusedAdam",
+    "FusedNadam",
     "TrainingResult",
     "atomic_write_json",
     "markdown_table",
