@@ -173,9 +173,7 @@ def neural_ease(
             item_ids=item_ids,
             sparse_rows=sparse_rows(split),
         )
-        model.compile(
-            optimizer=FusedNadam(learning_rate), loss=CosineProximityLoss()
-        )
+        model.compile(optimizer=FusedNadam(learning_rate), loss=CosineProximityLoss())
         return model
 
     return build
