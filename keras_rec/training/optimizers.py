@@ -38,6 +38,15 @@ class _FusedUpdate:
     """Mixin: `update_step` of variables of `fuse_min_size` elements or more,
     with a dense gradient, runs as one XLA computation."""
 
+    def __init__(
+        self,
+        learning_rate=0.001,
+        fuse_min_size: int = DEFAULT_FUSE_MIN_SIZE,
+        **kwargs,
+    ):
+        super().__init__(learning_rate=learning_rate, **kwargs)
+        self._init_fusion(fuse_min_size)
+
     def _init_fusion(self, fuse_min_size: int) -> None:
         if isinstance(fuse_min_size, bool) or not isinstance(fuse_min_size, int):
             raise ValueError(
@@ -94,15 +103,6 @@ class FusedAdam(_FusedUpdate, keras.optimizers.Adam):
     1048576
     """
 
-    def __init__(
-        self,
-        learning_rate=0.001,
-        fuse_min_size: int = DEFAULT_FUSE_MIN_SIZE,
-        **kwargs,
-    ):
-        super().__init__(learning_rate=learning_rate, **kwargs)
-        self._init_fusion(fuse_min_size)
-
 
 @keras.saving.register_keras_serializable(package="keras_rec")
 class FusedNadam(_FusedUpdate, keras.optimizers.Nadam):
@@ -124,12 +124,3 @@ class FusedNadam(_FusedUpdate, keras.optimizers.Nadam):
     >>> optimizer.get_config()["fuse_min_size"]
     1048576
     """
-
-    def __init__(
-        self,
-        learning_rate=0.001,
-        fuse_min_size: int = DEFAULT_FUSE_MIN_SIZE,
-        **kwargs,
-    ):
-        super().__init__(learning_rate=learning_rate, **kwargs)
-        self._init_fusion(fuse_min_size)
