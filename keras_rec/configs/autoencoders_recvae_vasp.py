@@ -176,8 +176,7 @@ def neural_ease(
             sparse_rows=sparse_rows(split),
         )
         model.compile(
-            optimizer=keras.optimizers.Nadam(learning_rate),
-            loss=CosineProximityLoss(),
+            optimizer=keras.optimizers.Nadam(learning_rate), loss=CosineProximityLoss()
         )
         return model
 

@@ -55,7 +55,7 @@ def test_a_schedule_as_learning_rate():
 
 @pytest.mark.parametrize("value", [-1, 1.5, True, "big"])
 def test_fuse_min_size_is_checked(value):
-    with pytest.raises(ValueError, match="`fuse_min_size` must be a non-negative"):
+    with pytest.raises(ValueError, match="`fuse_min_size` must be an integer >= 0"):
         FusedAdam(fuse_min_size=value)
 
 
