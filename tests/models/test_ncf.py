@@ -174,7 +174,7 @@ def test_decayed_adam_falls_from_the_rate_to_zero_over_its_epochs():
 
 @pytest.mark.parametrize("builder", [ncf_configs.gmf, ncf_configs.mlp])
 def test_a_resumed_part_continues_its_decay(builder, tmp_path):
-    # The trainer checkpoints `model.keras` (optimizer included): the
+    # The trainer checkpoints the model (optimizer included): the
     # reloaded optimizer must be at the same point of the schedule.
     split = _small_split()
     model = builder(8, 1e-3, decay_epochs=2, num_negatives=4, batch_size=32)(split, 0)

@@ -1,6 +1,7 @@
 import itertools
 import json
 import os
+import shutil
 import types
 import warnings
 
@@ -116,14 +117,14 @@ def test_a_kill_between_the_model_and_the_state_write_loses_nothing(
         )
     monkeypatch.setattr(trainer, "atomic_write_json", write)
     assert _state(checkpoints)["epoch"] == 1
-    assert os.path.exists(os.path.join(checkpoints, "model-00002.keras"))
+    assert os.path.isdir(os.path.join(checkpoints, "model-00002"))
     resumed = train_model(
         _model(train), _data(train), 3, checkpoint_dir=checkpoints, progress=False
     )
     assert resumed.resumed_from == 1 and resumed.epochs_run == 3
     for ours, theirs in zip(resumed.model.weights, reference.weights, strict=True):
         np.testing.assert_allclose(ours.numpy(), theirs.numpy(), atol=1e-5)
-    assert sorted(os.listdir(checkpoints)) == ["model-00003.keras", STATE_FILE]
+    assert sorted(os.listdir(checkpoints)) == ["model-00003", STATE_FILE]
 
 
 def test_a_checkpoint_of_the_older_layout_resumes(train, tmp_path):
@@ -132,14 +133,41 @@ def test_a_checkpoint_of_the_older_layout_resumes(train, tmp_path):
     train_model(
         _model(train), _data(train), 1, checkpoint_dir=checkpoints, progress=False
     )
-    os.rename(_checkpoint_model(checkpoints), os.path.join(checkpoints, MODEL_FILE))
+    _zip(_checkpoint_model(checkpoints), os.path.join(checkpoints, MODEL_FILE))
     for key in ("model_file", "seed_states", "train_seconds", "monitor"):
         _edit_state(checkpoints, lambda state, key=key: state.pop(key))
     resumed = train_model(
         _model(train), _data(train), 2, checkpoint_dir=checkpoints, progress=False
     )
     assert resumed.resumed_from == 1 and resumed.epochs_run == 2
-    assert sorted(os.listdir(checkpoints)) == ["model-00002.keras", STATE_FILE]
+    assert sorted(os.listdir(checkpoints)) == ["model-00002", STATE_FILE]
+
+
+def _zip(model_dir, path):
+    """Rewrites a checkpoint's unzipped model as the `.keras` archive that
+    checkpoints held before 2026-11-29."""
+    keras.saving.load_model(model_dir).save(path)
+    shutil.rmtree(model_dir)
+
+
+def test_a_zipped_checkpoint_resumes_to_the_same_weights(train, tmp_path):
+    # Checkpoints written before the unzipped format name `model-<epoch>.keras`;
+    # a temporary file of an interrupted write beside it is removed.
+    reference = train_model(_model(train), _data(train), 2, progress=False).model
+    checkpoints = str(tmp_path / "run")
+    train_model(
+        _model(train), _data(train), 1, checkpoint_dir=checkpoints, progress=False
+    )
+    _zip(_checkpoint_model(checkpoints), os.path.join(checkpoints, "model-00001.keras"))
+    _edit_state(checkpoints, lambda state: state.update(model_file="model-00001.keras"))
+    os.mkdir(os.path.join(checkpoints, "model-00002.tmp"))
+    resumed = train_model(
+        _model(train), _data(train), 2, checkpoint_dir=checkpoints, progress=False
+    )
+    assert resumed.resumed_from == 1 and resumed.epochs_run == 2
+    for ours, theirs in zip(resumed.model.weights, reference.weights, strict=True):
+        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), atol=1e-5)
+    assert sorted(os.listdir(checkpoints)) == ["model-00002", STATE_FILE]
 
 
 def test_a_missing_model_file_is_named(train, tmp_path):
@@ -147,8 +175,8 @@ def test_a_missing_model_file_is_named(train, tmp_path):
     train_model(
         _model(train), _data(train), 1, checkpoint_dir=checkpoints, progress=False
     )
-    os.remove(_checkpoint_model(checkpoints))
-    with pytest.raises(ValueError, match="model-00001.keras is missing"):
+    shutil.rmtree(_checkpoint_model(checkpoints))
+    with pytest.raises(ValueError, match="model-00001 is missing"):
         train_model(
             _model(train), _data(train), 2, checkpoint_dir=checkpoints, progress=False
         )
