@@ -32,7 +32,7 @@ from keras_rec.models.flvae import FLVAE
 from keras_rec.models.neural_ease import NeuralEASE
 from keras_rec.models.recvae import RecVAE, alternating_rows_dataset
 from keras_rec.models.vasp import VASP, split_brain_dataset
-from keras_rec.training.optimizers import FusedAdam
+from keras_rec.training.optimizers import FusedAdam, FusedNadam
 
 # One definition of the protocol, held-out users and paper numbers for the
 # whole autoencoder family lives in `keras_rec.configs.autoencoders`.
@@ -150,9 +150,7 @@ def focal_model(
             item_ids=item_ids,
             **{"sparse_rows": sparse_rows(split), **model_options},
         )
-        # Keras' Nadam: FusedNadam's XLA update of the item-item kernel ran
-        # out of memory on Gowalla's top-50% entry (see README, Speed).
-        model.compile(optimizer=keras.optimizers.Nadam(schedule), loss=FocalLoss())
+        model.compile(optimizer=FusedNadam(schedule), loss=FocalLoss())
         return model
 
     return build
@@ -175,9 +173,7 @@ def neural_ease(
             item_ids=item_ids,
             sparse_rows=sparse_rows(split),
         )
-        model.compile(
-            optimizer=keras.optimizers.Nadam(learning_rate), loss=CosineProximityLoss()
-        )
+        model.compile(optimizer=FusedNadam(learning_rate), loss=CosineProximityLoss())
         return model
 
     return build
