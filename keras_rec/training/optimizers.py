@@ -100,9 +100,7 @@ class FusedNadam(_FusedUpdate, keras.optimizers.Nadam):
 
     Same arguments, variables and results as `keras.optimizers.Nadam` (to
     float rounding); see the module docstring for why it is faster. Made
-    for an item-item kernel (Neural EASE, VASP), but XLA's update holds
-    more copies of the kernel than Keras' does: on Gowalla's top-50%
-    entry it ran out of memory, so those configs keep Keras' Nadam.
+    for an item-item kernel: Neural EASE, FLVAE and VASP train with it.
 
     Args:
         learning_rate: float or schedule. Defaults to Keras' Nadam default.
