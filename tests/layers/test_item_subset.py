@@ -198,7 +198,7 @@ def test_configs_build_a_model_of_the_most_popular_items(monkeypatch):
         configs, "check_memory", lambda needed, what: sizes.append(needed)
     )
     configs.neural_ease(1e-3, items_fraction=0.5)(split, 0)
-    assert sizes == [24 * 4 * 4]
+    assert sizes == [configs.KERNEL_COPIES * 4 * 4 * 4]
 
 
 def test_recommend_ranks_outside_items_before_seen_ones():
