@@ -118,13 +118,19 @@ def test_a_kill_between_the_model_and_the_state_write_loses_nothing(
     monkeypatch.setattr(trainer, "atomic_write_json", write)
     assert _state(checkpoints)["epoch"] == 1
     assert os.path.isdir(os.path.join(checkpoints, "model-00002"))
+    _assert_resumes_from_epoch_1(train, checkpoints, reference, epochs=3)
+
+
+def _assert_resumes_from_epoch_1(train, checkpoints, reference, epochs):
+    """Resumes the run in `checkpoints` (at epoch 1) to `epochs`: the
+    weights equal `reference`'s and only the last epoch's files remain."""
     resumed = train_model(
-        _model(train), _data(train), 3, checkpoint_dir=checkpoints, progress=False
+        _model(train), _data(train), epochs, checkpoint_dir=checkpoints, progress=False
     )
-    assert resumed.resumed_from == 1 and resumed.epochs_run == 3
+    assert resumed.resumed_from == 1 and resumed.epochs_run == epochs
     for ours, theirs in zip(resumed.model.weights, reference.weights, strict=True):
         np.testing.assert_allclose(ours.numpy(), theirs.numpy(), atol=1e-5)
-    assert sorted(os.listdir(checkpoints)) == ["model-00003", STATE_FILE]
+    assert sorted(os.listdir(checkpoints)) == [f"model-{epochs:05d}", STATE_FILE]
 
 
 def test_a_checkpoint_of_the_older_layout_resumes(train, tmp_path):
@@ -161,13 +167,7 @@ def test_a_zipped_checkpoint_resumes_to_the_same_weights(train, tmp_path):
     _zip(_checkpoint_model(checkpoints), os.path.join(checkpoints, "model-00001.keras"))
     _edit_state(checkpoints, lambda state: state.update(model_file="model-00001.keras"))
     os.mkdir(os.path.join(checkpoints, "model-00002.tmp"))
-    resumed = train_model(
-        _model(train), _data(train), 2, checkpoint_dir=checkpoints, progress=False
-    )
-    assert resumed.resumed_from == 1 and resumed.epochs_run == 2
-    for ours, theirs in zip(resumed.model.weights, reference.weights, strict=True):
-        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), atol=1e-5)
-    assert sorted(os.listdir(checkpoints)) == ["model-00002", STATE_FILE]
+    _assert_resumes_from_epoch_1(train, checkpoints, reference, epochs=2)
 
 
 def test_a_missing_model_file_is_named(train, tmp_path):
