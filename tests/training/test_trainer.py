@@ -158,7 +158,7 @@ def _zip(model_dir, path):
 
 def test_a_zipped_checkpoint_resumes_to_the_same_weights(train, tmp_path):
     # Checkpoints written before the unzipped format name `model-<epoch>.keras`;
-    # a temporary file of an interrupted write beside it is removed.
+    # temporary files of interrupted writes beside it are removed.
     reference = train_model(_model(train), _data(train), 2, progress=False).model
     checkpoints = str(tmp_path / "run")
     train_model(
@@ -166,7 +166,9 @@ def test_a_zipped_checkpoint_resumes_to_the_same_weights(train, tmp_path):
     )
     _zip(_checkpoint_model(checkpoints), os.path.join(checkpoints, "model-00001.keras"))
     _edit_state(checkpoints, lambda state: state.update(model_file="model-00001.keras"))
-    os.mkdir(os.path.join(checkpoints, "model-00002.tmp"))
+    # Interrupted writes of either format, which no save would overwrite:
+    os.mkdir(os.path.join(checkpoints, "model-00000.tmp"))
+    open(os.path.join(checkpoints, "model-00000.keras.tmp.keras"), "w").close()
     _assert_resumes_from_epoch_1(train, checkpoints, reference, epochs=2)
 
 
