@@ -75,24 +75,25 @@ def split_brain(batch_size: int):
 
 #: Copies of an item-item kernel a CPU needs room for while training it
 #: (see `check_item_kernel_memory`).
-KERNEL_COPIES = 11
+KERNEL_COPIES = 12
 
 
 def check_item_kernel_memory(num_items: int, model: str) -> None:
     """Fails early, naming the sizes, when an `items x items` kernel trained
     with Nadam cannot fit in this machine's memory.
 
-    The check counts 11 float32 copies of it: the nine a training step of
+    The check counts 12 float32 copies of it: the nine a training step of
     Neural EASE (alone or inside VASP) holds at once with `FusedNadam` (the
     weights and two moments; the zero-diagonal copy of the forward pass and
     two gradients; the update's three new values before they replace the
-    old ones) and two for the rest (a checkpoint being written, the data,
-    TensorFlow's allocator). Measured: 17.7 GiB resident at
-    the peak of Gowalla's top-50% entry (20,490 items, 1.56 GiB a copy,
-    with `FusedNadam`). On all of Gowalla's 40,981 items that is 69 GiB,
-    more than a 24 GB CPU machine has (`items_fraction` 0.5 makes it 17.2
-    GiB); a GPU keeps them in device memory, so the check applies to
-    CPU-only training.
+    old ones) and three for the rest (checkpoint writes, restoring the best
+    epoch's weights, the data, TensorFlow's allocator). Measured on
+    Gowalla's top-50% entry (20,490 items, 1.56 GiB a copy; `FusedNadam`,
+    40 epochs): 17.7 GiB resident through training, 19.3 GiB at the peak
+    (restoring the best weights at the end), 12.3 copies. On all of
+    Gowalla's 40,981 items the check asks for 75 GiB, more than a 24 GB CPU
+    machine has (`items_fraction` 0.5: 18.8 GiB); a GPU keeps them in
+    device memory, so the check applies to CPU-only training.
 
     Raises:
         InsufficientMemoryError: (a `ValueError`) it will not fit.
@@ -103,8 +104,8 @@ def check_item_kernel_memory(num_items: int, model: str) -> None:
         KERNEL_COPIES * 4 * num_items * num_items,
         f"Training {model}'s {num_items} x {num_items} kernel with Nadam "
         f"({KERNEL_COPIES} float32 copies at the peak: weights, two moments, "
-        "zero-diagonal copy, two gradients, the update's new values, a "
-        "checkpoint's) on the CPU",
+        "zero-diagonal copy, two gradients, the update's new values, "
+        "checkpoints and the best weights) on the CPU",
     )
 
 
@@ -311,8 +312,8 @@ EXPERIMENTS: list[Experiment] = [
     _focal_entry("flvae", "gowalla", 40, 1, 2048, learning_rate=1e-3, **CPU_SIZE),
     _neural_ease_entry("gowalla", 40, 1, 2048, 1e-3),
     # The same on the 50% most popular items (the authors' items_sampling),
-    # whose item-item kernel fits this 24 GB CPU machine (17.2 GiB at the
-    # peak instead of 69 GiB); the other items rank last. They hold 73% of seed 0's test
+    # whose item-item kernel fits this 24 GB CPU machine (18.8 GiB at the
+    # peak instead of 75 GiB); the other items rank last. They hold 73% of seed 0's test
     # targets, so recall is capped well below the full models'.
     _neural_ease_entry("gowalla", 40, 1, 2048, 1e-3, 0.5, "neural_ease_top50"),
     _focal_entry(
