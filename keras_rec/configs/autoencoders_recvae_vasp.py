@@ -313,8 +313,8 @@ EXPERIMENTS: list[Experiment] = [
     _neural_ease_entry("gowalla", 40, 1, 2048, 1e-3),
     # The same on the 50% most popular items (the authors' items_sampling),
     # whose item-item kernel fits this 24 GB CPU machine (18.8 GiB at the
-    # peak instead of 75 GiB); the other items rank last. They hold 73% of seed 0's test
-    # targets, so recall is capped well below the full models'.
+    # peak instead of 75 GiB); the other items rank last. They hold 73% of
+    # seed 0's test targets, so recall is capped well below the full models'.
     _neural_ease_entry("gowalla", 40, 1, 2048, 1e-3, 0.5, "neural_ease_top50"),
     _focal_entry(
         "vasp_top50",

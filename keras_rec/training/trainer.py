@@ -3,8 +3,8 @@
 `train_model` runs Keras `fit` one epoch at a time on a fresh pipeline from
 `make_dataset(epoch)` (so negatives are re-drawn every epoch), and after each
 epoch writes the model (`model-<epoch>/`, Keras' unzipped format) and then
-`state.json`, which names it, atomically into `checkpoint_dir`; the previous epoch's file is
-removed only after that. An interrupted run (Ctrl-C, a killed process, even
+`state.json`, which names it, atomically into `checkpoint_dir`; the previous
+epoch's model is removed only after that. An interrupted run (Ctrl-C, a killed process, even
 one killed between the two writes) resumes from the last epoch `state.json`
 records, with the optimizer state, the state of the model's random seed
 generators (dropout, sampling: Keras does not save them in `.keras` files),
