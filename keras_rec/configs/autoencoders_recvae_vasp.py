@@ -75,25 +75,26 @@ def split_brain(batch_size: int):
 
 #: Copies of an item-item kernel a CPU needs room for while training it
 #: (see `check_item_kernel_memory`).
-KERNEL_COPIES = 12
+KERNEL_COPIES = 13
 
 
 def check_item_kernel_memory(num_items: int, model: str) -> None:
     """Fails early, naming the sizes, when an `items x items` kernel trained
     with Nadam cannot fit in this machine's memory.
 
-    The check counts 12 float32 copies of it: the nine a training step of
+    The check counts 13 float32 copies of it: the nine a training step of
     Neural EASE (alone or inside VASP) holds at once with `FusedNadam` (the
     weights and two moments; the zero-diagonal copy of the forward pass and
     two gradients; the update's three new values before they replace the
-    old ones) and three for the rest (checkpoint writes, restoring the best
+    old ones) and four for the rest (checkpoint writes, restoring the best
     epoch's weights, the data, TensorFlow's allocator). Measured on
-    Gowalla's top-50% entry (20,490 items, 1.56 GiB a copy; `FusedNadam`,
-    40 epochs): 17.7 GiB resident through training, 19.3 GiB at the peak
-    (restoring the best weights at the end), 12.3 copies. On all of
-    Gowalla's 40,981 items the check asks for 75 GiB, more than a 24 GB CPU
-    machine has (`items_fraction` 0.5: 18.8 GiB); a GPU keeps them in
-    device memory, so the check applies to CPU-only training.
+    Gowalla's top-50% entry (20,490 items, 1.56 GiB a copy; `FusedNadam`):
+    seed 0 held 17.7 GiB through training and peaked at 19.3 GiB (12.3
+    copies) when the best weights were restored; seed 1 peaked at 20.4 GiB
+    (13.0 copies) in its first epochs. On all of Gowalla's 40,981 items the
+    check asks for 81 GiB, more than a 24 GB CPU machine has
+    (`items_fraction` 0.5: 20.3 GiB); a GPU keeps them in device memory, so
+    the check applies to CPU-only training.
 
     Raises:
         InsufficientMemoryError: (a `ValueError`) it will not fit.
@@ -327,8 +328,8 @@ EXPERIMENTS: list[Experiment] = [
     _focal_entry("flvae", "gowalla", 40, 1, 2048, learning_rate=1e-3, **CPU_SIZE),
     _neural_ease_entry("gowalla", 40, 1, 2048, 1e-3),
     # The same on the 50% most popular items (the authors' items_sampling),
-    # whose item-item kernel fits this 24 GB CPU machine (18.8 GiB at the
-    # peak instead of 75 GiB); the other items rank last. They hold 73% of
+    # whose item-item kernel fits this 24 GB CPU machine (20.3 GiB at the
+    # peak instead of 81 GiB); the other items rank last. They hold 73% of
     # seed 0's test targets, so recall is capped well below the full models'.
     # Patience 10: seed 0 of each peaked early (epochs 12 and 8) and fell
     # after, so 10 epochs without a better validation NDCG@100 stop a run
