@@ -333,8 +333,8 @@ EXPERIMENTS: list[Experiment] = [
     # seed 0's test targets, so recall is capped well below the full models'.
     # Patience 10: seed 0 of each peaked early (epochs 12 and 8) and fell
     # after, so 10 epochs without a better validation NDCG@100 stop a run
-    # (the same kept epoch as the 40 and 30 epochs seed 0 ran, at about
-    # half the time: 1-2 hours an entry on this CPU).
+    # (the same kept epoch as the 40 and 30 epochs seed 0 ran; Neural EASE's
+    # seeds 1 and 2 took 34-37 minutes each here, seed 0's 40 epochs 61).
     _neural_ease_entry(
         "gowalla", 40, 1, 2048, 1e-3, 0.5, "neural_ease_top50", patience=10
     ),
