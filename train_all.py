@@ -108,6 +108,7 @@ def run_one(experiment, seed: int, dataset, args) -> dict:
     run = f"{experiment.name}_seed{seed}"
     started = datetime.datetime.now(datetime.timezone.utc).isoformat()
     split = make_split(dataset, experiment.protocol, seed, **experiment.split_options)
+    split_checksum = split.checksum()
     strategy = args.strategy_object
     epochs = args.epochs or experiment.epochs
     eval_every = args.eval_every or experiment.eval_every
@@ -146,6 +147,7 @@ def run_one(experiment, seed: int, dataset, args) -> dict:
                 time_budget=args.time_budget,
                 progress=not args.quiet,
                 description=f"{run}/{name}",
+                data_checksum=split_checksum,
             )
             parts[name] = {
                 "epochs_run": result.epochs_run,
@@ -202,6 +204,7 @@ def run_one(experiment, seed: int, dataset, args) -> dict:
             description=run,
             strategy=strategy,
             fit_epoch=_fit_epoch(strategy, experiment),
+            data_checksum=split_checksum,
         )
         model = training.model
         seconds_per_epoch = training.seconds_per_epoch
@@ -225,6 +228,7 @@ def run_one(experiment, seed: int, dataset, args) -> dict:
         "dataset": {
             "name": dataset.name,
             "checksum_sha256": dataset.checksum(),
+            "split_sha256": split_checksum,
             "files": list(dataset.files),
             "users": split.num_users,
             "items": split.num_items,

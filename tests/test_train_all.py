@@ -39,6 +39,7 @@ def test_default_run_writes_results_table_and_exports(tmp_path):
             record = json.load(handle)
         assert record["seed"] == 0
         assert len(record["dataset"]["checksum_sha256"]) == 64
+        assert len(record["dataset"]["split_sha256"]) == 64
         assert "tensorflow" in " ".join(record["versions"])
         assert set(record["metrics"]) == {"loo_sampled", "loo_full"}
         assert 0.0 <= record["metrics"]["loo_sampled"]["hr@10"] <= 1.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 
 import numpy as np
 import scipy.sparse as sp
@@ -48,6 +49,23 @@ class EvalSet:
         matrix.data[:] = 1.0
         return matrix
 
+    def update_digest(self, digest) -> None:
+        """Feeds the users, histories, targets and negatives to `digest`."""
+        lengths = np.fromiter((len(h) for h in self.histories), np.int64, len(self))
+        parts = [
+            np.asarray(self.users, np.int64),
+            lengths,
+            *(np.asarray(h, np.int64) for h in self.histories),
+            np.asarray(self.targets.shape, np.int64),
+            np.asarray(self.targets.indptr, np.int64),
+            np.asarray(self.targets.indices, np.int64),
+            np.asarray([self.known_users], np.int64),
+        ]
+        if self.negatives is not None:
+            parts.append(np.asarray(self.negatives, np.int64))
+        for part in parts:
+            digest.update(part.tobytes())
+
     def take(self, rows: np.ndarray) -> EvalSet:
         return EvalSet(
             users=self.users[rows],
@@ -70,6 +88,22 @@ class Split:
     @property
     def num_users(self) -> int:
         return self.train.num_users
+
+    def checksum(self) -> str:
+        """sha256 of the training pairs and of who is evaluated on what.
+
+        Two splits of one file differ here when the seed, the protocol's
+        options or the splitting code differ: a checkpoint records it, so
+        that a model is never trained on further under another split (whose
+        held-out users may be in the first one's training data).
+        """
+        digest = hashlib.sha256(self.protocol.encode())
+        digest.update(self.train.checksum().encode())
+        for name, part in (("test", self.test), ("validation", self.validation)):
+            digest.update(name.encode())
+            if part is not None:
+                part.update_digest(digest)
+        return digest.hexdigest()
 
     @property
     def num_items(self) -> int:

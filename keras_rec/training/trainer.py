@@ -52,6 +52,8 @@ BEST_FILE = "best.weights.h5"
 STATE_FILE = "state.json"
 #: Key of `training_config` in `state.json` (absent in older checkpoints).
 CONFIG_KEY = "config"
+#: Key of the training data's checksum in `state.json` (absent in older ones).
+DATA_KEY = "data_checksum"
 
 
 @dataclasses.dataclass
@@ -351,6 +353,34 @@ def _check_monitor(state: dict, monitor, checkpoint_dir: str, description: str):
     )
 
 
+def _check_data(state: dict, data_checksum, checkpoint_dir: str, description):
+    """Raises ValueError if the checkpoint was trained on other data than
+    `data_checksum` names: going on would mix two splits, and the second's
+    held-out users may be in the first one's training data. A checkpoint
+    that records none (an older keras_rec) is resumed with a warning and
+    records `data_checksum` from then on."""
+    if data_checksum is None:
+        return
+    recorded = state.get(DATA_KEY)
+    if recorded is None:
+        warnings.warn(
+            f"{description}: the checkpoint in {checkpoint_dir} records no data "
+            "checksum (written by an older keras_rec), so it cannot be checked "
+            "that it was trained on this split; training goes on from it. "
+            + _start_over(checkpoint_dir),
+            stacklevel=3,
+        )
+        state[DATA_KEY] = data_checksum
+    elif recorded != data_checksum:
+        raise ValueError(
+            f"{description}: the checkpoint in {checkpoint_dir} was trained on "
+            f"other data or another split (data checksum {recorded[:12]}... -> "
+            f"{data_checksum[:12]}... now: another data file, seed, protocol "
+            "option or splitting code), and going on from it could train on "
+            "the held-out users' items. " + _start_over(checkpoint_dir)
+        )
+
+
 def _warn_unrecorded(model, expected: dict, checkpoint_dir: str, description):
     """An old checkpoint records no configuration: resume it, but say so if
     the loaded model's config is not the one passed in."""
@@ -394,6 +424,7 @@ def train_model(
     fit_epoch: Callable[[keras.Model, tf.data.Dataset, int], float] | None = None,
     description: str = "training",
     strategy: tf.distribute.Strategy | None = None,
+    data_checksum: str | None = None,
 ) -> TrainingResult:
     """Trains `model` for up to `epochs` epochs, resumable from `checkpoint_dir`.
 
@@ -423,6 +454,9 @@ def train_model(
             A resumed model is loaded in its scope; only the chief writes
             checkpoints; stop decisions are agreed on by all workers. With
             several workers pass `fit_epoch=DistributedEpoch(...)`.
+        data_checksum: identifies the training data and split (e.g.
+            `Split.checksum()`); recorded in the checkpoint, and a
+            checkpoint that records another one is not resumed.
 
     Resuming: when `checkpoint_dir` holds a checkpoint, training goes on
     from the checkpoint's model (its weights and optimizer state); `model`
@@ -439,8 +473,8 @@ def train_model(
         ValueError: `time_budget` is not positive; or `checkpoint_dir` holds
             a checkpoint trained with another configuration (the message
             names the differing keys), for more epochs than `epochs`, with
-            its best weights kept by another `monitor`, or whose model file
-            is missing.
+            its best weights kept by another `monitor`, on other data
+            (`data_checksum`), or whose model file is missing.
             Either way, use a new `checkpoint_dir` or delete that one to
             start over (`train_all.py --force`).
         FloatingPointError: the loss became NaN or infinite (the checkpoint
@@ -462,6 +496,7 @@ def train_model(
         "train_seconds": 0.0,
         "best": None,
         CONFIG_KEY: expected,
+        DATA_KEY: data_checksum,
     }
     resumed_from = 0
     if checkpoint_dir:
@@ -483,6 +518,7 @@ def train_model(
                 state, expected, epochs, checkpoint_dir, description, type(model)
             )
             _check_monitor(state, monitor, checkpoint_dir, description)
+            _check_data(state, data_checksum, checkpoint_dir, description)
             model = build_in_scope(
                 strategy, lambda: keras.saving.load_model(model_path)
             )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 
 import numpy as np
 import pytest
@@ -296,6 +297,33 @@ def test_strong_generalization_is_seeded(synthetic):
     assert (first.test.targets != again.test.targets).nnz == 0
     assert first.train.checksum() == again.train.checksum()
     assert set(first.test.users.tolist()) != set(other.test.users.tolist())
+
+
+def test_split_checksum_tells_splits_apart(synthetic):
+    first = strong_generalization(synthetic, 10, 10, seed=1)
+    assert (
+        first.checksum() == strong_generalization(synthetic, 10, 10, seed=1).checksum()
+    )
+    others = [
+        strong_generalization(synthetic, 10, 10, seed=2),
+        strong_generalization(synthetic, 10, 10, fold_in_fraction=0.5, seed=1),
+        dataclasses.replace(first, validation=None),
+    ]
+    # The same users and training data, one fold-in item moved to the targets.
+    histories = list(first.test.histories)
+    moved, histories[0] = histories[0][0], histories[0][1:]
+    targets = first.test.targets.tolil()
+    targets[0, moved] = 1.0
+    others.append(
+        dataclasses.replace(
+            first,
+            test=dataclasses.replace(
+                first.test, histories=histories, targets=targets.tocsr()
+            ),
+        )
+    )
+    checksums = {split.checksum() for split in [first, *others]}
+    assert len(checksums) == 1 + len(others)
 
 
 def test_strong_generalization_too_many_heldout_users(synthetic):
