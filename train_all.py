@@ -384,6 +384,28 @@ def _changed_config(results_path: str, experiment, args) -> str:
     )
 
 
+def _changed_split(path: str, experiment, seed: int, datasets: dict, args) -> str:
+    """ "split: ..." if the finished run in `path` recorded another split
+    checksum than this seed's split has now (the data file or the splitting
+    code changed since), else "" (also for records older than the checksum)."""
+    with open(path) as handle:
+        recorded = json.load(handle).get("dataset", {}).get("split_sha256")
+    if recorded is None:
+        return ""
+    if experiment.dataset not in datasets:
+        datasets[experiment.dataset] = load_dataset(experiment.dataset, args.data_dir)
+    split = make_split(
+        datasets[experiment.dataset],
+        experiment.protocol,
+        seed,
+        **experiment.split_options,
+    )
+    now = split.checksum()
+    if now == recorded:
+        return ""
+    return f"split: {recorded[:12]}... then, {now[:12]}... now"
+
+
 def _seeds(text: str) -> list[int]:
     seeds = []
     for item in _split_list(text, "seeds"):
@@ -534,6 +556,8 @@ def main(argv=None) -> int:
                 spent = _budget_stopped_seconds(path, checkpoint)
                 if spent is None:
                     changed = _changed_config(path, experiment, args)
+                    if not changed:
+                        changed = _changed_split(path, experiment, seed, datasets, args)
                     if changed:
                         print(
                             f"[{run}] finished earlier with another configuration "

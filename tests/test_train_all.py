@@ -235,6 +235,27 @@ def test_a_finished_run_with_another_configuration_is_named(tmp_path, capsys):
     assert "epochs_requested: 1 then, 3 now" in out and "--force" in out
 
 
+def test_a_finished_run_on_another_split_is_named(tmp_path, capsys):
+    args = _args(tmp_path, "--models", "popularity", "--no-export")
+    path = tmp_path / "results" / "popularity_synthetic_seed0.json"
+    assert train_all.main(args) == 0
+    assert train_all.main(args) == 0
+    assert "finished earlier: " in capsys.readouterr().out
+    # As if the splitting code had changed since the run.
+    record = json.loads(path.read_text())
+    record["dataset"]["split_sha256"] = "0" * 64
+    path.write_text(json.dumps(record))
+    assert train_all.main(args) == 0
+    out = capsys.readouterr().out
+    assert "finished earlier with another configuration" in out
+    assert "split: 000000000000... then" in out and "--force" in out
+    # A record written before the split checksum existed is not second-guessed.
+    del record["dataset"]["split_sha256"]
+    path.write_text(json.dumps(record))
+    assert train_all.main(args) == 0
+    assert "finished earlier: " in capsys.readouterr().out
+
+
 def _record(seed, epochs, learning_rate, hr):
     return {
         "run": f"bpr_mf_synthetic_seed{seed}",
