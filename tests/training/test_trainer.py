@@ -553,58 +553,41 @@ def test_an_old_checkpoint_without_the_record_still_resumes(train, tmp_path):
     assert resumed.resumed_from == 2 and resumed.epochs_run == 3
 
 
+def _train_on(train, checkpoints, epochs, data_checksum):
+    return train_model(
+        _model(train),
+        _data(train),
+        epochs,
+        checkpoint_dir=checkpoints,
+        progress=False,
+        data_checksum=data_checksum,
+    )
+
+
 def test_resuming_on_another_split_is_refused(train, tmp_path):
     checkpoints = str(tmp_path / "run")
-
-    def run(epochs, data_checksum):
-        return train_model(
-            _model(train),
-            _data(train),
-            epochs,
-            checkpoint_dir=checkpoints,
-            progress=False,
-            data_checksum=data_checksum,
-        )
-
-    run(1, "a" * 64)
+    _train_on(train, checkpoints, 1, "a" * 64)
     assert _state(checkpoints)["data_checksum"] == "a" * 64
     with pytest.raises(ValueError, match="other data or another split") as raised:
-        run(2, "b" * 64)
+        _train_on(train, checkpoints, 2, "b" * 64)
     message = str(raised.value)
     assert "aaaaaaaaaaaa... -> bbbbbbbbbbbb..." in message and checkpoints in message
     assert "--force" in message
     # The same data resumes; no checksum passed: not checked.
-    assert run(2, "a" * 64).resumed_from == 1
-    assert run(3, None).resumed_from == 2
+    assert _train_on(train, checkpoints, 2, "a" * 64).resumed_from == 1
+    assert _train_on(train, checkpoints, 3, None).resumed_from == 2
 
 
 def test_a_checkpoint_without_a_data_checksum_resumes_with_a_warning(train, tmp_path):
     checkpoints = str(tmp_path / "run")
-    train_model(
-        _model(train), _data(train), 1, checkpoint_dir=checkpoints, progress=False
-    )
+    _train_on(train, checkpoints, 1, None)
     _edit_state(checkpoints, lambda state: state.pop("data_checksum"))
     with pytest.warns(UserWarning, match="records no data checksum"):
-        resumed = train_model(
-            _model(train),
-            _data(train),
-            2,
-            checkpoint_dir=checkpoints,
-            progress=False,
-            data_checksum="a" * 64,
-        )
-    assert resumed.resumed_from == 1
+        assert _train_on(train, checkpoints, 2, "a" * 64).resumed_from == 1
     # From then on it records the data it was resumed on.
     assert _state(checkpoints)["data_checksum"] == "a" * 64
     with pytest.raises(ValueError, match="other data or another split"):
-        train_model(
-            _model(train),
-            _data(train),
-            3,
-            checkpoint_dir=checkpoints,
-            progress=False,
-            data_checksum="b" * 64,
-        )
+        _train_on(train, checkpoints, 3, "b" * 64)
 
 
 # --- Polyak averaging (an optimizer with use_ema=True) -------------------------
