@@ -89,6 +89,10 @@ class Split:
     def num_users(self) -> int:
         return self.train.num_users
 
+    @property
+    def num_items(self) -> int:
+        return self.train.num_items
+
     def checksum(self) -> str:
         """sha256 of the training pairs and of who is evaluated on what.
 
@@ -104,10 +108,6 @@ class Split:
             if part is not None:
                 part.update_digest(digest)
         return digest.hexdigest()
-
-    @property
-    def num_items(self) -> int:
-        return self.train.num_items
 
 
 def targets_matrix(rows: list[np.ndarray], num_items: int) -> sp.csr_matrix:
