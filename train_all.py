@@ -385,9 +385,9 @@ def _changed_config(results_path: str, experiment, args) -> str:
 
 
 def _changed_split(path: str, experiment, seed: int, datasets: dict, args) -> str:
-    """ "split: ..." if the finished run in `path` recorded another split
+    """Names the change if the finished run in `path` recorded another split
     checksum than this seed's split has now (the data file or the splitting
-    code changed since), else "" (also for records older than the checksum)."""
+    code changed since); "" if not, or if the record predates the checksum."""
     with open(path) as handle:
         recorded = json.load(handle).get("dataset", {}).get("split_sha256")
     if recorded is None:
