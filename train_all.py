@@ -107,7 +107,7 @@ def run_one(experiment, seed: int, dataset, args) -> dict:
     """Trains, evaluates and (for the first seed) exports one experiment."""
     run = f"{experiment.name}_seed{seed}"
     started = datetime.datetime.now(datetime.timezone.utc).isoformat()
-    split = make_split(dataset, experiment.protocol, seed, **experiment.split_options)
+    split = _split_of(experiment, seed, dataset)
     split_checksum = split.checksum()
     strategy = args.strategy_object
     epochs = args.epochs or experiment.epochs
@@ -384,6 +384,18 @@ def _changed_config(results_path: str, experiment, args) -> str:
     )
 
 
+def _dataset_of(experiment, datasets: dict, args):
+    """`experiment`'s dataset, loaded once into the `datasets` cache."""
+    if experiment.dataset not in datasets:
+        datasets[experiment.dataset] = load_dataset(experiment.dataset, args.data_dir)
+    return datasets[experiment.dataset]
+
+
+def _split_of(experiment, seed: int, dataset):
+    """The split `experiment` trains and evaluates on with this `seed`."""
+    return make_split(dataset, experiment.protocol, seed, **experiment.split_options)
+
+
 def _changed_split(path: str, experiment, seed: int, datasets: dict, args) -> str:
     """Names the change if the finished run in `path` recorded another split
     checksum than this seed's split has now (the data file or the splitting
@@ -392,15 +404,9 @@ def _changed_split(path: str, experiment, seed: int, datasets: dict, args) -> st
         recorded = json.load(handle).get("dataset", {}).get("split_sha256")
     if recorded is None:
         return ""
-    if experiment.dataset not in datasets:
-        datasets[experiment.dataset] = load_dataset(experiment.dataset, args.data_dir)
-    split = make_split(
-        datasets[experiment.dataset],
-        experiment.protocol,
-        seed,
-        **experiment.split_options,
-    )
-    now = split.checksum()
+    now = _split_of(
+        experiment, seed, _dataset_of(experiment, datasets, args)
+    ).checksum()
     if now == recorded:
         return ""
     return f"split: {recorded[:12]}... then, {now[:12]}... now"
@@ -584,13 +590,10 @@ def main(argv=None) -> int:
                 # entries come first, so NeuMF starts from the new ones); an
                 # interrupted run (no results yet) resumes.
                 shutil.rmtree(checkpoint, ignore_errors=True)
-            if experiment.dataset not in datasets:
-                datasets[experiment.dataset] = load_dataset(
-                    experiment.dataset, args.data_dir
-                )
+            dataset = _dataset_of(experiment, datasets, args)
             print(f"[{run}] {experiment.protocol} ...", flush=True)
             try:
-                record = run_one(experiment, seed, datasets[experiment.dataset], args)
+                record = run_one(experiment, seed, dataset, args)
             except (FloatingPointError, ValueError, FileNotFoundError) as error:
                 print(f"[{run}] FAILED: {error}", file=sys.stderr)
                 failures.append(run)

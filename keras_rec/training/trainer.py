@@ -357,8 +357,7 @@ def _check_data(state: dict, data_checksum, checkpoint_dir: str, description):
     """Raises ValueError if the checkpoint was trained on other data than
     `data_checksum` names: going on would mix two splits, and the second's
     held-out users may be in the first one's training data. A checkpoint
-    that records none (an older keras_rec) is resumed with a warning and
-    records `data_checksum` from then on."""
+    that records none (an older keras_rec) is resumed with a warning."""
     if data_checksum is None:
         return
     recorded = state.get(DATA_KEY)
@@ -370,7 +369,6 @@ def _check_data(state: dict, data_checksum, checkpoint_dir: str, description):
             + _start_over(checkpoint_dir),
             stacklevel=3,
         )
-        state[DATA_KEY] = data_checksum
     elif recorded != data_checksum:
         raise ValueError(
             f"{description}: the checkpoint in {checkpoint_dir} was trained on "
@@ -519,6 +517,8 @@ def train_model(
             )
             _check_monitor(state, monitor, checkpoint_dir, description)
             _check_data(state, data_checksum, checkpoint_dir, description)
+            if data_checksum is not None:  # recorded from now on
+                state[DATA_KEY] = data_checksum
             model = build_in_scope(
                 strategy, lambda: keras.saving.load_model(model_path)
             )
