@@ -9,7 +9,9 @@ per step and shared by the layers.
 The product runs on TensorFlow's CSR kernel (`SparseMatrixMatMul`) rather
 than `tf.sparse.sparse_dense_matmul`: on the Gowalla graph (1.6M nonzeros,
 d=64) it costs 47 ms of CPU time against 288 ms (`benchmarks/graph.py`).
-Both are single-threaded on CPU.
+On a CPU the CSR kernel already spreads its rows over TensorFlow's intra-op
+threads (`CSRMatMulCPUOp`; in `benchmarks/graph.py` its CPU time exceeds
+its wall time), while `sparse_dense_matmul` runs on one thread.
 """
 
 from __future__ import annotations
