@@ -330,7 +330,7 @@ EXPERIMENTS: list[Experiment] = [
     # and 14 of their 50 and fell after (validation NDCG@100 0.200, 0.194
     # and 0.196 at epoch 50), so a run stops near epoch 21-24 with the same
     # kept epoch, in less than half the time. Seed 0 of the current split
-    # kept epoch 12 and stopped after 22 (29 minutes alone on 2 cores).
+    # kept epoch 12 and stopped after 22 (29 minutes on the 2 cores).
     _recvae_entry("gowalla", 50, patience=10),
     _focal_entry("vasp", "gowalla", 40, 1, 2048, learning_rate=2e-3, **CPU_SIZE),
     _focal_entry("flvae", "gowalla", 40, 1, 2048, learning_rate=1e-3, **CPU_SIZE),
