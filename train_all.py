@@ -58,12 +58,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", help="comma-separated model names (default: all)")
     parser.add_argument(
-        "--datasets", default="synthetic", help="comma-separated dataset names"
+        "--datasets",
+        default="synthetic",
+        help="comma-separated dataset names (default: synthetic)",
     )
     parser.add_argument(
         "--data-dir", help=f"data directory (default: ${DATA_DIR_ENV} or ./data)"
     )
-    parser.add_argument("--seeds", default="0", help="comma-separated seeds")
+    parser.add_argument(
+        "--seeds", default="0", help="comma-separated seeds (default: 0)"
+    )
     parser.add_argument("--epochs", type=int, help="override every entry's epochs")
     parser.add_argument(
         "--time-budget", type=float, help="seconds per run after which training stops"
@@ -73,9 +77,21 @@ def parse_args(argv=None) -> argparse.Namespace:
         type=int,
         help="epochs between learning-curve evaluations (default: each entry's)",
     )
-    parser.add_argument("--results-dir", default="results")
-    parser.add_argument("--checkpoints-dir", default="checkpoints")
-    parser.add_argument("--saved-models-dir", default="saved_models")
+    parser.add_argument(
+        "--results-dir",
+        default="results",
+        help="results JSONs and RESULTS.md (default: results)",
+    )
+    parser.add_argument(
+        "--checkpoints-dir",
+        default="checkpoints",
+        help="per-run checkpoints to resume from (default: checkpoints)",
+    )
+    parser.add_argument(
+        "--saved-models-dir",
+        default="saved_models",
+        help="exports: SavedModel, TFLite, .keras (default: saved_models)",
+    )
     parser.add_argument("--no-export", action="store_true", help="skip exporting")
     parser.add_argument("--force", action="store_true", help="redo finished runs")
     parser.add_argument(
