@@ -60,13 +60,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--datasets",
         default="synthetic",
-        help="comma-separated dataset names (default: synthetic)",
+        help="comma-separated dataset names (default: %(default)s)",
     )
     parser.add_argument(
         "--data-dir", help=f"data directory (default: ${DATA_DIR_ENV} or ./data)"
     )
     parser.add_argument(
-        "--seeds", default="0", help="comma-separated seeds (default: 0)"
+        "--seeds", default="0", help="comma-separated seeds (default: %(default)s)"
     )
     parser.add_argument("--epochs", type=int, help="override every entry's epochs")
     parser.add_argument(
@@ -80,17 +80,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--results-dir",
         default="results",
-        help="results JSONs and RESULTS.md (default: results)",
+        help="results JSONs and RESULTS.md (default: %(default)s)",
     )
     parser.add_argument(
         "--checkpoints-dir",
         default="checkpoints",
-        help="per-run checkpoints to resume from (default: checkpoints)",
+        help="per-run checkpoints to resume from (default: %(default)s)",
     )
     parser.add_argument(
         "--saved-models-dir",
         default="saved_models",
-        help="exports: SavedModel, TFLite, .keras (default: saved_models)",
+        help="exports: SavedModel, TFLite, .keras (default: %(default)s)",
     )
     parser.add_argument("--no-export", action="store_true", help="skip exporting")
     parser.add_argument("--force", action="store_true", help="redo finished runs")
