@@ -31,8 +31,13 @@ class CSRAdjacency:
         adjacency: `tf.SparseTensor`, `[n, n]`, indices in row-major order.
         symmetric: bool. Whether `adjacency` equals its transpose (the
             normalised adjacency without node dropout). The backward pass
-            then multiplies by `adjacency` itself, which is faster than the
-            transposed product TensorFlow's gradient uses.
+            then multiplies by `adjacency` itself.
+
+    Otherwise the transpose is also converted, once (`transposed`), and the
+    backward pass multiplies by it: a plain CSR product, where TensorFlow's
+    own gradient would run the kernel's transposed (`adjoint_a`) mode,
+    which costs about twice as much per product. Inside a `tf.function` the
+    transpose is pruned when no gradient needs it.
     """
 
     def __init__(self, adjacency: tf.SparseTensor, symmetric: bool = False):
@@ -44,6 +49,11 @@ class CSRAdjacency:
             values=adjacency.values,
             dense_shape=adjacency.dense_shape,
         )
+        self.transposed = self.matrix
+        if not symmetric:
+            self.transposed = tf.raw_ops.SparseMatrixTranspose(
+                input=self.matrix, type=self.dtype
+            )
 
 
 def sparse_matmul(adjacency, embeddings: tf.Tensor) -> tf.Tensor:
@@ -57,14 +67,12 @@ def sparse_matmul(adjacency, embeddings: tf.Tensor) -> tf.Tensor:
     if embeddings.dtype != adjacency.dtype:
         product = sparse_matmul(adjacency, tf.cast(embeddings, adjacency.dtype))
         return tf.cast(product, embeddings.dtype)
-    matrix = adjacency.matrix
-    if not adjacency.symmetric:
-        return tf.raw_ops.SparseMatrixMatMul(a=matrix, b=embeddings)
+    matrix, transposed = adjacency.matrix, adjacency.transposed
 
     @tf.custom_gradient
     def product(values):
         def gradient(upstream):
-            return tf.raw_ops.SparseMatrixMatMul(a=matrix, b=upstream)
+            return tf.raw_ops.SparseMatrixMatMul(a=transposed, b=upstream)
 
         return tf.raw_ops.SparseMatrixMatMul(a=matrix, b=values), gradient
 

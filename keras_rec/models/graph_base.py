@@ -212,8 +212,8 @@ class GraphEncoder(keras.layers.Layer):
             [self.num_nodes, self.num_nodes],
         )
 
-    def propagate(self, training=False) -> tuple[tf.Tensor, tf.Tensor]:
-        """Final user `[U, d']` and item `[I, d']` embeddings of the whole graph."""
+    def layer_embeddings(self, training=False) -> list[tf.Tensor]:
+        """`[E^(0), ..., E^(L)]`, each `[num_nodes, d_l]`, before combination."""
         dropped = bool(training) and self.node_dropout > 0
         adjacency = CSRAdjacency(
             self.dropout(self.adjacency(), training=training), symmetric=not dropped
@@ -222,20 +222,37 @@ class GraphEncoder(keras.layers.Layer):
         layers = [embeddings]
         for layer in self.propagation:
             embeddings = layer(embeddings, adjacency=adjacency, training=training)
-            normalize = self.normalize_layers
-            layers.append(
-                tf.math.l2_normalize(embeddings, 1) if normalize else embeddings
-            )
+            layers.append(embeddings)
+        return layers
+
+    def combine(self, layers: list[tf.Tensor]) -> tf.Tensor:
+        """Final embeddings from rows of each layer's: mean or concatenation,
+        the propagated layers L2-normalised row by row first if asked."""
+        if self.normalize_layers:
+            layers = [layers[0]] + [tf.math.l2_normalize(x, -1) for x in layers[1:]]
         if self.combination == "mean":
-            final = tf.add_n(layers) / float(len(layers))
-        else:
-            final = tf.concat(layers, axis=1)
+            return tf.add_n(layers) / float(len(layers))
+        return tf.concat(layers, axis=-1)
+
+    def propagate(self, training=False) -> tuple[tf.Tensor, tf.Tensor]:
+        """Final user `[U, d']` and item `[I, d']` embeddings of the whole graph."""
+        final = self.combine(self.layer_embeddings(training=training))
         return final[: self.num_users], final[self.num_users :]
 
     def call(self, inputs, training=None):
+        # The combination is row-wise, so it runs on the batch's rows only:
+        # the same numbers as gathering from `propagate()`'s output, without
+        # normalising, combining and splitting all `num_nodes` rows (and
+        # their gradients) each training step. Users and items are gathered
+        # together, so each layer's gradient arrives as one set of rows.
         user_id, item_ids = inputs
-        users, items = self.propagate(training=training)
-        return tf.gather(users, user_id), tf.gather(items, item_ids)
+        layers = self.layer_embeddings(training=training)
+        item_nodes = tf.cast(item_ids, tf.int64) + self.num_users
+        nodes = tf.concat([tf.cast(user_id, tf.int64), tf.reshape(item_nodes, [-1])], 0)
+        rows = self.combine([tf.gather(x, nodes) for x in layers])
+        batch = tf.shape(user_id)[0]
+        items_shape = tf.concat([tf.shape(item_ids), [rows.shape[-1]]], 0)
+        return rows[:batch], tf.reshape(rows[batch:], items_shape)
 
     def compute_output_shape(self, input_shape):
         user_shape, item_shape = input_shape

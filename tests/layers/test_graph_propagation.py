@@ -122,6 +122,30 @@ def test_symmetric_backward_equals_tensorflow_gradient():
     np.testing.assert_allclose(gradients[1], expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("compiled", [False, True])
+def test_asymmetric_backward_multiplies_by_the_transpose(compiled):
+    # Node dropout makes the adjacency asymmetric: the backward pass must
+    # multiply by the converted transpose, not by the matrix itself.
+    laplacian = _laplacian()
+    laplacian[0, 2] = laplacian[4, 1] = 0.0
+    sparse = tf.sparse.from_dense(laplacian)
+    embeddings = tf.constant(_embeddings())
+    upstream = tf.constant(np.random.default_rng(3).normal(size=(5, 3)), tf.float32)
+
+    def gradient():
+        with tf.GradientTape() as tape:
+            tape.watch(embeddings)
+            adjacency = CSRAdjacency(sparse, symmetric=False)
+            output = sparse_matmul(adjacency, sparse_matmul(adjacency, embeddings))
+            loss = tf.reduce_sum(output * upstream)
+        return tape.gradient(loss, embeddings)
+
+    result = tf.function(gradient)() if compiled else gradient()
+    expected = np.linalg.matrix_power(laplacian, 2).T @ upstream.numpy()
+    assert not np.allclose(expected, np.linalg.matrix_power(laplacian, 2) @ upstream)
+    np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-6)
+
+
 def test_node_dropout_keeps_the_expected_fraction_rescaled_and_is_off_at_inference():
     rng = np.random.default_rng(0)
     rows = np.sort(rng.choice(200 * 200, size=20_000, replace=False))

@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pytest
 import scipy.sparse as sp
+import tensorflow as tf
 
 from keras_rec.export import testing
 from keras_rec.models.graph_base import normalized_adjacency
@@ -66,6 +67,29 @@ def test_dropout_only_in_training(trained):
     second = model(batch, training=True).numpy()
     assert not np.allclose(first, second)
     np.testing.assert_array_equal(model(batch).numpy(), model(batch).numpy())
+
+
+def test_batch_rows_and_their_gradients_match_the_whole_graph(trained):
+    # `call` combines only the batch's rows of each layer; the result and
+    # its gradients must equal gathering from the whole graph's embeddings.
+    model, _ = trained
+    encoder = model.encoder
+    user_id, item_ids = np.array([0, 9, 9]), np.array([[1, 2], [3, 4], [5, 149]])
+    weights = tf.constant(np.random.default_rng(0).normal(size=(3, 2)), tf.float32)
+    results = []
+    for rows_only in (True, False):
+        with tf.GradientTape() as tape:
+            if rows_only:
+                users, items = encoder((user_id, item_ids))
+            else:
+                all_users, all_items = encoder.propagate()
+                users = tf.gather(all_users, user_id)
+                items = tf.gather(all_items, item_ids)
+            loss = tf.reduce_sum(tf.einsum("bd,bcd->bc", users, items) * weights)
+        gradients = tape.gradient(loss, encoder.trainable_weights)
+        results.append([loss] + [tf.convert_to_tensor(g) for g in gradients])
+    for rows, whole in zip(*results, strict=True):
+        np.testing.assert_allclose(rows, whole, rtol=1e-4, atol=1e-6)
 
 
 def test_keras_save_load_gives_same_outputs(trained, reload):
