@@ -8,7 +8,10 @@ dropout 0.1), on the `holdout_full` split:
 
 * **one sparse product** `L E` (d=64) with TensorFlow's CSR kernel (what
   the layers use) and with `tf.sparse.sparse_dense_matmul`, each also
-  transposed (the backward pass of an asymmetric `L`).
+  transposed (the backward pass of an asymmetric `L`, as under NGCF's node
+  dropout): the kernel's `adjoint_a` mode (what TensorFlow's gradient
+  runs) and a plain product by the converted transpose (what the layers
+  run, the conversion shared by the step's layers).
 * **one full propagation** (inference mode, all 70,839 nodes): the time of
   `encoder.propagate()` inside a `tf.function`, best of 5. FLOPs: `2 nnz d`
   per sparse product (one per layer); NGCF adds `2 * 2 n d_in d_out` for its
@@ -106,13 +109,14 @@ def kernels(model) -> None:
     embeddings = tf.random.normal([model.encoder.num_nodes, 64])
     flops = 2.0 * 2 * model.encoder.num_edges * 64
     variants = {
-        "CSR SparseMatrixMatMul": {},
-        "CSR SparseMatrixMatMul, L^T": {"adjoint_a": True},
+        "CSR SparseMatrixMatMul": ("matrix", {}),
+        "CSR SparseMatrixMatMul, L^T": ("matrix", {"adjoint_a": True}),
+        "  ..., transpose converted": ("transposed", {}),
     }
-    for label, options in variants.items():
+    for label, (operand, options) in variants.items():
 
-        def product(options=options):
-            matrix = CSRAdjacency(adjacency).matrix
+        def product(operand=operand, options=options):
+            matrix = getattr(CSRAdjacency(adjacency), operand)
             return tf.raw_ops.SparseMatrixMatMul(a=matrix, b=embeddings, **options)
 
         function = tf.function(product)
