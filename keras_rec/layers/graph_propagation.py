@@ -16,6 +16,8 @@ its wall time), while `sparse_dense_matmul` runs on one thread.
 
 from __future__ import annotations
 
+import functools
+
 import keras
 import tensorflow as tf
 
@@ -33,11 +35,11 @@ class CSRAdjacency:
             normalised adjacency without node dropout). The backward pass
             then multiplies by `adjacency` itself.
 
-    Otherwise the transpose is also converted, once (`transposed`), and the
-    backward pass multiplies by it: a plain CSR product, where TensorFlow's
-    own gradient would run the kernel's transposed (`adjoint_a`) mode,
-    which costs about twice as much per product. Inside a `tf.function` the
-    transpose is pruned when no gradient needs it.
+    Otherwise the backward pass multiplies by the transpose, converted once
+    when a backward pass first asks for it (`transposed`) and shared by the
+    layers: a plain CSR product, where TensorFlow's own gradient would run
+    the kernel's transposed (`adjoint_a`) mode, which costs about twice as
+    much per product. A forward-only use never converts it.
     """
 
     def __init__(self, adjacency: tf.SparseTensor, symmetric: bool = False):
@@ -49,11 +51,13 @@ class CSRAdjacency:
             values=adjacency.values,
             dense_shape=adjacency.dense_shape,
         )
-        self.transposed = self.matrix
-        if not symmetric:
-            self.transposed = tf.raw_ops.SparseMatrixTranspose(
-                input=self.matrix, type=self.dtype
-            )
+
+    @functools.cached_property
+    def transposed(self):
+        """The CSR matrix of the adjacency's transpose."""
+        if self.symmetric:
+            return self.matrix
+        return tf.raw_ops.SparseMatrixTranspose(input=self.matrix, type=self.dtype)
 
 
 def sparse_matmul(adjacency, embeddings: tf.Tensor) -> tf.Tensor:
@@ -67,12 +71,12 @@ def sparse_matmul(adjacency, embeddings: tf.Tensor) -> tf.Tensor:
     if embeddings.dtype != adjacency.dtype:
         product = sparse_matmul(adjacency, tf.cast(embeddings, adjacency.dtype))
         return tf.cast(product, embeddings.dtype)
-    matrix, transposed = adjacency.matrix, adjacency.transposed
+    matrix = adjacency.matrix
 
     @tf.custom_gradient
     def product(values):
         def gradient(upstream):
-            return tf.raw_ops.SparseMatrixMatMul(a=transposed, b=upstream)
+            return tf.raw_ops.SparseMatrixMatMul(a=adjacency.transposed, b=upstream)
 
         return tf.raw_ops.SparseMatrixMatMul(a=matrix, b=values), gradient
 
