@@ -187,6 +187,24 @@ def test_neumf_pretrains_from_the_gmf_and_mlp_runs(tmp_path):
     assert not (checkpoints / "neumf_synthetic_seed0").exists()
 
 
+def test_ngcf_mf_starts_from_the_bpr_mf_run(tmp_path):
+    # The reference code's --pretrain -1: the bpr_mf run (kept, not redone)
+    # gives NGCF's ego embeddings, and the start is evaluated (epoch 0).
+    args = _args(tmp_path, "--epochs", "1", "--no-export")
+    assert train_all.main([*args, "--models", "bpr_mf"]) == 0
+    state = tmp_path / "checkpoints" / "bpr_mf_synthetic_seed0" / "main" / "state.json"
+    stamp = os.path.getmtime(state)
+    assert train_all.main([*args, "--models", "ngcf_mf"]) == 0
+    assert os.path.getmtime(state) == stamp
+    record = _read(tmp_path / "results" / "ngcf_mf_synthetic_seed0.json")
+    mf = _read(tmp_path / "results" / "bpr_mf_synthetic_seed0.json")
+    hyper = record["config"]["hyperparameters"]
+    assert hyper["pretrain"] == "bpr_mf"
+    assert hyper["pretrain_hyperparameters"] == mf["config"]["hyperparameters"]
+    assert record["pretrained_parts"]["bpr_mf"]["epochs_run"] == 1
+    assert [point["epoch"] for point in record["curve"]] == [0, 1]
+
+
 def test_experiment_names_are_unique():
     # A run's results file and checkpoints are named by model and dataset.
     from keras_rec import configs

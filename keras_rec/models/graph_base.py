@@ -36,6 +36,7 @@ from keras import ops
 from keras_rec.layers.graph_propagation import CSRAdjacency, NodeDropout
 from keras_rec.layers.initializers import seeded_initializer, serialize_initializer
 from keras_rec.models.base import USER_ID, ArgumentsConfig, Recommender, check_inputs
+from keras_rec.models.bpr_mf import BPRMF
 from keras_rec.models.graph_adjacency import (
     interaction_matrix,
     normalized_adjacency,
@@ -355,6 +356,44 @@ class GraphRecommender(ArgumentsConfig, Recommender):
     def cache_embeddings(self) -> None:
         """Recomputes the final embeddings that scoring and export read."""
         self.encoder.cache_embeddings()
+
+    def load_pretrained(self, mf: BPRMF) -> GraphRecommender:
+        """Starts the ego embeddings e^(0) from a trained BPR-MF.
+
+        The NGCF reference code's `--pretrain -1`: the users' and items'
+        MF embeddings become the ego embeddings, and the propagation
+        weights keep their initialisation. The cached final embeddings
+        are recomputed at their next read.
+
+        Args:
+            mf: a trained `BPRMF` over the same users and items, with this
+                model's `embedding_dim`.
+
+        Returns:
+            This model.
+
+        Raises:
+            ValueError: `mf`'s users, items or dimension differ from this
+                model's, or its embeddings hold a NaN or an infinity.
+        """
+        pairs = (
+            ("user", mf.user_embedding.embeddings, self.encoder.user_embeddings),
+            ("item", mf.item_embedding.embeddings, self.encoder.item_embeddings),
+        )
+        for name, source, target in pairs:
+            if tuple(source.shape) != tuple(target.shape):
+                raise ValueError(
+                    f"The MF model's {name} embeddings have shape "
+                    f"{tuple(source.shape)}; this model's ego {name} embeddings "
+                    f"have shape {tuple(target.shape)} ({name}s, embedding_dim)"
+                )
+            if not np.isfinite(ops.convert_to_numpy(source)).all():
+                raise ValueError(
+                    f"The MF model's {name} embeddings hold a NaN or an infinity"
+                )
+        for _, source, target in pairs:
+            target.assign(source)
+        return self
 
     def score_all(self, inputs):
         check_inputs(self, inputs)

@@ -6,6 +6,7 @@ import scipy.sparse as sp
 import tensorflow as tf
 
 from keras_rec.export import testing
+from keras_rec.models.bpr_mf import BPRMF
 from keras_rec.models.graph_base import normalized_adjacency
 from keras_rec.models.ngcf import NGCF
 
@@ -119,6 +120,39 @@ def test_embeddings_initializer_reaches_the_ego_embeddings():
     assert np.all(model.encoder.user_embeddings.numpy() == 1.0)
     assert np.all(model.encoder.item_embeddings.numpy() == 1.0)
     assert NGCF.from_config(model.get_config()).embeddings_initializer == "ones"
+
+
+def test_load_pretrained_starts_from_the_mf_embeddings():
+    graph = sp.random(5, 6, density=0.4, format="csr", random_state=0)
+    model = NGCF(5, 6, 4, [3], seed=0, interactions=graph)
+    before = model.encoder.final_embeddings()[0].numpy().copy()
+    mf = BPRMF(5, 6, 4, seed=1)
+    assert model.load_pretrained(mf) is model
+    users = mf.user_embedding.embeddings.numpy()
+    np.testing.assert_array_equal(model.encoder.user_embeddings.numpy(), users)
+    np.testing.assert_array_equal(
+        model.encoder.item_embeddings.numpy(), mf.item_embedding.embeddings.numpy()
+    )
+    # The cache is refreshed: e^(0) is the first block of the final rows.
+    final_users = model.encoder.final_embeddings()[0].numpy()
+    np.testing.assert_allclose(final_users[:, :4], users)
+    assert not np.allclose(final_users, before)
+
+
+def test_load_pretrained_rejects_a_mismatched_or_broken_mf():
+    graph = sp.random(5, 6, density=0.4, format="csr", random_state=0)
+    model = NGCF(5, 6, 4, [3], seed=0, interactions=graph)
+    original = model.encoder.user_embeddings.numpy().copy()
+    with pytest.raises(ValueError, match=r"user embeddings have shape \(5, 8\)"):
+        model.load_pretrained(BPRMF(5, 6, 8))
+    with pytest.raises(ValueError, match=r"item embeddings have shape \(7, 4\)"):
+        model.load_pretrained(BPRMF(5, 7, 4))
+    broken = BPRMF(5, 6, 4)
+    broken.item_embedding.embeddings.assign(np.full((6, 4), np.nan, "float32"))
+    with pytest.raises(ValueError, match="item embeddings hold a NaN"):
+        model.load_pretrained(broken)
+    # Nothing was copied by a refused call.
+    np.testing.assert_array_equal(model.encoder.user_embeddings.numpy(), original)
 
 
 def test_config_json_round_trip():
