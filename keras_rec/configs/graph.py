@@ -96,16 +96,8 @@ def ngcf(
     return build
 
 
-def ngcf_from_mf(
-    embedding_dim: int,
-    layer_sizes: list[int],
-    learning_rate: float,
-    l2: float,
-    node_dropout: float,
-    message_dropout: float,
-    mf: Experiment,
-):
-    """NGCF whose ego embeddings start from BPR-MF (`GraphRecommender.load_pretrained`).
+def ngcf_from_mf(build, mf: Experiment):
+    """`build`'s NGCF with its ego embeddings from BPR-MF (`load_pretrained`).
 
     The NGCF reference code's `--pretrain -1`. `mf` is the dataset's own
     `bpr_mf` entry, trained as that entry is (same checkpoints, epochs
@@ -117,9 +109,6 @@ def ngcf_from_mf(
             return mf.make_dataset(split, seed, epoch)
 
         trained = train("bpr_mf", mf.build(split, seed), data, mf.epochs)
-        build = ngcf(
-            embedding_dim, layer_sizes, learning_rate, l2, node_dropout, message_dropout
-        )
         return build(split, seed).load_pretrained(trained)
 
     return pretrain
@@ -181,15 +170,7 @@ def _ngcf_mf_entry(dataset, protocol, epochs, *, lr, batch, l2=1e-5, **options):
         entry,
         model="ngcf_mf",
         build=None,
-        pretrain=ngcf_from_mf(
-            hyper["embedding_dim"],
-            hyper["layer_sizes"],
-            lr,
-            l2,
-            hyper["node_dropout"],
-            hyper["message_dropout"],
-            mf,
-        ),
+        pretrain=ngcf_from_mf(entry.build, mf),
         pretrain_parts=("bpr_mf",),
         evaluate_first=True,
         hyperparameters={
@@ -213,23 +194,17 @@ EXPERIMENTS: list[Experiment] = [
         views=("loo_full",),
         eval_every=5,
     ),
-    _ngcf_entry(
-        "synthetic",
-        "loo_sampled",
-        8,
-        lr=5e-3,
-        batch=1024,
-        views=("loo_full",),
-        eval_every=4,
-    ),
-    _ngcf_mf_entry(
-        "synthetic",
-        "loo_sampled",
-        8,
-        lr=5e-3,
-        batch=1024,
-        views=("loo_full",),
-        eval_every=4,
+    *(
+        entry(
+            "synthetic",
+            "loo_sampled",
+            8,
+            lr=5e-3,
+            batch=1024,
+            views=("loo_full",),
+            eval_every=4,
+        )
+        for entry in (_ngcf_entry, _ngcf_mf_entry)
     ),
     # Gowalla: the papers' settings.
     _lightgcn_entry(
@@ -241,24 +216,18 @@ EXPERIMENTS: list[Experiment] = [
         paper=PAPER_LIGHTGCN_GOWALLA,
         eval_every=1,
     ),
-    _ngcf_entry(
-        "gowalla",
-        "holdout_full",
-        400,
-        lr=1e-4,
-        batch=1024,
-        paper=PAPER_NGCF_GOWALLA,
-        eval_every=10,
-    ),
-    # The same from BPR-MF's embeddings (the bpr_mf entry's 40 epochs),
-    # evaluated every 2 epochs: its CPU runs stop long before 400 epochs.
-    _ngcf_mf_entry(
-        "gowalla",
-        "holdout_full",
-        400,
-        lr=1e-4,
-        batch=1024,
-        paper=PAPER_NGCF_GOWALLA,
-        eval_every=2,
+    # NGCF, and the same from BPR-MF's embeddings (the bpr_mf entry's 40
+    # epochs), evaluated every 2 epochs: its CPU runs stop long before 400.
+    *(
+        entry(
+            "gowalla",
+            "holdout_full",
+            400,
+            lr=1e-4,
+            batch=1024,
+            paper=PAPER_NGCF_GOWALLA,
+            eval_every=every,
+        )
+        for entry, every in ((_ngcf_entry, 10), (_ngcf_mf_entry, 2))
     ),
 ]
