@@ -108,7 +108,7 @@ def ngcf_from_mf(build, mf: Experiment):
         def data(epoch):
             return mf.make_dataset(split, seed, epoch)
 
-        trained = train("bpr_mf", mf.build(split, seed), data, mf.epochs)
+        trained = train(mf.model, mf.build(split, seed), data, mf.epochs)
         return build(split, seed).load_pretrained(trained)
 
     return pretrain
@@ -159,23 +159,22 @@ def _ngcf_entry(dataset, protocol, epochs, *, lr, batch, l2=1e-5, **options):
     )
 
 
-def _ngcf_mf_entry(dataset, protocol, epochs, *, lr, batch, l2=1e-5, **options):
-    """`_ngcf_entry`'s run from the dataset's BPR-MF embeddings."""
+def _ngcf_mf_entry(dataset, protocol, epochs, **options):
+    """`_ngcf_entry`'s run (same arguments) from the dataset's BPR-MF embeddings."""
     (mf,) = [
         e for e in baselines.EXPERIMENTS if (e.model, e.dataset) == ("bpr_mf", dataset)
     ]
-    entry = _ngcf_entry(dataset, protocol, epochs, lr=lr, batch=batch, l2=l2, **options)
-    hyper = entry.hyperparameters
+    entry = _ngcf_entry(dataset, protocol, epochs, **options)
     return dataclasses.replace(
         entry,
         model="ngcf_mf",
         build=None,
         pretrain=ngcf_from_mf(entry.build, mf),
-        pretrain_parts=("bpr_mf",),
+        pretrain_parts=(mf.model,),
         evaluate_first=True,
         hyperparameters={
-            **hyper,
-            "pretrain": "bpr_mf",
+            **entry.hyperparameters,
+            "pretrain": mf.model,
             "pretrain_epochs": mf.epochs,
             "pretrain_hyperparameters": mf.hyperparameters,
         },
