@@ -4,7 +4,12 @@ Each layer maps the `[num_nodes, d]` node embeddings `E` (users first, then
 items) and the normalised adjacency `L` to the next layer's embeddings with
 one sparse-dense product `L E`; `L` is never densified. The adjacency is a
 `tf.SparseTensor` in row-major order, or a `CSRAdjacency` made of it once
-per step and shared by the layers.
+per step and shared by the layers. Called with `rows` (`[R]` node
+indices), a layer returns only those rows of its output, `[R, d']`: the
+sparse product still reads every node, but the rest of the layer (NGCF's
+dense transforms, activation and dropout) runs on the `R` rows alone. The
+encoder asks this of the last layer in training, where only the batch's
+rows are used.
 
 The product runs on TensorFlow's CSR kernel (`SparseMatrixMatMul`) rather
 than `tf.sparse.sparse_dense_matmul`: on the Gowalla graph (1.6M nonzeros,
@@ -83,6 +88,11 @@ def sparse_matmul(adjacency, embeddings: tf.Tensor) -> tf.Tensor:
     return product(embeddings)
 
 
+def _rows(values: tf.Tensor, rows) -> tf.Tensor:
+    """`values[rows]`, or `values` when `rows` is None."""
+    return values if rows is None else tf.gather(values, rows)
+
+
 def _check_rate(name: str, value: float) -> None:
     if not 0.0 <= value < 1.0:
         raise ValueError(f"`{name}` must be in [0, 1). Received {name}={value}")
@@ -111,8 +121,8 @@ class LightGCNPropagation(keras.layers.Layer):
         super().__init__(**kwargs)
         self.supports_jit = False  # XLA has no CSR sparse-matrix kernels
 
-    def call(self, embeddings, adjacency):
-        return sparse_matmul(adjacency, embeddings)
+    def call(self, embeddings, adjacency, rows=None):
+        return _rows(sparse_matmul(adjacency, embeddings), rows)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -204,8 +214,9 @@ class NGCFPropagation(keras.layers.Layer):
             name="bi_bias",
         )
 
-    def call(self, embeddings, adjacency, training=None):
-        side = sparse_matmul(adjacency, embeddings)
+    def call(self, embeddings, adjacency, training=None, rows=None):
+        side = _rows(sparse_matmul(adjacency, embeddings), rows)
+        embeddings = _rows(embeddings, rows)
         summed = tf.matmul(side + embeddings, self.sum_kernel) + self.sum_bias
         bi = tf.matmul(side * embeddings, self.bi_kernel) + self.bi_bias
         output = tf.nn.leaky_relu(summed + bi, alpha=self.negative_slope)

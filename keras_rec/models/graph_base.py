@@ -24,9 +24,13 @@ Design:
   before reusing a function traced before further training).
 * **Training propagates over the whole graph every step**, as the papers
   do: one sparse product per layer (see `keras_rec.layers.graph_propagation`).
+  Only the last layer, which no later layer reads, is computed at the
+  batch's distinct users and items alone (the same numbers and gradients).
 """
 
 from __future__ import annotations
+
+import inspect
 
 import keras
 import numpy as np
@@ -69,6 +73,11 @@ def _checksum(values: list[tf.Tensor]) -> tf.Tensor:
 
 def _fingerprint(variables) -> tf.Tensor:
     return _checksum([tf.convert_to_tensor(variable) for variable in variables])
+
+
+def _takes_rows(layer) -> bool:
+    """Whether a propagation layer's `call` can compute chosen rows only."""
+    return "rows" in inspect.signature(layer.call).parameters
 
 
 @keras.saving.register_keras_serializable(package="keras_rec")
@@ -213,18 +222,32 @@ class GraphEncoder(keras.layers.Layer):
             [self.num_nodes, self.num_nodes],
         )
 
-    def layer_embeddings(self, training=False) -> list[tf.Tensor]:
-        """`[E^(0), ..., E^(L)]`, each `[num_nodes, d_l]`, before combination."""
+    def layer_embeddings(self, training=False, rows=None) -> list[tf.Tensor]:
+        """`[E^(0), ..., E^(L)]`, each `[num_nodes, d_l]`, before combination.
+
+        With `rows` (`[R]` node indices), each layer's rows `E^(l)[rows]`,
+        `[R, d_l]`: the last layer then computes only those rows (when its
+        `call` takes `rows`, as `NGCFPropagation` and `LightGCNPropagation`
+        do), the others are needed whole by the next layer's product.
+        """
         dropped = bool(training) and self.node_dropout > 0
         adjacency = CSRAdjacency(
             self.dropout(self.adjacency(), training=training), symmetric=not dropped
         )
         embeddings = tf.concat([self.user_embeddings, self.item_embeddings], axis=0)
-        layers = [embeddings]
-        for layer in self.propagation:
-            embeddings = layer(embeddings, adjacency=adjacency, training=training)
+        layers, last, at_rows = [embeddings], len(self.propagation) - 1, False
+        for k, layer in enumerate(self.propagation):
+            options = {"training": training}
+            at_rows = rows is not None and k == last and _takes_rows(layer)
+            if at_rows:  # no later layer reads the other rows
+                options["rows"] = rows
+            embeddings = layer(embeddings, adjacency=adjacency, **options)
             layers.append(embeddings)
-        return layers
+        if rows is None:
+            return layers
+        if at_rows:
+            return [tf.gather(x, rows) for x in layers[:-1]] + layers[-1:]
+        return [tf.gather(x, rows) for x in layers]
 
     def combine(self, layers: list[tf.Tensor]) -> tf.Tensor:
         """Final embeddings from rows of each layer's: mean or concatenation,
@@ -244,13 +267,17 @@ class GraphEncoder(keras.layers.Layer):
         # The combination is row-wise, so it runs on the batch's rows only:
         # the same numbers as gathering from `propagate()`'s output, without
         # normalising, combining and splitting all `num_nodes` rows (and
-        # their gradients) each training step. Users and items are gathered
-        # together, so each layer's gradient arrives as one set of rows.
+        # their gradients) each training step. The last layer, which no
+        # later layer reads, is computed at the batch's distinct nodes only
+        # (each node once, so a repeated node keeps one dropout mask, as in
+        # the whole graph). Users and items are gathered together, so each
+        # layer's gradient arrives as one set of rows.
         user_id, item_ids = inputs
-        layers = self.layer_embeddings(training=training)
         item_nodes = tf.cast(item_ids, tf.int64) + self.num_users
         nodes = tf.concat([tf.cast(user_id, tf.int64), tf.reshape(item_nodes, [-1])], 0)
-        rows = self.combine([tf.gather(x, nodes) for x in layers])
+        distinct, position = tf.unique(nodes)
+        layers = self.layer_embeddings(training=training, rows=distinct)
+        rows = self.combine([tf.gather(x, position) for x in layers])
         batch = tf.shape(user_id)[0]
         items_shape = tf.concat([tf.shape(item_ids), [rows.shape[-1]]], 0)
         return rows[:batch], tf.reshape(rows[batch:], items_shape)
