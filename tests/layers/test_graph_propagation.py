@@ -65,6 +65,26 @@ def test_ngcf_propagation_matches_the_paper_formula():
 
 
 @pytest.mark.parametrize(
+    "layer", [LightGCNPropagation(), NGCFPropagation(4, dropout_rate=0.5, seed=1)]
+)
+def test_rows_are_those_rows_of_the_whole_output(layer):
+    # What the encoder asks of the last layer in training: the same rows,
+    # computed without the others (message dropout off at inference).
+    adjacency = tf.sparse.from_dense(_laplacian())
+    whole = layer(_embeddings(), adjacency).numpy()
+    rows = np.array([4, 0, 2])
+    chosen = layer(_embeddings(), adjacency, rows=rows).numpy()
+    assert chosen.shape == (3, whole.shape[1])
+    np.testing.assert_allclose(chosen, whole[rows], rtol=1e-6)
+    # In training NGCF's message dropout masks only the chosen rows.
+    if isinstance(layer, NGCFPropagation):
+        dropped = layer(_embeddings(), adjacency, rows=rows, training=True).numpy()
+        assert dropped.shape == (3, 4)
+        kept = dropped != 0
+        np.testing.assert_allclose(dropped[kept], 2.0 * chosen[kept], rtol=1e-6)
+
+
+@pytest.mark.parametrize(
     "kwargs, message",
     [
         ({"units": 0}, "units"),

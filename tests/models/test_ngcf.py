@@ -1,3 +1,4 @@
+import functools
 import json
 
 import numpy as np
@@ -91,6 +92,32 @@ def test_batch_rows_and_their_gradients_match_the_whole_graph(trained):
         results.append([loss] + [tf.convert_to_tensor(g) for g in gradients])
     for rows, whole in zip(*results, strict=True):
         np.testing.assert_allclose(rows, whole, rtol=1e-4, atol=1e-6)
+
+
+def test_training_computes_the_last_layer_at_the_batch_nodes_only(trained, monkeypatch):
+    # The earlier layers feed the next layer's product and are computed
+    # whole; the last at the batch's distinct nodes (2 users, 6 items).
+    model, _ = trained
+    encoder = model.encoder
+    rows_out = []
+    for layer in encoder.propagation:
+        call = layer.call
+
+        @functools.wraps(call)
+        def spy(*args, call=call, **kwargs):
+            output = call(*args, **kwargs)
+            rows_out.append(int(output.shape[0]))
+            return output
+
+        monkeypatch.setattr(layer, "call", spy)
+    batch = {
+        "user_id": np.array([0, 9, 9]),
+        "item_ids": np.array([[1, 2], [3, 4], [5, 149]]),
+    }
+    scores = model(batch, training=True)
+    assert scores.shape == (3, 2)
+    nodes = encoder.num_nodes
+    assert rows_out == [nodes] * (len(encoder.propagation) - 1) + [8]
 
 
 def test_keras_save_load_gives_same_outputs(trained, reload):
