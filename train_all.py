@@ -26,6 +26,7 @@ import shutil
 import sys
 import time
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -99,6 +100,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         default="none",
         help="tf.distribute strategy: none, mirrored, multi_worker (TF_CONFIG)",
     )
+    parser.add_argument(
+        "--no-xla",
+        action="store_true",
+        help="compile no train step with XLA (NCF's entries do by default): "
+        "a quicker start on small data, or where XLA fails",
+    )
     parser.add_argument("--list", action="store_true", help="list experiments")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser.parse_args(argv)
@@ -117,6 +124,13 @@ def _split_list(text: str | None, flag: str) -> list[str] | None:
     if not names:
         raise ValueError(f"--{flag} names nothing (got {text!r})")
     return names
+
+
+def _without_xla(model, args):
+    """`model`, its train step compiled without XLA if `--no-xla` asks so."""
+    if args.no_xla and isinstance(model, keras.Model):
+        model.jit_compile = False
+    return model
 
 
 def run_one(experiment, seed: int, dataset, args) -> dict:
@@ -152,7 +166,7 @@ def run_one(experiment, seed: int, dataset, args) -> dict:
             part_run = f"{name}_{experiment.dataset}_seed{seed}"
             (entry,) = configs.select([name], [experiment.dataset])
             result = train_model(
-                model,
+                _without_xla(model, args),
                 make_dataset,
                 args.epochs or part_epochs,
                 checkpoint_dir=os.path.join(args.checkpoints_dir, part_run, "main"),
@@ -177,6 +191,7 @@ def run_one(experiment, seed: int, dataset, args) -> dict:
         )
     else:
         model = build_in_scope(strategy, lambda: experiment.build(split, seed))
+    model = _without_xla(model, args)
     training = None
     # A pre-trained part its time budget stopped is continued by the next
     # run; the model is trained only from finished parts (else the next
@@ -257,6 +272,7 @@ def run_one(experiment, seed: int, dataset, args) -> dict:
         "started": started,
         "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         "command": " ".join(sys.argv),
+        "jit_compile": bool(getattr(model, "jit_compile", False)),
         "attention_heatmap": heatmap,
     }
     if parts:

@@ -6,6 +6,7 @@ import types
 import pytest
 
 import train_all
+from keras_rec.data import datasets, make_synthetic
 from keras_rec.training import trainer
 
 
@@ -66,6 +67,15 @@ def test_finished_runs_are_not_redone(tmp_path, capsys):
 
 
 @pytest.fixture
+def small_synthetic(monkeypatch):
+    """The built-in dataset at 300 of its 1,000 users (its 26,140
+    interactions shrink to about 7,500; 400 items leave every user the 100
+    unseen ones `loo_sampled` draws): for tests of the run logic."""
+    small = datasets.Dataset("synthetic", make_synthetic(300, 400))
+    monkeypatch.setitem(datasets.LOADERS, "synthetic", lambda data_dir: small)
+
+
+@pytest.fixture
 def slow_clock(monkeypatch):
     """The trainer's clock reads 10 s more at every look: with a 15 s budget
     the first epoch starts (10 s spent) and the second does not (30 s)."""
@@ -112,7 +122,7 @@ def test_a_run_stopped_by_its_time_budget_goes_on_later(tmp_path, capsys):
     assert "(1 of 2 epochs)" not in (tmp_path / "results" / "RESULTS.md").read_text()
 
 
-@pytest.mark.usefixtures("slow_clock")
+@pytest.mark.usefixtures("slow_clock", "small_synthetic")
 def test_force_redoes_a_budget_stopped_run_from_scratch(tmp_path):
     args = _args(tmp_path, "--models", "bpr_mf", "--epochs", "2", "--no-export")
     path = tmp_path / "results" / "bpr_mf_synthetic_seed0.json"
@@ -131,10 +141,13 @@ def test_force_redoes_a_budget_stopped_run_from_scratch(tmp_path):
     assert resumed_from() == 1
 
 
+@pytest.mark.usefixtures("small_synthetic")
 def test_force_retrains_a_pretraining_part(tmp_path):
     # GMF keeps its checkpoint after it finishes (NeuMF starts from it);
     # `--force` must still train it again rather than reload it.
-    args = _args(tmp_path, "--models", "gmf", "--epochs", "1", "--no-export")
+    args = _args(
+        tmp_path, "--models", "gmf", "--epochs", "1", "--no-export", "--no-xla"
+    )
     state = tmp_path / "checkpoints" / "gmf_synthetic_seed0" / "main" / "state.json"
     assert train_all.main(args) == 0
     assert state.exists()
@@ -161,11 +174,14 @@ def test_unknown_model_is_a_clear_error(tmp_path):
         train_all.main(_args(tmp_path, "--models", "nope"))
 
 
+@pytest.mark.usefixtures("small_synthetic")
 def test_neumf_pretrains_from_the_gmf_and_mlp_runs(tmp_path):
     # GMF and MLP run first and keep their checkpoints; NeuMF's pre-training
-    # resumes them (finished) instead of training them a second time.
+    # resumes them (finished) instead of training them a second time. The
+    # parts train without XLA (`--no-xla`, quicker on tiny data), NeuMF with
+    # it, as its entry asks; a part's checkpoint does not depend on it.
     args = _args(tmp_path, "--epochs", "1", "--no-export")
-    assert train_all.main([*args, "--models", "gmf,mlp"]) == 0
+    assert train_all.main([*args, "--models", "gmf,mlp", "--no-xla"]) == 0
     checkpoints = tmp_path / "checkpoints"
     states = [
         checkpoints / f"{m}_synthetic_seed0" / "main" / "state.json"
@@ -177,9 +193,10 @@ def test_neumf_pretrains_from_the_gmf_and_mlp_runs(tmp_path):
     with open(tmp_path / "results" / "gmf_synthetic_seed0.json") as handle:
         gmf = json.load(handle)
     assert gmf["best_epoch"] is None and gmf["curve_on"] == "validation"
+    assert gmf["jit_compile"] is False
     with open(tmp_path / "results" / "neumf_synthetic_seed0.json") as handle:
         record = json.load(handle)
-    assert record["epochs_run"] == 1
+    assert record["epochs_run"] == 1 and record["jit_compile"] is True
     # The pre-trained start is evaluated on validation (epoch 0) and can be
     # the epoch kept.
     assert [point["epoch"] for point in record["curve"]] == [0, 1]
@@ -189,6 +206,7 @@ def test_neumf_pretrains_from_the_gmf_and_mlp_runs(tmp_path):
     assert not (checkpoints / "neumf_synthetic_seed0").exists()
 
 
+@pytest.mark.usefixtures("small_synthetic")
 def test_ngcf_mf_starts_from_the_bpr_mf_run(tmp_path):
     # The reference code's --pretrain -1: the bpr_mf run (kept, not redone)
     # gives NGCF's ego embeddings, and the start is evaluated (epoch 0).
@@ -348,13 +366,15 @@ def test_a_selection_that_runs_less_than_asked_is_an_error(tmp_path, extra, mess
     assert not (tmp_path / "results").exists()
 
 
-@pytest.mark.usefixtures("slow_clock")
+@pytest.mark.usefixtures("slow_clock", "small_synthetic")
 def test_neumf_waits_for_the_parts_its_time_budget_stopped(tmp_path, capsys):
     # The budget stops GMF and MLP after one of their two epochs: NeuMF is
     # not trained from them (a later run would otherwise resume a NeuMF
     # built from parts that have trained on since), and the next run
     # without a budget finishes the parts, then trains NeuMF.
-    args = _args(tmp_path, "--epochs", "2", "--no-export", "--models", "neumf")
+    args = _args(
+        tmp_path, "--epochs", "2", "--no-export", "--models", "neumf", "--no-xla"
+    )
     path = tmp_path / "results" / "neumf_synthetic_seed0.json"
     assert train_all.main([*args, "--time-budget", "15"]) == 0
     first = _read(path)
@@ -372,7 +392,7 @@ def test_neumf_waits_for_the_parts_its_time_budget_stopped(tmp_path, capsys):
     assert train_all.main(args) == 0
     second = _read(path)
     assert second["stopped_by"] in ("epochs", "patience")
-    assert second["epochs_run"] > 0
+    assert second["epochs_run"] > 0 and second["jit_compile"] is False
     assert [part["epochs_run"] for part in second["pretrained_parts"].values()] == [
         2,
         2,

@@ -190,7 +190,7 @@ def test_fit_on_bucketed_batches_traces_the_train_step_once_per_fit_mode():
     data = make_synthetic(num_users=300, num_items=60, mean_length=8, seed=4)
     traces = {}
     for bucket in (False, True):
-        model = _model(num_items=60, maxlen=12)
+        model = _model(num_items=60, maxlen=12, num_blocks=1)  # fewer ops to trace
         model.compile(
             loss=SampledBinaryCrossentropy(
                 normalizer=expected_valid_positions(data, 12, 32) if bucket else None
