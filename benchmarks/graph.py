@@ -159,8 +159,9 @@ def run(name: str, split, steps: int, evaluation: bool) -> None:
     steps_per_epoch = math.ceil(len(split.train) / batch)
     data = bpr_dataset(split.train, batch, seed=0, epoch=0)
     model.fit(data.take(1), verbose=0)  # traces the train step
-    wall, cpu = timed(lambda: model.fit(data.skip(1).take(steps), verbose=0))
-    rows = np.mean([distinct_nodes(x) for x, *_ in data.take(steps)])
+    timed_batches = data.skip(1).take(steps)
+    wall, cpu = timed(lambda: model.fit(timed_batches, verbose=0))
+    rows = np.mean([distinct_nodes(x) for x, *_ in timed_batches])
     sparse, dense = propagation_flops(model, int(rows))
     step_flops = 2 * sparse + 3 * dense
     report("training step", (wall / steps, cpu / steps), step_flops)

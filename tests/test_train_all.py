@@ -69,7 +69,7 @@ def test_finished_runs_are_not_redone(tmp_path, capsys):
 @pytest.fixture
 def small_synthetic(monkeypatch):
     """The built-in dataset at 300 of its 1,000 users (its 26,140
-    interactions shrink to about 7,500; 400 items leave every user the 100
+    interactions shrink to 7,826; 400 items leave every user the 100
     unseen ones `loo_sampled` draws): for tests of the run logic."""
     small = datasets.Dataset("synthetic", make_synthetic(300, 400))
     monkeypatch.setitem(datasets.LOADERS, "synthetic", lambda data_dir: small)

@@ -245,9 +245,10 @@ class GraphEncoder(keras.layers.Layer):
             layers.append(embeddings)
         if rows is None:
             return layers
-        if at_rows:
-            return [tf.gather(x, rows) for x in layers[:-1]] + layers[-1:]
-        return [tf.gather(x, rows) for x in layers]
+        *whole, output = layers  # E^(0) is `output` when there is no layer
+        return [tf.gather(x, rows) for x in whole] + [
+            output if at_rows else tf.gather(output, rows)
+        ]
 
     def combine(self, layers: list[tf.Tensor]) -> tf.Tensor:
         """Final embeddings from rows of each layer's: mean or concatenation,
