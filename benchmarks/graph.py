@@ -20,9 +20,10 @@ dropout 0.1), on the `holdout_full` split:
   step, extrapolated to the epoch's `ceil(810,128 / batch)` steps (stated
   as such in the output). FLOPs per step: forward + backward = 2x the
   sparse products (the backward pass needs `L^T g`, not the gradient of
-  the constant values) and 3x the dense ones, the last layer's dense ones
-  at the batch's distinct users and items only (the rows a training step
-  computes it at; their mean over the timed batches).
+  the constant values) and 3x the dense ones, the last layer's at the
+  batch's distinct users and items only (the rows a training step
+  computes it at: its sparse product over their rows of `L`, its dense
+  ones at those rows; the means over the timed batches).
 * **full-ranking evaluation** over all 29,858 test users
   (`keras_rec.evaluation.evaluate`, `holdout_full`) with the cached final
   embeddings fresh: scoring (with its cache check), masking, top-20, metrics.
@@ -73,29 +74,34 @@ def build(name: str, split) -> keras.Model:
     return model
 
 
-def propagation_flops(model, last_rows: int | None = None) -> tuple[float, float]:
-    """`(sparse, dense)` FLOPs of one forward propagation; with `last_rows`,
-    the last layer's dense transforms at that many rows (a training step's
-    distinct batch nodes) instead of all nodes."""
+def propagation_flops(model, last=None) -> tuple[float, float]:
+    """`(sparse, dense)` FLOPs of one forward propagation; with `last`, a
+    `(rows, nonzeros)` pair, the last layer's sparse product over that many
+    nonzeros and its dense transforms at that many rows (a training step's
+    distinct batch nodes and their rows of `L`) instead of the whole graph."""
     encoder = model.encoder
     nonzeros, nodes = 2 * encoder.num_edges, encoder.num_nodes
     sparse, dense, dim = 0.0, 0.0, encoder.embedding_dim
     for k, layer in enumerate(encoder.propagation):
-        sparse += 2.0 * nonzeros * dim
+        at_rows = k == len(encoder.propagation) - 1 and last is not None
+        sparse += 2.0 * (last[1] if at_rows else nonzeros) * dim
         units = getattr(layer, "units", None)
         if units is not None:
-            last = k == len(encoder.propagation) - 1 and last_rows is not None
-            dense += 2 * 2.0 * (last_rows if last else nodes) * dim * units
+            dense += 2 * 2.0 * (last[0] if at_rows else nodes) * dim * units
             dim = units
     return sparse, dense
 
 
-def distinct_nodes(batch: dict) -> int:
-    """The distinct users and items of a BPR batch: the rows at which a
-    training step computes the last layer."""
-    users = batch["user_id"].numpy()
-    items = batch["item_ids"].numpy()
-    return len(np.unique(users)) + len(np.unique(items))
+def batch_rows(batch: dict, model) -> tuple[int, int]:
+    """The distinct users and items of a BPR batch (the rows at which a
+    training step computes the last layer) and their nonzeros in `L`."""
+    encoder = model.encoder
+    degrees = np.bincount(
+        encoder.adjacency_indices.numpy()[:, 0], minlength=encoder.num_nodes
+    )
+    users = np.unique(batch["user_id"].numpy())
+    items = np.unique(batch["item_ids"].numpy()) + encoder.num_users
+    return len(users) + len(items), int(degrees[users].sum() + degrees[items].sum())
 
 
 def timed(function, repeats: int = 1) -> tuple[float, float]:
@@ -161,8 +167,8 @@ def run(name: str, split, steps: int, evaluation: bool) -> None:
     model.fit(data.take(1), verbose=0)  # traces the train step
     timed_batches = data.skip(1).take(steps)
     wall, cpu = timed(lambda: model.fit(timed_batches, verbose=0))
-    rows = np.mean([distinct_nodes(x) for x, *_ in timed_batches])
-    sparse, dense = propagation_flops(model, int(rows))
+    rows, nonzeros = np.mean([batch_rows(x, model) for x, *_ in timed_batches], 0)
+    sparse, dense = propagation_flops(model, (rows, nonzeros))
     step_flops = 2 * sparse + 3 * dense
     report("training step", (wall / steps, cpu / steps), step_flops)
     report(

@@ -25,7 +25,8 @@ Design:
 * **Training propagates over the whole graph every step**, as the papers
   do: one sparse product per layer (see `keras_rec.layers.graph_propagation`).
   Only the last layer, which no later layer reads, is computed at the
-  batch's distinct users and items alone (the same numbers and gradients).
+  batch's distinct users and items alone, its sparse product with their
+  rows of `L` (the same numbers and gradients).
 """
 
 from __future__ import annotations

@@ -84,6 +84,40 @@ def test_rows_are_those_rows_of_the_whole_output(layer):
         np.testing.assert_allclose(dropped[kept], 2.0 * chosen[kept], rtol=1e-6)
 
 
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_product_at_rows_and_its_gradient_are_those_of_the_whole(symmetric):
+    # The last layer multiplies by the chosen rows of L only; its value and
+    # its gradient must be those of the whole product's rows, including for
+    # an asymmetric L (node dropout) and rows out of order.
+    laplacian = _laplacian()
+    if not symmetric:
+        laplacian[0, 2] = laplacian[4, 1] = 0.0
+    adjacency = CSRAdjacency(tf.sparse.from_dense(laplacian), symmetric)
+    embeddings = tf.constant(_embeddings())
+    rows = tf.constant([4, 1, 2], tf.int64)
+    upstream = tf.constant(np.random.default_rng(4).normal(size=(3, 3)), tf.float32)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(embeddings)
+        chosen = sparse_matmul(adjacency, embeddings, rows)
+        whole = tf.gather(sparse_matmul(adjacency, embeddings), rows)
+        losses = [tf.reduce_sum(x * upstream) for x in (chosen, whole)]
+    np.testing.assert_allclose(chosen, laplacian[[4, 1, 2]] @ _embeddings(), rtol=1e-6)
+    np.testing.assert_allclose(chosen, whole, rtol=1e-6)
+    expected = laplacian[[4, 1, 2]].T @ upstream.numpy()
+    for loss in losses:
+        np.testing.assert_allclose(
+            tape.gradient(loss, embeddings), expected, rtol=1e-5, atol=1e-6
+        )
+    # A row without neighbours gives zeros; no rows gives an empty product.
+    isolated = np.zeros((3, 3), np.float32)
+    isolated[0, 1] = 1.0
+    np.testing.assert_array_equal(
+        sparse_matmul(tf.sparse.from_dense(isolated), tf.ones([3, 2]), [1, 0]),
+        [[0.0, 0.0], [1.0, 1.0]],
+    )
+    assert sparse_matmul(adjacency, embeddings, tf.zeros([0], tf.int64)).shape == (0, 3)
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
