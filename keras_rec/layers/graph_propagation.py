@@ -79,8 +79,9 @@ class CSRAdjacency:
         starts = tf.gather(row_pointers, rows)
         lengths = tf.gather(row_pointers, rows + 1) - starts
         # The k-th chosen nonzero's new row is the number of rows that end
-        # at or before k (`tf.repeat` and `RaggedTensor.value_rowids` cost
-        # rows x the largest degree here: 20x as much on Gowalla).
+        # at or before k. (`tf.repeat`, which builds a rows x largest-degree
+        # mask, and `RaggedTensor.value_rowids` each took about 0.075 s of
+        # CPU on a Gowalla batch of 2,048; this whole method 0.017 s.)
         ends = tf.cumsum(lengths)
         chosen = tf.range(tf.reduce_sum(lengths))
         new_rows = tf.searchsorted(ends, chosen, "right", out_type=rows.dtype)
