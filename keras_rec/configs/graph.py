@@ -6,7 +6,10 @@ the papers' hyperparameters and Adam:
 
 * NGCF: d=64, layers 64-64-64, lr 1e-4, batch 1024, L2 1e-5, node dropout
   0.1, message dropout 0.1; 400 epochs (the reference README's command),
-  evaluated every 10 as its code does.
+  evaluated every 10 as its code does. (The reference code drops nodes
+  only under `--node_dropout_flag 1`; its parser defaults the flag to 0
+  and that command does not pass it. The entry applies node dropout, as
+  these settings say.)
 * LightGCN: d=64, 3 layers, lr 1e-3, batch 2048, L2 1e-4; 1000 epochs (the
   reference README's command).
 
