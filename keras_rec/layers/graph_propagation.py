@@ -81,7 +81,7 @@ class CSRAdjacency:
         # The k-th chosen nonzero's new row is the number of rows that end
         # at or before k. (`tf.repeat`, which builds a rows x largest-degree
         # mask, and `RaggedTensor.value_rowids` each took about 0.075 s of
-        # CPU on a Gowalla batch of 2,048; this whole method 0.017 s.)
+        # CPU on a Gowalla batch of 2,048; this whole method 0.02-0.03 s.)
         ends = tf.cumsum(lengths)
         chosen = tf.range(tf.reduce_sum(lengths))
         new_rows = tf.searchsorted(ends, chosen, "right", out_type=rows.dtype)
