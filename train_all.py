@@ -26,6 +26,8 @@ import shutil
 import sys
 import time
 
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # see keras_rec/__init__.py
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -47,6 +49,7 @@ from keras_rec.training.results import (
     differing_keys,
     flatten,
     markdown_table,
+    onednn_enabled,
     package_versions,
     summarize_seeds,
 )
@@ -267,6 +270,7 @@ def run_one(experiment, seed: int, dataset, args) -> dict:
             "test_users": len(split.test),
         },
         "versions": package_versions(),
+        "onednn": onednn_enabled(),
         "metrics": metrics,
         "seconds_per_epoch": seconds_per_epoch,
         "started": started,

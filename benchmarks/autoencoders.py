@@ -37,7 +37,10 @@ On the `strong_generalization` training matrix (600 + 600 held-out users):
 from __future__ import annotations
 
 import argparse
+import os
 import time
+
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # see keras_rec/__init__.py
 
 import keras
 import numpy as np

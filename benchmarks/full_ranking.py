@@ -14,7 +14,10 @@ Times are a ratio in one run: absolute seconds drift from run to run here.
 from __future__ import annotations
 
 import argparse
+import os
 import time
+
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # see keras_rec/__init__.py
 
 import keras
 import numpy as np

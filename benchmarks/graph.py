@@ -38,7 +38,10 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import time
+
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # see keras_rec/__init__.py
 
 import keras
 import numpy as np

@@ -16,7 +16,10 @@ multiply-adds of the forward pass (2 per MAC) times 3 for forward + backward.
 from __future__ import annotations
 
 import argparse
+import os
 import time
+
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # see keras_rec/__init__.py
 
 import keras
 

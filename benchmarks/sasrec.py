@@ -36,7 +36,10 @@ counted.
 from __future__ import annotations
 
 import argparse
+import os
 import time
+
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # see keras_rec/__init__.py
 
 import keras
 

@@ -8,6 +8,7 @@ import pytest
 import train_all
 from keras_rec.data import datasets, make_synthetic
 from keras_rec.training import trainer
+from keras_rec.training.results import onednn_enabled
 
 
 def _read(path):
@@ -42,6 +43,7 @@ def test_default_run_writes_results_table_and_exports(tmp_path):
         assert len(record["dataset"]["checksum_sha256"]) == 64
         assert len(record["dataset"]["split_sha256"]) == 64
         assert "tensorflow" in " ".join(record["versions"])
+        assert record["onednn"] is onednn_enabled()
         assert set(record["metrics"]) == {"loo_sampled", "loo_full"}
         assert 0.0 <= record["metrics"]["loo_sampled"]["hr@10"] <= 1.0
         assert record["config"]["model"] in name

@@ -62,6 +62,19 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def onednn_enabled() -> bool | None:
+    """Whether TensorFlow runs its oneDNN kernels in this process.
+
+    Fixed when TensorFlow loads (`TF_ENABLE_ONEDNN_OPTS`, see
+    `keras_rec/__init__.py`); `None` where this TensorFlow does not say.
+    """
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+    except ImportError:
+        return None
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
 def flatten(value, prefix: str = "") -> dict:
     """A nested dict/list as `{"a.b[0].c": leaf}` (an empty dict or list is
     a leaf of its own)."""

@@ -10,6 +10,7 @@ from keras_rec.training.results import (
     differing_keys,
     flatten,
     markdown_table,
+    onednn_enabled,
     package_versions,
     summarize_seeds,
 )
@@ -51,6 +52,13 @@ def test_package_versions_names_tensorflow_and_keras():
     versions = package_versions()
     assert "keras" in versions and "python" in versions
     assert "tensorflow" in versions or "tensorflow-cpu" in versions
+
+
+def test_onednn_is_on_in_the_tests_as_in_train_all():
+    # conftest.py sets TF_ENABLE_ONEDNN_OPTS=1 before TensorFlow loads, as
+    # keras_rec/__init__.py and train_all.py do; a `0` there turns it off.
+    expected = os.environ["TF_ENABLE_ONEDNN_OPTS"] in ("1", "true")
+    assert onednn_enabled() is expected
 
 
 def test_select_defaults_to_synthetic_and_rejects_unknown_names():
