@@ -54,6 +54,7 @@ from keras_rec.layers.graph_propagation import CSRAdjacency
 from keras_rec.losses import BPRLoss
 from keras_rec.models.lightgcn import LightGCN
 from keras_rec.models.ngcf import NGCF
+from keras_rec.training.results import onednn_enabled
 
 SETTINGS = {
     "lightgcn": {"batch": 2048, "lr": 1e-3},
@@ -211,7 +212,8 @@ def main() -> None:
     print(
         f"{args.dataset}: {split.num_users:,} users, {split.num_items:,} items, "
         f"{len(split.train):,} training pairs; "
-        f"{tf.config.threading.get_intra_op_parallelism_threads() or 'all'} threads"
+        f"{tf.config.threading.get_intra_op_parallelism_threads() or 'all'} threads, "
+        f"oneDNN {'on' if onednn_enabled() else 'off'}"
     )
     print("one sparse product L E, d=64:")
     kernels(build("lightgcn", split))
