@@ -57,7 +57,7 @@ def test_package_versions_names_tensorflow_and_keras():
 def test_onednn_is_on_in_the_tests_as_in_train_all():
     # conftest.py sets TF_ENABLE_ONEDNN_OPTS=1 before TensorFlow loads, as
     # keras_rec/__init__.py and train_all.py do; a `0` there turns it off.
-    expected = os.environ["TF_ENABLE_ONEDNN_OPTS"] in ("1", "true")
+    expected = os.environ["TF_ENABLE_ONEDNN_OPTS"].lower() in ("1", "true")
     assert onednn_enabled() is expected
 
 
