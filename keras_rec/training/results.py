@@ -68,11 +68,12 @@ def onednn_enabled() -> bool | None:
     Fixed when TensorFlow loads (`TF_ENABLE_ONEDNN_OPTS`, see
     `keras_rec/__init__.py`); `None` where this TensorFlow does not say.
     """
-    try:
+    try:  # a private module: absent or changed in another TensorFlow
         from tensorflow.python.util import _pywrap_util_port
-    except ImportError:
+
+        return bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):
         return None
-    return bool(_pywrap_util_port.IsMklEnabled())
 
 
 def flatten(value, prefix: str = "") -> dict:
