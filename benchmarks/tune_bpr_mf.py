@@ -21,10 +21,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import os
 import time
-
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # see keras_rec/__init__.py
 
 import keras_rec  # noqa: F401
 from keras_rec.configs import select

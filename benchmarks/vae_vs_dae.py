@@ -28,8 +28,6 @@ from __future__ import annotations
 import argparse
 import os
 
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # see keras_rec/__init__.py
-
 import numpy as np
 
 import keras_rec  # noqa: F401

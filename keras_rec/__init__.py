@@ -9,10 +9,10 @@ TensorFlow leaves off on CPUs without AVX-512 VNNI/BF16, AVX-VNNI or AMX. On
 such a CPU (a 2-core AMD EPYC with AVX2) they made NGCF's Gowalla training
 step about 1.2x cheaper in CPU time, its full-ranking evaluation about 1.8x
 faster and the Mult-VAE epoch up to 2x (README, "Speed"). TensorFlow reads
-the variable once, when it loads: `train_all.py`, the benchmarks and the
-tests set it before their first import. Results can differ from TensorFlow's
-own kernels in the last bits (another summation order); set the variable to
-0 to keep those.
+the variable once, when it loads: `train_all.py`, the tests and the
+benchmarks that import TensorFlow before keras_rec set it first themselves.
+Results can differ from TensorFlow's own kernels in the last bits (another
+summation order); set the variable to 0 to keep those.
 """
 
 import os
