@@ -11,7 +11,7 @@ seeds), and exports the first seed's model to `saved_models/<model>_<dataset>/`
 (SavedModel in `1/`, `model.tflite`, `model.keras`). A finished run is never
 redone unless `--force`; an interrupted one resumes from
 `checkpoints/<run>/`, and so does one its `--time-budget` stopped when the
-command is run again with a budget above the seconds it has spent (or
+command is run again with a budget not below the seconds it has spent (or
 none). No model logic lives here: see `keras_rec/configs`.
 """
 

@@ -218,8 +218,9 @@ EXPERIMENTS: list[Experiment] = [
         paper=PAPER_LIGHTGCN_GOWALLA,
         eval_every=1,
     ),
-    # NGCF, and the same from BPR-MF's embeddings (the bpr_mf entry's 40
-    # epochs), evaluated every 2 epochs: its CPU runs stop long before 400.
+    # NGCF, evaluated every 10 epochs, and the same from BPR-MF's embeddings
+    # (the bpr_mf entry's 40 epochs), evaluated every 2: its CPU runs stop
+    # long before 400.
     *(
         entry(
             "gowalla",
