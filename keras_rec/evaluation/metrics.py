@@ -85,7 +85,22 @@ def ranking_metrics(
         hits: `[n, K]` 0/1: whether the item ranked at column j is relevant.
         num_relevant: `[n]` number of relevant items of each user.
         ks: cut-offs, each at most K.
+        names: metrics to compute, keys of `METRICS` (`"hr"`, `"recall"`,
+            `"recall_unclipped"`, `"ndcg"`, `"mrr"`).
+
+    Returns:
+        `{"name@k": [n'] per-user values}`, over the n' users with
+        `num_relevant > 0`.
+
+    Raises:
+        ValueError: `hits` is not `[n, K]` with `n = len(num_relevant)`, a
+            `k` exceeds K, or a name is not a metric.
     """
+    unknown = [name for name in names if name not in METRICS]
+    if unknown:
+        raise ValueError(
+            f"Unknown metric(s) {unknown}; expected some of {sorted(METRICS)}"
+        )
     hits = np.asarray(hits, np.float64)
     num_relevant = np.asarray(num_relevant)
     if hits.ndim != 2 or len(hits) != len(num_relevant):

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from keras_rec.data.pipelines import pad_histories
 from keras_rec.data.splits import EvalSet
 from keras_rec.evaluation.metrics import ranking_metrics
-from keras_rec.models.base import ITEM_HISTORY, USER_ID, seen_mask
+from keras_rec.models.base import ITEM_HISTORY, USER_ID, Recommender, seen_mask
 
 FULL_RANKING = ("loo_full", "holdout_full", "strong_generalization")
 SAMPLED_RANKING = ("loo_sampled",)
@@ -51,7 +51,7 @@ DEFAULT_METRICS = {
 }
 
 
-def model_inputs(model, eval_set: EvalSet, rows: np.ndarray) -> dict:
+def model_inputs(model: Recommender, eval_set: EvalSet, rows: np.ndarray) -> dict:
     """The contract's input dict for `rows` of `eval_set`."""
     if model.input_kind == USER_ID:
         if not eval_set.known_users:
@@ -90,7 +90,13 @@ def _check_scores(model, scores, rows: np.ndarray) -> None:
         )
 
 
-def rank_full(model, eval_set: EvalSet, k: int, batch_size: int = 1024, progress=False):
+def rank_full(
+    model: Recommender,
+    eval_set: EvalSet,
+    k: int,
+    batch_size: int = 1024,
+    progress: bool = False,
+) -> np.ndarray:
     """`[n, k]` top-k item ids per user over all items minus the history.
 
     A model whose `score_all` is costly in memory per user (NCF's towers
@@ -111,7 +117,12 @@ def rank_full(model, eval_set: EvalSet, k: int, batch_size: int = 1024, progress
     return top
 
 
-def rank_sampled(model, eval_set: EvalSet, batch_size: int = 1024, progress=False):
+def rank_sampled(
+    model: Recommender,
+    eval_set: EvalSet,
+    batch_size: int = 1024,
+    progress: bool = False,
+) -> np.ndarray:
     """0-based rank of each user's single target among target + negatives."""
     if eval_set.negatives is None:
         raise ValueError("loo_sampled needs negatives in the EvalSet")
@@ -165,7 +176,7 @@ def _check_item_count(model, eval_set: EvalSet) -> None:
 
 
 def evaluate(
-    model,
+    model: Recommender,
     eval_set: EvalSet,
     protocol: str,
     ks: tuple[int, ...] | None = None,

@@ -204,8 +204,10 @@ def export_saved_model(
     `[0, num_users)`, an item id outside `[0, num_items)` or a history with
     no item raise `InvalidArgumentError` naming the input. The export is
     atomic: it is built in a temporary folder next to `path` and renamed
-    into place, so `path` holds either the previous complete export or the
-    new complete one. An `export_info.json` describing the signatures and
+    into place: a failed export leaves the previous one untouched. Replacing
+    an existing folder takes two renames (the old one aside, the new one
+    in), so for a moment `path` is absent; export to a new version number
+    for a model TF Serving is serving. An `export_info.json` describing the signatures and
     their TF Serving REST request bodies is written inside the folder.
 
     Args:
@@ -222,6 +224,12 @@ def export_saved_model(
 
     Returns:
         The export folder, as a string.
+
+    Raises:
+        ValueError: `model` is not a built keras_rec `Recommender`; `k` is
+            not an int in `[1, num_items]`; `seen_items` is missing for a
+            `user_id` model, not a scipy.sparse matrix, or not of shape
+            `(num_users, num_items)`; `path` exists as a file instead of a folder.
     """
     path = os.path.abspath(os.fspath(path))
     functions = serving_functions(model, k, seen_items)
@@ -271,6 +279,13 @@ def load_serving(
     Returns:
         `fn(**inputs) -> {output_name: np.ndarray}`; inputs are array-likes
         keyed by the signature's input names, e.g. `fn(user_id=[3, 7])`.
+
+    Raises:
+        ValueError: `signature` is not one of the SavedModel's. The callable
+            raises `ValueError` for a missing or unknown input, non-integer
+            ids or a shape the signature does not take, and TensorFlow's
+            `InvalidArgumentError` (from the graph's checks) for an id out of
+            range or a history with no item.
 
     Example:
     >>> recommend = load_serving("models/bpr_mf/1")  # doctest: +SKIP

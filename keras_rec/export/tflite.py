@@ -63,6 +63,14 @@ def export_tflite(
 
     Returns:
         The `.tflite` path, as a string.
+
+    Raises:
+        ValueError: `model` is not a built keras_rec `Recommender`; `k` is
+            not an int in `[1, num_items]`; `seen_items` is missing for a
+            `user_id` model, not a scipy.sparse matrix, or not of shape
+            `(num_users, num_items)`; `path` exists as a folder instead of a file;
+            `history_length` is not positive; the model needs ops outside
+            TFLite's builtins (the message names them).
     """
     path = os.path.abspath(os.fspath(path))
     if model.input_kind == ITEM_HISTORY and history_length is None:

@@ -60,6 +60,10 @@ def most_popular_items(matrix, fraction: float) -> list[int]:
 class SelectItems(keras.layers.Layer):
     """`[B, num_items] -> [B, len(item_ids)]`: the rows' columns `item_ids`.
 
+    Args:
+        item_ids: non-empty sequence of non-negative item ids, in the order
+            of the output's columns.
+
     Example:
     >>> SelectItems([2, 0])(keras.ops.convert_to_tensor([[1.0, 2.0, 3.0]])).numpy()
     array([[3., 1.]], dtype=float32)
@@ -93,6 +97,13 @@ class PlaceItems(keras.layers.Layer):
 
     Built from TFLite builtin ops (TRANSPOSE, SCATTER_ND), so an exported
     model that places its scores this way converts without Flex ops.
+
+    Args:
+        item_ids: distinct item ids in `[0, num_items)`, one per input
+            column.
+        num_items: int. Width of the output.
+        fill_value: float. Value of the items outside `item_ids` (default
+            0.0; `-inf` ranks them last).
 
     Example:
     >>> layer = PlaceItems([2, 0], num_items=3)

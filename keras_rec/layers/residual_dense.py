@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import keras
 
 from keras_rec.layers.sparse_rows_dense import SparseRowsDense
@@ -41,7 +43,7 @@ class ResidualDense(keras.layers.Layer):
         self,
         units: int,
         num_layers: int = 5,
-        activation: str = "swish",
+        activation: str | Callable = "swish",
         layer_norm_epsilon: float = 1e-3,
         kernel_initializer="glorot_uniform",
         sparse_inputs: bool = False,

@@ -17,7 +17,8 @@ class BPRLoss(keras.losses.Loss):
     1..n the sampled negatives' scores. `y_true` is ignored.
 
     Example:
-    >>> BPRLoss()([0.0], [[2.0, 0.0]])  # -log sigmoid(2)
+    >>> round(float(BPRLoss()([0.0], [[2.0, 0.0]])), 4)  # -log sigmoid(2)
+    0.1269
 
     References:
         Rendle et al., BPR: Bayesian Personalized Ranking from Implicit

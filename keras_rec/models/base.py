@@ -47,6 +47,17 @@ class Recommender:
     needs_last_item: bool = False
 
     def score_all(self, inputs: dict) -> tf.Tensor:
+        """Scores of every item, `[B, num_items]` float32, in inference mode.
+
+        Args:
+            inputs: `{"user_id": [B]}` for id-based models (`input_kind ==
+                "user_id"`), `{"item_history": [B, L]}` (item ids, most
+                recent last, left padded with -1) for history-based ones.
+
+        Raises:
+            ValueError: in eager calls, a missing input, an id out of range
+                or a history with no item (see `check_inputs`).
+        """
         raise NotImplementedError
 
     def score_items(self, inputs: dict, item_ids: tf.Tensor) -> tf.Tensor:

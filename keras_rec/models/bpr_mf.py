@@ -22,11 +22,13 @@ class BPRMF(Recommender, keras.Model):
         num_items: int. Size of the item vocabulary.
         embedding_dim: int. Latent dimension.
         l2: float. Weight of the L2 penalty on the batch's embeddings.
-        seed: int. Seed of the initialiser.
+        seed: int or None. Seed of the initialiser.
 
     Example:
+    >>> import numpy as np
     >>> model = BPRMF(num_users=10, num_items=20, embedding_dim=4)
-    >>> model({"user_id": [0, 1], "item_ids": [[1, 2], [3, 4]]}).shape
+    >>> inputs = {"user_id": np.array([0, 1]), "item_ids": np.array([[1, 2], [3, 4]])}
+    >>> model(inputs).shape
     TensorShape([2, 2])
 
     References:

@@ -193,11 +193,11 @@ class GMF(_NCFBase):
         predictive_factors: int. Embedding dimension (the paper's factors).
         l2: float. L2 penalty on the embedding tables (0: none, as the
             paper's ML-1M runs).
-        seed: int. Seed of the initialisers.
+        seed: int or None. Seed of the initialisers.
 
     Example:
     >>> model = GMF(num_users=4, num_items=6, predictive_factors=8)
-    >>> model({"user_id": [0, 1], "item_id": [2, 3]}).shape
+    >>> model({"user_id": np.array([0, 1]), "item_id": np.array([2, 3])}).shape
     TensorShape([2])
 
     References:
@@ -306,11 +306,11 @@ class MLP(_TowerBase):
         embedding_dim: int. Width of each MLP embedding (default: half the
             first hidden layer, as the paper).
         l2: float. L2 penalty on the embedding tables (0: none).
-        seed: int. Seed of the initialisers.
+        seed: int or None. Seed of the initialisers.
 
     Example:
     >>> model = MLP(num_users=4, num_items=6, predictive_factors=8)
-    >>> model({"user_id": [0, 1], "item_id": [2, 3]}).shape
+    >>> model({"user_id": np.array([0, 1]), "item_id": np.array([2, 3])}).shape
     TensorShape([2])
 
     References:
@@ -336,11 +336,11 @@ class NeuMF(_TowerBase):
         embedding_dim: int. Width of each MLP embedding (default: half the
             first hidden layer, as the paper).
         l2: float. L2 penalty on the embedding tables (0: none).
-        seed: int. Seed of the initialisers.
+        seed: int or None. Seed of the initialisers.
 
     Example:
     >>> model = NeuMF(num_users=4, num_items=6, predictive_factors=8)
-    >>> model({"user_id": [0, 1], "item_id": [2, 3]}).shape
+    >>> model({"user_id": np.array([0, 1]), "item_id": np.array([2, 3])}).shape
     TensorShape([2])
 
     References:

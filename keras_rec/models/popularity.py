@@ -29,7 +29,7 @@ class Popularity(Recommender, keras.Model):
 
     Example:
     >>> model = Popularity(num_items=5)
-    >>> model.score_all({"item_history": [[0, -1]]}).shape
+    >>> model.score_all({"item_history": np.array([[0, -1]])}).shape
     TensorShape([1, 5])
     """
 
@@ -52,7 +52,19 @@ class Popularity(Recommender, keras.Model):
         self.num_items = num_items
 
     def fit_closed_form(self, train: Interactions) -> Popularity:
-        counts = np.bincount(train.item_ids, minlength=self.num_items)
+        """Sets each item's score to `log(1 + count)`, its number of
+        interactions in `train`, and returns the model.
+
+        Raises:
+            ValueError: `train` holds an item id outside `[0, num_items)`.
+        """
+        item_ids = np.asarray(train.item_ids)
+        if len(item_ids) and (item_ids.min() < 0 or item_ids.max() >= self.num_items):
+            raise ValueError(
+                f"`train` holds item ids in [{item_ids.min()}, {item_ids.max()}], "
+                f"outside the model's {self.num_items} items [0, {self.num_items})"
+            )
+        counts = np.bincount(item_ids, minlength=self.num_items)
         self.scorer.prior.assign(np.log1p(counts).astype("float32"))
         return self
 

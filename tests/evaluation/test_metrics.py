@@ -144,3 +144,5 @@ def test_names_subset_and_argument_checks():
         ranking_metrics(hits, np.array([1, 1, 1]), (3,))
     with pytest.raises(ValueError, match=r"\[n, K\]"):
         ranking_metrics(np.zeros(5), np.array([1]), (3,))
+    with pytest.raises(ValueError, match=r"Unknown metric\(s\) \['ndgc'\].*'ndcg'"):
+        ranking_metrics(hits, np.array([1, 1]), (3,), names=("ndcg", "ndgc"))

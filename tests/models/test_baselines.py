@@ -77,6 +77,12 @@ def test_popularity_scores_are_log_counts_and_survive_saving(loo_split, tmp_path
     )
 
 
+def test_popularity_refuses_items_outside_its_vocabulary(loo_split):
+    model = Popularity(loo_split.num_items - 1)
+    with pytest.raises(ValueError, match=r"outside the model's .* items"):
+        model.fit_closed_form(loo_split.train)
+
+
 def test_recommend_excludes_history(loo_split):
     model = Popularity(loo_split.num_items).fit_closed_form(loo_split.train)
     top_item = int(np.argmax(np.bincount(loo_split.train.item_ids)))
