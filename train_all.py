@@ -24,7 +24,9 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import time
+import traceback
 
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # see keras_rec/__init__.py
 
@@ -306,7 +308,11 @@ def run_one(experiment, seed: int, dataset, args) -> dict:
         except ImportError as error:
             record["curve_plot"] = f"not drawn: {error}"
     if not args.no_export and seed == args.seed_list[0] and is_chief(strategy):
-        record["exported"] = _export(model, split, experiment.name, args)
+        if record.get("stopped_by") == "time_budget" and not record.get("epochs_run"):
+            # An untrained model would replace a trained one's export.
+            record["exported"] = "skipped: stopped by the time budget before training"
+        else:
+            record["exported"] = _export(model, split, experiment.name, args)
     return record
 
 
@@ -324,24 +330,46 @@ def _metrics(result: dict) -> dict:
     return {k: v for k, v in result.items() if k not in NON_METRICS}
 
 
-def _export(model, split, name: str, args) -> dict:
-    """Exports SavedModel + TFLite (+ the `.keras` file) and checks both
-    against the Keras model on a sample of users."""
-    from keras_rec.export import export_saved_model, export_tflite
+EXPORTS = {
+    "saved_model": ("1", True),
+    "tflite": ("model.tflite", False),
+    "keras": ("model.keras", False),
+}  # key: (name, is a folder)
 
-    target = os.path.join(args.saved_models_dir, name)
-    seen = split.train.to_csr() if model.input_kind == "user_id" else None
-    saved = export_saved_model(model, os.path.join(target, "1"), seen_items=seen)
-    tflite = export_tflite(model, os.path.join(target, "model.tflite"), seen_items=seen)
-    keras_file = os.path.join(target, "model.keras")
-    model.save(keras_file + ".tmp.keras")
-    os.replace(keras_file + ".tmp.keras", keras_file)
-    return {
-        "saved_model": saved,
-        "tflite": tflite,
-        "keras": keras_file,
-        "parity": export_parity(model, split, saved, tflite, seen),
-    }
+
+def _export(model, split, name: str, args) -> dict:
+    """Exports SavedModel + TFLite (+ the `.keras` file) into a hidden staging
+    folder, checks both against the Keras model on a sample of users, and
+    only then moves each into `saved_models/<name>/` (each move atomic): a
+    failed export or parity check leaves the previous export as it was."""
+    from keras_rec.export import export_saved_model, export_tflite
+    from keras_rec.export.saved_model import write_atomically
+
+    os.makedirs(args.saved_models_dir, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{name}.staging-", dir=args.saved_models_dir)
+    try:
+        staged = {
+            key: os.path.join(staging, entry) for key, (entry, _) in EXPORTS.items()
+        }
+        seen = split.train.to_csr() if model.input_kind == "user_id" else None
+        export_saved_model(model, staged["saved_model"], seen_items=seen)
+        export_tflite(model, staged["tflite"], seen_items=seen)
+        model.save(staged["keras"])
+        parity = export_parity(
+            model, split, staged["saved_model"], staged["tflite"], seen
+        )
+        target = os.path.join(args.saved_models_dir, name)
+        record = {}
+        for key, (entry, is_directory) in EXPORTS.items():
+            record[key] = os.path.abspath(os.path.join(target, entry))
+            write_atomically(
+                record[key],
+                lambda path, source=staged[key]: os.rename(source, path),
+                is_directory=is_directory,
+            )
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return {**record, "parity": parity}
 
 
 def export_parity(model, split, saved: str, tflite: str, seen, k: int = 10) -> dict:
@@ -473,6 +501,23 @@ def run_config(record: dict) -> dict:
     }
 
 
+RECORD_KEYS = ("run", "metrics", "seconds_per_epoch", "config")
+CONFIG_KEYS = ("model", "dataset", "protocol", "paper", "views")
+
+
+def _missing_keys(record) -> list[str]:
+    """The keys the table reads that `record` lacks (all, if not a dict)."""
+    if not isinstance(record, dict):
+        return list(RECORD_KEYS)
+    missing = [key for key in RECORD_KEYS if key not in record]
+    config = record.get("config")
+    if isinstance(config, dict):
+        missing += [f"config.{key}" for key in CONFIG_KEYS if key not in config]
+    elif "config" not in missing:
+        missing.append("config")
+    return missing
+
+
 def write_table(results_dir: str) -> str:
     """Rebuilds `RESULTS.md` from every results JSON in `results_dir`.
 
@@ -482,9 +527,19 @@ def write_table(results_dir: str) -> str:
     `[a]`, `[b]`, ..., and the differences are listed under the table.
     """
     groups: dict[tuple, list[dict]] = {}
+    skipped = []  # other JSON files in the folder, named under the table
     for path in sorted(glob.glob(os.path.join(results_dir, "*.json"))):
-        with open(path) as handle:
-            record = json.load(handle)
+        try:
+            with open(path) as handle:
+                record = json.load(handle)
+            missing = _missing_keys(record)
+            if missing:
+                raise ValueError(f"no {', '.join(missing)}")
+        except (ValueError, KeyError, TypeError) as error:
+            skipped.append(
+                f"{os.path.basename(path)} ({type(error).__name__}: {error})"
+            )
+            continue
         key = (
             record["config"]["model"],
             record["config"]["dataset"],
@@ -526,6 +581,9 @@ def write_table(results_dir: str) -> str:
             "\nStopped by `--time-budget` before their last epoch (run them again"
             " with a larger budget to continue): " + ", ".join(partial) + ".\n"
         )
+    if skipped:
+        text += "\nNot read (not a results record): " + "; ".join(skipped) + ".\n"
+        print(f"RESULTS.md: skipped {'; '.join(skipped)}", file=sys.stderr)
     path = os.path.join(results_dir, "RESULTS.md")
     atomic_write_text(path, text)
     return path
@@ -634,7 +692,13 @@ def main(argv=None) -> int:
                 print(f"[{run}] FAILED: {error}", file=sys.stderr)
                 failures.append(run)
                 continue
-            atomic_write_json(path, record)
+            except Exception:  # a bug or a failed export check: the others go on
+                traceback.print_exc()
+                print(f"[{run}] FAILED (traceback above)", file=sys.stderr)
+                failures.append(run)
+                continue
+            if is_chief(args.strategy_object):  # one writer per cluster
+                atomic_write_json(path, record)
             if record.get("stopped_by") == "time_budget" and not record["epochs_run"]:
                 print(
                     f"[{run}] stopped by the time budget before its first epoch "
@@ -658,6 +722,8 @@ def main(argv=None) -> int:
                 for k, v in _metrics(record["metrics"][experiment.protocol]).items()
             )
             print(f"[{run}] {summary}  ->  {path}", flush=True)
+    if not is_chief(args.strategy_object):
+        return 1 if failures else 0
     table = write_table(args.results_dir)
     print(f"table: {table}")
     if failures:

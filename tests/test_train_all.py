@@ -29,12 +29,40 @@ def _args(tmp_path, *extra):
     ]
 
 
-def test_default_run_writes_results_table_and_exports(tmp_path):
+def test_default_run_writes_results_table_and_exports(tmp_path, monkeypatch, capsys):
     # Two models keep the test short; the README's main command runs them all.
     code = train_all.main(
         _args(tmp_path, "--epochs", "2", "--models", "popularity,bpr_mf")
     )
     assert code == 0
+    _check_default_run(tmp_path)
+    # A redone run whose export fails its parity check leaves the previous
+    # export and results as they were, and says why.
+    exported = tmp_path / "saved_models" / "popularity_synthetic"
+
+    def snapshot():  # same bytes, and the same files: not rewritten
+        return {
+            path: (path.read_bytes(), path.stat().st_ino, path.stat().st_mtime_ns)
+            for path in exported.rglob("*")
+            if path.is_file()
+        }
+
+    before = snapshot()
+    record = tmp_path / "results" / "popularity_synthetic_seed0.json"
+    old_record = record.read_bytes()
+
+    def failing_parity(*args, **kwargs):
+        raise AssertionError("top-k ids differ")
+
+    monkeypatch.setattr(train_all, "export_parity", failing_parity)
+    assert train_all.main(_args(tmp_path, "--models", "popularity", "--force")) == 1
+    assert snapshot() == before and record.read_bytes() == old_record
+    assert not list((tmp_path / "saved_models").glob(".*staging*"))
+    err = capsys.readouterr().err
+    assert "top-k ids differ" in err and "[popularity_synthetic_seed0] FAILED" in err
+
+
+def _check_default_run(tmp_path):
     results = tmp_path / "results"
     for name in ("popularity_synthetic_seed0", "bpr_mf_synthetic_seed0"):
         with open(results / f"{name}.json") as handle:
@@ -51,11 +79,34 @@ def test_default_run_writes_results_table_and_exports(tmp_path):
         assert (exported / "1" / "saved_model.pb").exists()
         assert (exported / "model.tflite").exists()
         assert (exported / "model.keras").exists()
+        assert record["exported"]["tflite"] == os.path.abspath(
+            exported / "model.tflite"
+        )
         parity = record["exported"]["parity"]
         for runtime in ("saved_model_cli", "litert"):
             assert parity[runtime]["max_abs_score_diff"] < 1e-4
     table = (results / "RESULTS.md").read_text()
     assert "| bpr_mf | synthetic | loo_sampled | hr@10 |" in table
+
+
+def test_a_run_that_raises_does_not_stop_the_others(tmp_path, monkeypatch, capsys):
+    run_one = train_all.run_one
+
+    def failing(experiment, seed, dataset, args):
+        if experiment.name.startswith("popularity"):
+            raise RuntimeError("a bug in one run")
+        return run_one(experiment, seed, dataset, args)
+
+    monkeypatch.setattr(train_all, "run_one", failing)
+    args = _args(tmp_path, "--models", "popularity,ease", "--no-export")
+    assert train_all.main(args) == 1
+    results = tmp_path / "results"
+    assert (results / "ease_synthetic_seed0.json").exists()
+    assert not (results / "popularity_synthetic_seed0.json").exists()
+    assert (results / "RESULTS.md").exists()
+    err = capsys.readouterr().err
+    assert "a bug in one run" in err
+    assert "failed runs: ['popularity_synthetic_seed0']" in err
 
 
 def test_finished_runs_are_not_redone(tmp_path, capsys):
@@ -335,6 +386,19 @@ def test_results_table_does_not_average_different_configurations(tmp_path):
     assert "(3)" not in table
     assert "- bpr_mf [b] on synthetic:" in table
     assert "epochs_requested=1" in table and "learning_rate=0.1" in table
+
+
+def test_other_json_files_in_the_results_folder_are_named_not_fatal(tmp_path, capsys):
+    record = _record(0, 20, 5e-3, 0.6)
+    with open(tmp_path / f"{record['run']}.json", "w") as handle:
+        json.dump(record, handle)
+    (tmp_path / "tune.json").write_text('{"trials": []}')
+    (tmp_path / "cut.json").write_text('{"run": "x", "metr')
+    table = open(train_all.write_table(str(tmp_path))).read()
+    assert "| bpr_mf | synthetic | loo_sampled | hr@10 | 0.6000" in table
+    assert "tune.json (ValueError: no run, metrics, seconds_per_epoch, config)" in table
+    assert "cut.json (JSONDecodeError" in table
+    assert "tune.json" in capsys.readouterr().err
 
 
 def test_one_configuration_has_unlabelled_rows(tmp_path):

@@ -25,16 +25,24 @@ def sample_unseen(
     seen: sp.csr_matrix,
     rng: np.random.Generator,
     num: int = 1,
+    user_ids: np.ndarray | None = None,
 ) -> np.ndarray:
     """`[len(users), num]` uniform items that each user has not seen.
 
     Rejection sampling, vectorised: a draw that hits a seen item is re-drawn
-    until none does. `seen` must be a CSR matrix with sorted indices.
+    until none does. `seen` must be a CSR matrix with sorted indices. Its
+    rows are `users`; `user_ids` (same length as `seen`'s rows), when its
+    rows are not the user ids, names the user in the error.
+
+    Raises:
+        ValueError: a user has seen every item (no negative to draw).
     """
     num_items = seen.shape[1]
     counts = np.diff(seen.indptr)[users]
     if np.any(counts >= num_items):
         bad = users[np.argmax(counts >= num_items)]
+        if user_ids is not None:
+            bad = user_ids[bad]
         raise ValueError(f"user {bad} has seen every item: no negative to sample")
     keys = (
         np.repeat(np.arange(seen.shape[0]), np.diff(seen.indptr)) * num_items
@@ -186,11 +194,13 @@ def pad_histories(histories: list[np.ndarray], maxlen: int) -> np.ndarray:
     return out
 
 
-def _training_sequences(train: Interactions) -> list[np.ndarray]:
-    sequences = [s for s in train.sequences() if len(s) >= 2]
-    if not sequences:
+def _training_sequences(train: Interactions) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The ids and sequences of the users with two or more interactions."""
+    every = train.sequences()
+    users = np.array([u for u, s in enumerate(every) if len(s) >= 2], np.int64)
+    if not users.size:
         raise ValueError(f"{train.name}: no user has two or more interactions")
-    return sequences
+    return users, [every[u] for u in users]
 
 
 def expected_valid_positions(
@@ -204,7 +214,7 @@ def expected_valid_positions(
     the batches are bucketed by length, so that every position has the same
     weight and the expected gradient per epoch is that of random batches.
     """
-    sequences = _training_sequences(train)
+    _, sequences = _training_sequences(train)
     lengths = np.minimum([len(s) - 1 for s in sequences], maxlen)
     return float(batch_size * np.mean(lengths))
 
@@ -251,7 +261,7 @@ def sequence_dataset(
     """
     check_count(maxlen=maxlen, batch_size=batch_size, bucket_window=bucket_window)
     rng = np.random.default_rng([seed, epoch])
-    sequences = _training_sequences(train)
+    user_ids, sequences = _training_sequences(train)
     inputs = pad_histories([s[:-1] for s in sequences], maxlen)
     positives = pad_histories([s[1:] for s in sequences], maxlen)
     # Negatives avoid every item of the user's own training sequence.
@@ -265,7 +275,7 @@ def sequence_dataset(
     )
     seen.sum_duplicates()
     seen.sort_indices()
-    negatives = sample_unseen(np.arange(len(sequences)), seen, rng, maxlen)
+    negatives = sample_unseen(np.arange(len(sequences)), seen, rng, maxlen, user_ids)
     negatives[positives == PAD] = PAD
     order = rng.permutation(len(sequences)) if shuffle else np.arange(len(sequences))
     if bucket_by_length:

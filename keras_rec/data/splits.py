@@ -219,7 +219,13 @@ def random_item_validation(
     Users with fewer than `min_interactions` keep all of theirs and are not
     validated. Returns the remaining training interactions (file order kept)
     and the validation `EvalSet` (history = the user's other items).
+
+    Raises:
+        ValueError: no user has `min_interactions` (at least 2), or a
+            (user, item) pair repeats (one copy could be held out while the
+            other stays in training).
     """
+    check_unique_pairs(data, "random_item_validation")
     rng = np.random.default_rng(seed)
     order = np.argsort(data.user_ids, kind="stable")
     counts = np.bincount(data.user_ids, minlength=data.num_users)
@@ -253,6 +259,10 @@ def given_split(train: Interactions, test: Interactions) -> Split:
     id vocabularies (files read separately, each remapped by `from_raw`),
     these must be equal, else `ValueError` (read the two files into one
     vocabulary, e.g. `from_raw` over their concatenation, then split).
+
+    Also `ValueError` when a test user has no training item (nothing to
+    score from) or a test pair is also a training pair (full ranking
+    excludes the training items, so that target could never be hit).
     """
     if (train.num_users, train.num_items) != (test.num_users, test.num_items):
         raise ValueError(
@@ -279,6 +289,22 @@ def given_split(train: Interactions, test: Interactions) -> Split:
             )
     test_matrix = test.to_csr()
     users = np.flatnonzero(np.diff(test_matrix.indptr) > 0)
+    train_matrix = train.to_csr()
+    cold = users[np.diff(train_matrix.indptr)[users] == 0]
+    if cold.size:
+        raise ValueError(
+            f"{cold.size} test users of {test.name} have no training item in "
+            f"{train.name} (the first: user id {int(cold[0])}); they cannot be "
+            "scored from their history. Remove them from the test file."
+        )
+    shared = train_matrix.multiply(test_matrix).tocoo()
+    if shared.nnz:
+        raise ValueError(
+            f"{shared.nnz} (user, item) pairs of {test.name} are also in "
+            f"{train.name} (the first: user id {int(shared.row[0])}, item id "
+            f"{int(shared.col[0])}); full ranking excludes training items, so "
+            "they could never be hit. Remove them from the test file."
+        )
     train_seq = train.sequences()
     return Split(
         train=train,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
+import tempfile
 from importlib import metadata
 
 import numpy as np
@@ -36,19 +38,31 @@ def _jsonable(value):
 def atomic_write_json(path: str, record: dict) -> None:
     """Writes `record` to `path` via a temporary file and a rename, so a crash
     never leaves a truncated file where a good one was."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    temporary = f"{path}.tmp"
-    with open(temporary, "w") as handle:
-        json.dump(_jsonable(record), handle, indent=2, sort_keys=True)
-        handle.write("\n")
-    os.replace(temporary, path)
+    atomic_write_text(
+        path, json.dumps(_jsonable(record), indent=2, sort_keys=True) + "\n"
+    )
 
 
 def atomic_write_text(path: str, text: str) -> None:
-    temporary = f"{path}.tmp"
-    with open(temporary, "w") as handle:
-        handle.write(text)
-    os.replace(temporary, path)
+    """Writes `text` to `path` atomically: into a temporary file of its own
+    next to `path` (flushed to disk), then renamed over it. A failure leaves
+    `path` as it was and no temporary file behind."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(
+        prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder
+    )
+    try:
+        with os.fdopen(handle, "w") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temporary, 0o644)  # mkstemp's 0o600 would hide it from others
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(temporary)
+        raise
 
 
 def package_versions() -> dict[str, str]:

@@ -42,6 +42,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
+from keras_rec.data.pipelines import check_count
 from keras_rec.training.distributed import any_worker, build_in_scope, is_chief
 from keras_rec.training.results import atomic_write_json, differing_keys, flatten
 
@@ -468,7 +469,8 @@ def train_model(
     warning if the loaded model's config differs from `model`'s.
 
     Raises:
-        ValueError: `time_budget` is not positive; or `checkpoint_dir` holds
+        ValueError: `time_budget` is not positive, `eval_every` or
+            `patience` not an integer >= 1; or `checkpoint_dir` holds
             a checkpoint trained with another configuration (the message
             names the differing keys), for more epochs than `epochs`, with
             its best weights kept by another `monitor`, on other data
@@ -479,12 +481,17 @@ def train_model(
             of the last good epoch is left untouched), or so did the
             `monitor` metric, which would otherwise never compare as better.
         KeyError: `monitor` is not a metric that `evaluate` returns.
+        FileNotFoundError: the best epoch's weights file was removed from
+            `checkpoint_dir` before the end.
     """
     if time_budget is not None and not time_budget > 0:
         raise ValueError(
             f"{description}: time_budget must be a positive number of seconds "
             f"(None for no limit), got {time_budget}"
         )
+    check_count(1, eval_every=eval_every)
+    if patience is not None:
+        check_count(1, patience=patience)
     expected = training_config(model)
     state = {
         "epoch": 0,
@@ -589,7 +596,7 @@ def train_model(
         bar.set_postfix(postfix)
     bar.close()
     if monitor and state["best"] is not None:
-        _restore_best(model, state, checkpoint_dir)
+        _restore_best(model, state, checkpoint_dir, strategy)
     elif state["epoch"] > 0 and (optimizer := _ema_optimizer(model)) is not None:
         optimizer.finalize_variable_values(model.trainable_variables)
     epochs_run = len(state["losses"])
@@ -664,11 +671,20 @@ def _agreed(strategy, flag: bool) -> bool:
     return flag if strategy is None else any_worker(strategy, flag)
 
 
-def _restore_best(model, state, checkpoint_dir) -> None:
+def _restore_best(model, state, checkpoint_dir, strategy=None) -> None:
+    """Loads the best epoch's weights kept by `_keep_best`; on the chief a
+    missing file is an error (the result would report the best epoch's
+    metrics for the last epoch's weights)."""
     if checkpoint_dir:
         path = os.path.join(checkpoint_dir, state.get("best_file", BEST_FILE))
         if os.path.exists(path):
             model.load_weights(path)
+        elif is_chief(strategy):
+            raise FileNotFoundError(
+                f"The best epoch's weights ({state['best']}) are missing from "
+                f"{path}; the checkpoint folder was changed while training. "
+                "Delete it (train_all.py --force) to train again."
+            )
     elif "best_weights" in state:
         for variable, value in zip(
             model.weights, state.pop("best_weights"), strict=True

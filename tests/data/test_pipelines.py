@@ -272,6 +272,16 @@ def test_sequence_dataset_needs_two_interactions():
         sequence_dataset(data)
 
 
+def test_sequence_dataset_names_the_user_who_saw_every_item():
+    # User 0 has one item (not trained on); user 2, the second sequence, has
+    # seen all three items: the error names user 2, not row 1.
+    data = Interactions(
+        np.array([0, 1, 1, 2, 2, 2]), np.array([0, 0, 1, 0, 1, 2]), 3, 3
+    )
+    with pytest.raises(ValueError, match="user 2 has seen every item"):
+        sequence_dataset(data, maxlen=4, batch_size=2)
+
+
 def _batches(dataset: tf.data.Dataset) -> list:
     return [
         (x["item_history"].numpy(), y["positives"].numpy(), y["negatives"].numpy())

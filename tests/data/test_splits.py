@@ -119,6 +119,22 @@ def test_given_split_needs_one_id_space():
         given_split(train, test)
 
 
+def test_given_split_refuses_a_test_user_without_training_items():
+    train = Interactions(np.array([0, 0]), np.array([1, 2]), 3, 5)
+    test = Interactions(np.array([0, 2]), np.array([3, 4]), 3, 5)
+    with pytest.raises(ValueError, match="1 test users .*first: user id 2"):
+        given_split(train, test)
+
+
+def test_given_split_refuses_a_target_that_is_also_a_training_item():
+    train = Interactions(np.array([0, 0, 1]), np.array([1, 2, 0]), 2, 5)
+    test = Interactions(np.array([0, 1]), np.array([3, 0]), 2, 5)
+    with pytest.raises(
+        ValueError, match="1 .user, item. pairs .* user id 1, item id 0"
+    ):
+        given_split(train, test)
+
+
 # --- random holdout ----------------------------------------------------------
 
 
@@ -397,6 +413,13 @@ def test_random_item_validation_holds_out_one_item_per_user(synthetic):
         assert valid.histories[row].tolist() == train.sequences()[user].tolist()
     other_train, other = random_item_validation(synthetic, seed=2)
     assert (other.targets != valid.targets).nnz > 0
+
+
+def test_random_item_validation_refuses_repeated_pairs():
+    # One copy of (0, 1) could be the validation target, the other training.
+    data = Interactions(np.array([0, 0, 0]), np.array([1, 2, 1]), 1, 3)
+    with pytest.raises(ValueError, match="repeat a .user, item. pair"):
+        random_item_validation(data)
 
 
 def test_random_item_validation_needs_a_user_with_two_items():

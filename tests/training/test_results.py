@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from keras_rec import configs
+from keras_rec.training import results
 from keras_rec.training.results import (
     atomic_write_json,
     differing_keys,
@@ -45,7 +46,31 @@ def test_atomic_write_json_replaces_whole_file(tmp_path):
     atomic_write_json(path, {"a": np.float32(1.5), "b": np.arange(2)})
     with open(path) as handle:
         assert json.load(handle) == {"a": 1.5, "b": [0, 1]}
-    assert not os.path.exists(path + ".tmp")
+    assert os.listdir(tmp_path) == ["r.json"]
+
+
+def test_a_failed_write_leaves_the_previous_file(tmp_path, monkeypatch):
+    path = str(tmp_path / "r.json")
+    atomic_write_json(path, {"a": 1})
+    real_write = results.os.fdopen
+
+    def half_written(handle, mode):  # writes half the text, then fails
+        file = real_write(handle, mode)
+        write = file.write
+
+        def write_half(text):
+            write(text[: len(text) // 2])
+            raise OSError("disk full")
+
+        file.write = write_half
+        return file
+
+    monkeypatch.setattr(results.os, "fdopen", half_written)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write_json(path, {"a": 2, "b": list(range(100))})
+    with open(path) as handle:
+        assert json.load(handle) == {"a": 1}
+    assert os.listdir(tmp_path) == ["r.json"]
 
 
 def test_package_versions_names_tensorflow_and_keras():

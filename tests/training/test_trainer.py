@@ -59,6 +59,30 @@ def test_loss_goes_down_and_curve_is_recorded(train):
     assert [p["epoch"] for p in result.curve] == [2, 4, 6]
 
 
+def test_a_best_weights_file_removed_while_training_is_an_error(train, tmp_path):
+    checkpoints = str(tmp_path / "ckpt")
+    scores = iter([1.0, 0.5, 0.4])
+
+    def evaluate(model):
+        score = next(scores)
+        if score < 1.0:  # after epoch 1 was kept as the best, remove its file
+            for name in os.listdir(checkpoints):
+                if name.startswith("best"):
+                    os.remove(os.path.join(checkpoints, name))
+        return {"score": score}
+
+    with pytest.raises(FileNotFoundError, match="best epoch's weights"):
+        train_model(
+            _model(train),
+            _data(train),
+            3,
+            checkpoint_dir=checkpoints,
+            evaluate=evaluate,
+            monitor="score",
+            progress=False,
+        )
+
+
 def test_resume_after_interruption_matches_uninterrupted_run(train, tmp_path):
     reference = train_model(_model(train), _data(train), 4, progress=False).model
 
@@ -336,6 +360,21 @@ def test_a_time_budget_that_is_not_positive_is_refused(train, budget):
     # 0 used to stop before the first epoch and return the untrained model.
     with pytest.raises(ValueError, match="time_budget must be a positive"):
         train_model(_model(train), _data(train), 5, time_budget=budget, progress=False)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"eval_every": 0}, "`eval_every` must be an integer >= 1"),
+        ({"patience": 0}, "`patience` must be an integer >= 1"),
+        ({"patience": 2.5}, "`patience` must be an integer >= 1"),
+    ],
+)
+def test_an_interval_or_patience_below_one_is_refused(train, options, message):
+    # patience=0 used to stop before the first epoch, and eval_every=0 to
+    # fail with ZeroDivisionError after a whole epoch.
+    with pytest.raises(ValueError, match=message):
+        train_model(_model(train), _data(train), 5, progress=False, **options)
 
 
 def test_evaluate_first_keeps_the_starting_weights_when_they_are_best(train):
