@@ -173,10 +173,15 @@ def benchmark_first_layer(matrix, batch_size: int, repeats: int) -> None:
             lambda step=step: step().numpy(), repeats=repeats
         )
     dense, sparse = seconds["Dense"], seconds["SparseRowsDense"]
+    # The dense product and the kernel's gradient, 2 * B * items * 600 each
+    # (the sparse layer skips most of them: its rate is dense-equivalent).
+    flops = 2 * 2 * rows.shape[0] * matrix.shape[1] * 600
     print(
         f"first layer, {batch_size} rows x {matrix.shape[1]:,} items "
-        f"({density:.3%} nonzero) -> 600: Dense {dense * 1e3:.1f} ms, "
-        f"SparseRowsDense {sparse * 1e3:.1f} ms (x{dense / sparse:.2f})"
+        f"({density:.3%} nonzero) -> 600, {flops / 1e9:.2f} GFLOP: "
+        f"Dense {dense * 1e3:.1f} ms ({flops / dense / 1e9:.1f} GFLOP/s), "
+        f"SparseRowsDense {sparse * 1e3:.1f} ms ({flops / sparse / 1e9:.1f} "
+        f"GFLOP/s dense-equivalent; x{dense / sparse:.2f})"
     )
 
 
@@ -207,14 +212,23 @@ def benchmark_autoencoder(
     )
 
 
-def benchmark_steps(name, model, dataset, matrix, repeats, max_rows=None) -> None:
+def benchmark_steps(
+    name, model, epoch_flops, dataset, matrix, repeats, max_rows=None
+) -> None:
     """Milliseconds per compiled training step of `model` on the first and
-    the last batch of `dataset(rows, 0)` (mean of `repeats` after a warm-up)."""
+    the last batch of `dataset(rows, 0)` (mean of `repeats` after a warm-up).
+
+    The rate divides the FLOPs of the mean step (`epoch_flops`, those of an
+    epoch over all of `matrix`'s rows, scaled to `rows` and divided by the
+    epoch's steps) by the first batch's time."""
     rows = matrix if max_rows is None else matrix[:max_rows]
     first = last = None
+    steps = 0
     for batch in dataset(rows, 0):
         first = batch if first is None else first
         last = batch
+        steps += 1
+    step_flops = epoch_flops * rows.shape[0] / matrix.shape[0] / steps
     model.fit(dataset(rows[:1], 0), verbose=0)  # builds the model and optimizer
     step = model.make_train_function()
     if model.sparse_rows:
@@ -228,9 +242,12 @@ def benchmark_steps(name, model, dataset, matrix, repeats, max_rows=None) -> Non
             logs = step(iterator)
         tf.nest.map_structure(lambda value: np.asarray(value), logs)
         times.append((time.perf_counter() - begin) / repeats * 1e3)
+    rate = "GFLOP/s dense-equivalent" if model.sparse_rows else "GFLOP/s"
     print(
         f"{name}: {times[0]:7.1f} ms/step (first batch), "
-        f"{times[1]:7.1f} ms/step (last batch)",
+        f"{times[1]:7.1f} ms/step (last batch); mean step "
+        f"{step_flops / 1e9:.2f} GFLOP, {step_flops / times[0] / 1e6:.1f} {rate} "
+        "on the first batch",
         flush=True,
     )
 
@@ -322,6 +339,7 @@ def benchmark_vaes(matrix, items, args) -> None:
                 benchmark_steps(
                     name,
                     build(sparse),
+                    row_flops * matrix.shape[0],
                     dataset,
                     matrix,
                     args.step_times,

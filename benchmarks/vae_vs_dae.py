@@ -154,6 +154,11 @@ def main() -> None:
         subsets = {"all": split.test}
         for q in range(4):
             members = np.flatnonzero(bucket == q)
+            if not members.size:  # tied quantiles: equal edges leave it empty
+                raise SystemExit(
+                    f"seed {seed}: quartile Q{q + 1} has no test user (history "
+                    f"length edges {edges.tolist()} tie); use more held-out users"
+                )
             low, high = lengths[members].min(), lengths[members].max()
             subsets[f"Q{q + 1}"] = split.test.take(members)
             print(
