@@ -6,7 +6,9 @@ import types
 import pytest
 
 import train_all
-from keras_rec.data import datasets, make_synthetic
+from keras_rec.data import datasets, load_dataset, make_split, make_synthetic
+from keras_rec.evaluation import evaluate
+from keras_rec.models import Popularity
 from keras_rec.training import trainer
 from keras_rec.training.results import onednn_enabled
 
@@ -85,6 +87,18 @@ def _check_default_run(tmp_path):
         parity = record["exported"]["parity"]
         for runtime in ("saved_model_cli", "litert"):
             assert parity[runtime]["max_abs_score_diff"] < 1e-4
+    # The recorded metrics are the test set's, recomputed here from the
+    # public API (popularity is deterministic).
+    split = make_split(load_dataset("synthetic"), "loo_sampled", 0)
+    model = Popularity(split.num_items).fit_closed_form(split.train)
+    record = _read(results / "popularity_synthetic_seed0.json")
+    for protocol in ("loo_sampled", "loo_full"):
+        expected = evaluate(model, split.test, protocol)
+        recorded = record["metrics"][protocol]
+        assert {"hr@10", "ndcg@10", "num_users"} <= set(expected)
+        for name, value in expected.items():
+            if name != "seconds":
+                assert recorded[name] == pytest.approx(value, abs=1e-9), name
     table = (results / "RESULTS.md").read_text()
     assert "| bpr_mf | synthetic | loo_sampled | hr@10 |" in table
 

@@ -261,8 +261,9 @@ def given_split(train: Interactions, test: Interactions) -> Split:
     vocabulary, e.g. `from_raw` over their concatenation, then split).
 
     Also `ValueError` when a test user has no training item (nothing to
-    score from) or a test pair is also a training pair (full ranking
-    excludes the training items, so that target could never be hit).
+    score from). A test item the user also has in training stays in the
+    targets here; `holdout_full` masks the training items and does not count
+    it as a target.
     """
     if (train.num_users, train.num_items) != (test.num_users, test.num_items):
         raise ValueError(
@@ -296,14 +297,6 @@ def given_split(train: Interactions, test: Interactions) -> Split:
             f"{cold.size} test users of {test.name} have no training item in "
             f"{train.name} (the first: user id {int(cold[0])}); they cannot be "
             "scored from their history. Remove them from the test file."
-        )
-    shared = train_matrix.multiply(test_matrix).tocoo()
-    if shared.nnz:
-        raise ValueError(
-            f"{shared.nnz} (user, item) pairs of {test.name} are also in "
-            f"{train.name} (the first: user id {int(shared.row[0])}, item id "
-            f"{int(shared.col[0])}); full ranking excludes training items, so "
-            "they could never be hit. Remove them from the test file."
         )
     train_seq = train.sequences()
     return Split(

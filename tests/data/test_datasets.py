@@ -222,7 +222,6 @@ def _no_network(*args, **kwargs):
 
 
 def test_tfds_without_prepared_data(tmp_path, monkeypatch):
-    pytest.importorskip("tensorflow_datasets")
     monkeypatch.setattr(socket.socket, "connect", _no_network)
     monkeypatch.setattr(socket, "create_connection", _no_network)
     monkeypatch.setattr(socket, "getaddrinfo", _no_network)

@@ -283,16 +283,17 @@ def test_good_sample_files_parse(write_file, name):
 
 
 @pytest.mark.parametrize(
-    "text, message",
+    "text, message, line",
     [
-        ("10,4,2005-09-06\n", "before any `movie:` line"),
-        ("1:\n10,4\n", "expected `customer,rating,date`"),
-        ("1:\n10,4,06/09/2005\n", "date must be YYYY-MM-DD"),
-        ("x:\n10,4,2005-09-06\n", "movie id must be an integer"),
-        ("1:\nten,4,2005-09-06\n", "customer id must be an integer"),
+        ("10,4,2005-09-06\n", "before any `movie:` line", 1),
+        ("1:\n10,4\n", "expected `customer,rating,date`", 2),
+        ("1:\n10,4,06/09/2005\n", "date must be YYYY-MM-DD", 2),
+        ("x:\n10,4,2005-09-06\n", "movie id must be an integer", 1),
+        ("1:\nten,4,2005-09-06\n", "customer id must be an integer", 2),
     ],
 )
-def test_netflix_errors_name_the_file_and_line(write_file, text, message):
+def test_netflix_errors_name_the_file_and_line(write_file, text, message, line):
     path = write_file("combined_data_1.txt", text)
-    with pytest.raises(readers.DataFormatError, match=message):
+    with pytest.raises(readers.DataFormatError, match=message) as info:
         readers.read_netflix([path])
+    assert f"{path}:{line}" in str(info.value)

@@ -126,15 +126,6 @@ def test_given_split_refuses_a_test_user_without_training_items():
         given_split(train, test)
 
 
-def test_given_split_refuses_a_target_that_is_also_a_training_item():
-    train = Interactions(np.array([0, 0, 1]), np.array([1, 2, 0]), 2, 5)
-    test = Interactions(np.array([0, 1]), np.array([3, 0]), 2, 5)
-    with pytest.raises(
-        ValueError, match="1 .user, item. pairs .* user id 1, item id 0"
-    ):
-        given_split(train, test)
-
-
 # --- random holdout ----------------------------------------------------------
 
 
@@ -285,6 +276,23 @@ def test_strong_generalization_evaluates_users_as_the_reference_code():
         for r, user in enumerate(eval_set.users):
             n = lengths[int(data.raw_user_ids[user])]
             assert len(row(eval_set.targets, r)) == n // 2
+
+
+def test_strong_generalization_draws_the_targets_at_random():
+    # 14 users with the same 24 items in the same order: a fixed rule (the
+    # latest 20%, the first ones) would give every held-out user one set.
+    data = Interactions.from_raw(
+        np.repeat(np.arange(14), 24), np.tile(np.arange(24), 14)
+    )
+    drawn = []
+    for seed in range(3):
+        split = strong_generalization(data, 4, 4, seed=seed)
+        for eval_set in (split.validation, split.test):
+            drawn += [
+                tuple(row(eval_set.targets, r)) for r in range(len(eval_set.users))
+            ]
+    assert len(drawn) == 24 and all(len(t) == 4 for t in drawn)
+    assert len(set(drawn)) > 12
 
 
 def test_strong_generalization_drops_items_unknown_to_training():

@@ -47,10 +47,12 @@ class HistoryScores(Recommender):
         self.num_items = len(self.base)
         self.history_length = history_length
         self.widths = []
+        self.inputs = []
 
     def score_all(self, inputs):
         histories = inputs["item_history"].numpy()
         self.widths.append(histories.shape[1])
+        self.inputs.append(histories)
         return tf.constant([self.scores(h[h >= 0]) for h in histories])
 
     def scores(self, history):
@@ -292,6 +294,7 @@ def test_history_length_truncates_the_input_not_the_mask():
     eval_set = EvalSet(np.array([0]), [np.array([0, 1, 2, 3, 4])], targets)
     result = evaluate(model, eval_set, "loo_full", ks=(1,))
     assert model.widths == [2]
+    np.testing.assert_array_equal(model.inputs[0], [[3, 4]])  # the latest two
     assert result["hr@1"] == 1.0  # items 0..4 are masked although unseen by it
 
 

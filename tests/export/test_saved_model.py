@@ -14,7 +14,13 @@ import tensorflow as tf
 
 import keras_rec  # noqa: F401  (sets the Keras backend)
 from keras_rec.data import Interactions, make_synthetic
-from keras_rec.export import export_saved_model, load_serving, saved_model, testing
+from keras_rec.export import (
+    export_saved_model,
+    export_tflite,
+    load_serving,
+    saved_model,
+    testing,
+)
 from keras_rec.models import BPRMF, Popularity
 
 DOCS = pathlib.Path(__file__).resolve().parents[2] / "docs" / "serving.md"
@@ -74,6 +80,35 @@ def test_hand_computed_recommendations_exclude_seen_items(tmp_path):
     np.testing.assert_allclose(out["scores"], [[7, 5, 4], [9, 8, 7], [9, 8, 7]])
     scores = load_serving(path, "score_items")(user_id=[1], item_ids=[[2, 9]])
     np.testing.assert_allclose(scores["scores"], [[2.0, 9.0]])
+
+
+def test_k_past_the_unseen_items_ends_with_the_excluded_at_minus_inf(tmp_path):
+    # User 0 has seen 3 of 5 items: with k = 5 its last 3 answers are those,
+    # scored -inf (docs/serving.md), in the SavedModel as in `recommend`.
+    model = BPRMF(num_users=1, num_items=5, embedding_dim=1)
+    model.user_embedding.embeddings.assign(np.ones((1, 1), np.float32))
+    model.item_embedding.embeddings.assign(np.arange(5, dtype=np.float32)[:, None])
+    seen = Interactions(
+        user_ids=[0, 0, 0], item_ids=[4, 1, 2], num_users=1, num_items=5
+    )
+    path = export_saved_model(model, tmp_path / "1", k=5, seen_items=seen.to_csr())
+    out = load_serving(path)(user_id=[0])
+    np.testing.assert_array_equal(out["item_ids"][0, :2], [3, 0])
+    assert sorted(out["item_ids"][0, 2:].tolist()) == [1, 2, 4]
+    np.testing.assert_array_equal(
+        out["scores"][0], [3.0, 0.0, -np.inf, -np.inf, -np.inf]
+    )
+    ids, scores = model.recommend(
+        {"user_id": np.array([0])}, k=5, exclude=np.array([[4, 1, 2]])
+    )
+    np.testing.assert_array_equal(scores.numpy()[0], out["scores"][0])
+    tflite = export_tflite(model, tmp_path / "m.tflite", k=5, seen_items=seen.to_csr())
+    lite = testing.run_tflite(tflite, "serving_default", {"user_id": np.array([0])})
+    np.testing.assert_array_equal(lite["item_ids"][0, :2], [3, 0])
+    assert sorted(lite["item_ids"][0, 2:].tolist()) == [1, 2, 4]
+    # The TFLite model scores them at float32's lowest finite value instead.
+    lowest = np.finfo(np.float32).min
+    np.testing.assert_array_equal(lite["scores"][0], [3.0, 0.0, *[lowest] * 3])
 
 
 def test_hand_computed_popularity_excludes_history(tmp_path):

@@ -124,7 +124,14 @@ def test_vasp_scores_and_loss_match_numpy(trained, heldout_rows):
     focal = (alpha_t * (1 - p_t) ** 2 * -np.log(p_t)).sum(-1).mean()
     kl = -0.5 * np.mean(1 + log_var - mu**2 - np.exp(log_var))
     loss = model.compute_loss(x, y, model(x, training=False), training=False)
-    np.testing.assert_allclose(float(loss), focal + kl, rtol=1e-3)
+    np.testing.assert_allclose(float(loss), focal + model.beta * kl, rtol=1e-3)
+    beta = model.beta
+    try:  # the KL's weight counts
+        model.beta = 0.3
+        loss = model.compute_loss(x, y, model(x, training=False), training=False)
+    finally:
+        model.beta = beta
+    np.testing.assert_allclose(float(loss), focal + 0.3 * kl, rtol=1e-3)
 
 
 def test_vasp_save_load_gives_same_outputs(trained, reload):
