@@ -123,6 +123,24 @@ def test_a_run_that_raises_does_not_stop_the_others(tmp_path, monkeypatch, capsy
     assert "failed runs: ['popularity_synthetic_seed0']" in err
 
 
+def test_seeds_get_their_own_splits_and_are_averaged_first_one_exported(tmp_path):
+    args = _args(tmp_path, "--models", "popularity", "--seeds", "0,1")
+    assert train_all.main(args) == 0
+    results = tmp_path / "results"
+    records = [_read(results / f"popularity_synthetic_seed{s}.json") for s in (0, 1)]
+    assert [r["seed"] for r in records] == [0, 1]
+    assert (
+        records[0]["dataset"]["split_sha256"] != records[1]["dataset"]["split_sha256"]
+    )
+    assert "exported" in records[0] and "exported" not in records[1]
+    values = [r["metrics"]["loo_sampled"]["hr@10"] for r in records]
+    table = (results / "RESULTS.md").read_text()
+    mean = f"{sum(values) / 2:.4f}"
+    assert f"| popularity | synthetic | loo_sampled | hr@10 | {mean} ± " in table
+    row = next(line for line in table.splitlines() if "| loo_sampled | hr@10 |" in line)
+    assert "(2)" in row
+
+
 def test_finished_runs_are_not_redone(tmp_path, capsys):
     args = _args(tmp_path, "--models", "popularity", "--no-export")
     assert train_all.main(args) == 0

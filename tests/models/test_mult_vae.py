@@ -108,6 +108,23 @@ def test_vae_loss_is_the_annealed_negative_elbo_in_numpy():
     np.testing.assert_allclose(float(loss), nll + 0.4 * kl, rtol=1e-5)
 
 
+def test_dae_forward_is_tanh_layers_then_logits_in_numpy():
+    model = MultDAE(6, latent_dim=3, hidden_dims=[5], seed=4)
+    x = np.array([[1, 0, 1, 1, 0, 0], [0, 1, 0, 0, 0, 1]], "float32")
+    dense = [
+        layer for layer in model.layers if getattr(layer, "kernel", None) is not None
+    ]
+    assert [int(layer.kernel.shape[1]) for layer in dense] == [5, 3, 5, 6]
+    h = x.astype(np.float64) / np.linalg.norm(x, axis=1, keepdims=True)
+    for index, layer in enumerate(dense):
+        h = h @ layer.kernel.numpy() + layer.bias.numpy()
+        if index < len(dense) - 1:
+            h = np.tanh(h)
+    np.testing.assert_allclose(model(x, training=False), h, rtol=1e-5, atol=1e-6)
+    # Training applies the input dropout: the output differs.
+    assert not np.allclose(model(x, training=True), h, atol=1e-6)
+
+
 def test_dae_loss_adds_the_reference_weight_decay():
     model = _compiled(MultDAE(6, latent_dim=3, l2=0.5, seed=2))
     x = np.array([[1, 0, 1, 1, 0, 0]], "float32")
