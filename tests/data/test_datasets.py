@@ -230,6 +230,40 @@ def test_tfds_without_prepared_data(tmp_path, monkeypatch):
     assert str(tmp_path) in str(info.value)
 
 
+def test_tfds_records_become_interactions(monkeypatch):
+    # A prepared TFDS builder, faked: MovieLens' features as TFDS gives them
+    # (byte-string ids, float ratings, int timestamps), in two batches.
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+
+    records = {
+        "user_id": [b"7", b"3", b"7"],
+        "movie_id": [b"10", b"10", b"42"],
+        "user_rating": np.array([4.0, 2.0, 5.0], np.float32),
+        "timestamp": np.array([30, 10, 20], np.int64),
+    }
+
+    class Prepared:
+        data_dir = "fake"
+
+        def is_prepared(self):
+            return True
+
+        def as_dataset(self, split, batch_size):
+            assert split == "train"
+            return tf.data.Dataset.from_tensor_slices(records).batch(2)
+
+    monkeypatch.setattr(tfds, "builder", lambda name, data_dir=None: Prepared())
+    data = load_dataset("tfds:movielens/100k-ratings", "anywhere").interactions
+    assert data.name == "movielens/100k-ratings"
+    assert (data.num_users, data.num_items, len(data)) == (2, 2, 3)
+    raw_users = [data.raw_user_ids[u] for u in data.user_ids]
+    raw_items = [data.raw_item_ids[i] for i in data.item_ids]
+    assert raw_users == [b"7", b"3", b"7"] and raw_items == [b"10", b"10", b"42"]
+    np.testing.assert_array_equal(data.ratings, [4.0, 2.0, 5.0])
+    np.testing.assert_array_equal(data.timestamps, [30, 10, 20])
+
+
 def test_tfds_only_movielens_ratings():
     with pytest.raises(ValueError, match="movielens/\\*-ratings"):
         load_dataset("tfds:mnist", "anywhere")
