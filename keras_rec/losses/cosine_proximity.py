@@ -40,7 +40,7 @@ class CosineProximityLoss(keras.losses.CosineSimilarity):
         axis: int = -1,
         reduction: str | None = "sum_over_batch_size",
         name: str = "cosine_proximity",
-        dtype=None,
+        dtype: str | None = None,
     ):
         super().__init__(axis=axis, reduction=reduction, name=name, dtype=dtype)
         self.axis = axis

@@ -59,7 +59,7 @@ class FocalLoss(keras.losses.BinaryFocalCrossentropy):
         from_logits: bool = False,
         reduction: str | None = "sum_over_batch_size",
         name: str = "focal",
-        dtype=None,
+        dtype: str | None = None,
     ):
         super().__init__(
             apply_class_balancing=True,

@@ -37,7 +37,7 @@ class MultinomialLogLikelihood(keras.losses.Loss):
         self,
         reduction: str | None = "sum_over_batch_size",
         name: str = "multinomial_log_likelihood",
-        dtype=None,
+        dtype: str | None = None,
     ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
 

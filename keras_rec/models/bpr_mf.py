@@ -101,7 +101,7 @@ class BPRMF(Recommender, keras.Model):
             loss = loss + self.l2 * norm / (2.0 * batch * replicas)
         return loss
 
-    def score_all(self, inputs):
+    def score_all(self, inputs: dict) -> tf.Tensor:
         check_inputs(self, inputs)
         users = self.user_embedding(inputs[USER_ID])
         return ops.matmul(users, ops.transpose(self.item_embedding.embeddings))

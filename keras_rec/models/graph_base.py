@@ -424,13 +424,13 @@ class GraphRecommender(ArgumentsConfig, Recommender):
             target.assign(source)
         return self
 
-    def score_all(self, inputs):
+    def score_all(self, inputs: dict) -> tf.Tensor:
         check_inputs(self, inputs)
         users, items = self.encoder.final_embeddings()
         user_rows = tf.gather(users, inputs[USER_ID])
         return tf.matmul(user_rows, items, transpose_b=True)
 
-    def score_items(self, inputs, item_ids):
+    def score_items(self, inputs: dict, item_ids: tf.Tensor) -> tf.Tensor:
         check_inputs(self, inputs, item_ids)
         users, items = self.encoder.final_embeddings()
         user_rows = tf.gather(users, inputs[USER_ID])

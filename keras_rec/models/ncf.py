@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
@@ -16,6 +17,9 @@ from keras_rec.models.base import (
     check_non_negative,
     check_positive,
 )
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 ITEM_ID = "item_id"
 
@@ -137,7 +141,7 @@ class _NCFBase(ArgumentsConfig, Recommender, keras.Model):
         """Users per `score_all` call that keep it within `max_scored_pairs`."""
         return max(1, self.max_scored_pairs // self.num_items)
 
-    def score_all(self, inputs):
+    def score_all(self, inputs: dict) -> tf.Tensor:
         check_inputs(self, inputs)
         users = ops.convert_to_tensor(inputs[USER_ID], "int64")
         items = ops.arange(self.num_items, dtype="int64")
@@ -152,7 +156,7 @@ class _NCFBase(ArgumentsConfig, Recommender, keras.Model):
         )
         return ops.reshape(scores, (batch, self.num_items))
 
-    def score_items(self, inputs, item_ids):
+    def score_items(self, inputs: dict, item_ids: tf.Tensor) -> tf.Tensor:
         check_inputs(self, inputs, item_ids)
         users = ops.convert_to_tensor(inputs[USER_ID], "int64")
         item_ids = ops.convert_to_tensor(item_ids, "int64")

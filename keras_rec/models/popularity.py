@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import keras
 import numpy as np
 from keras import ops
@@ -13,6 +15,9 @@ from keras_rec.models.base import (
     check_inputs,
     serialize_config,
 )
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 
 @keras.saving.register_keras_serializable(package="keras_rec")
@@ -68,7 +73,7 @@ class Popularity(Recommender, keras.Model):
         self.scorer.prior.assign(np.log1p(counts).astype("float32"))
         return self
 
-    def score_all(self, inputs):
+    def score_all(self, inputs: dict) -> tf.Tensor:
         check_inputs(self, inputs)
         return self.scorer(inputs[ITEM_HISTORY])
 

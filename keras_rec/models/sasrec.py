@@ -219,12 +219,12 @@ class SASRec(Recommender, keras.Model):
         history = self.fit_history(inputs[ITEM_HISTORY])
         return self.encode(history, training=False, return_attention_scores=True)[1]
 
-    def score_all(self, inputs):
+    def score_all(self, inputs: dict) -> tf.Tensor:
         check_inputs(self, inputs)
         items = self.item_embedding.embeddings[1:]
         return ops.matmul(self.last_state(inputs), ops.transpose(items))
 
-    def score_items(self, inputs, item_ids):
+    def score_items(self, inputs: dict, item_ids: tf.Tensor) -> tf.Tensor:
         check_inputs(self, inputs, item_ids)
         candidates = self.item_embedding(
             _shift(ops.convert_to_tensor(item_ids, "int64"))
