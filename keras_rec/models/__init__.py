@@ -6,6 +6,7 @@ from keras_rec.models.ease import EASE
 from keras_rec.models.flvae import FLVAE
 from keras_rec.models.lightgcn import LightGCN
 from keras_rec.models.mult_vae import MultDAE, MultVAE
+from keras_rec.models.ncf import GMF, MLP, NeuMF
 from keras_rec.models.neural_ease import NeuralEASE
 from keras_rec.models.ngcf import NGCF
 from keras_rec.models.popularity import Popularity
@@ -17,11 +18,14 @@ __all__ = [
     "BPRMF",
     "EASE",
     "FLVAE",
+    "GMF",
     "ITEM_HISTORY",
     "LightGCN",
+    "MLP",
     "MultDAE",
     "MultVAE",
     "NGCF",
+    "NeuMF",
     "NeuralEASE",
     "Popularity",
     "RecVAE",
