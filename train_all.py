@@ -330,22 +330,28 @@ def _metrics(result: dict) -> dict:
     return {k: v for k, v in result.items() if k not in NON_METRICS}
 
 
+# key: (name in saved_models/<model>_<dataset>/, is a folder)
 EXPORTS = {
     "saved_model": ("1", True),
     "tflite": ("model.tflite", False),
     "keras": ("model.keras", False),
-}  # key: (name, is a folder)
+}
 
 
 def _export(model, split, name: str, args) -> dict:
     """Exports SavedModel + TFLite (+ the `.keras` file) into a hidden staging
     folder, checks both against the Keras model on a sample of users, and
-    only then moves each into `saved_models/<name>/` (each move atomic): a
-    failed export or parity check leaves the previous export as it was."""
+    only then moves each into `saved_models/<name>/`: a failed export or
+    parity check leaves the previous export as it was. Each move is atomic,
+    the three together are not (a failure between two moves leaves the new
+    files beside the old ones, and the run fails)."""
     from keras_rec.export import export_saved_model, export_tflite
     from keras_rec.export.saved_model import write_atomically
 
     os.makedirs(args.saved_models_dir, exist_ok=True)
+    # Staging folders an earlier, killed export of this model left behind.
+    for stale in glob.glob(os.path.join(args.saved_models_dir, f".{name}.staging-*")):
+        shutil.rmtree(stale, ignore_errors=True)
     staging = tempfile.mkdtemp(prefix=f".{name}.staging-", dir=args.saved_models_dir)
     try:
         staged = {
@@ -535,16 +541,22 @@ def write_table(results_dir: str) -> str:
             missing = _missing_keys(record)
             if missing:
                 raise ValueError(f"no {', '.join(missing)}")
-        except (ValueError, KeyError, TypeError) as error:
+            if not isinstance(record["metrics"], dict) or not isinstance(
+                record["seconds_per_epoch"], int | float
+            ):
+                raise ValueError(
+                    "`metrics` is not a mapping or `seconds_per_epoch` not a number"
+                )
+            key = (
+                record["config"]["model"],
+                record["config"]["dataset"],
+                json.dumps(run_config(record), sort_keys=True),
+            )
+        except (ValueError, TypeError, AttributeError) as error:
             skipped.append(
                 f"{os.path.basename(path)} ({type(error).__name__}: {error})"
             )
             continue
-        key = (
-            record["config"]["model"],
-            record["config"]["dataset"],
-            json.dumps(run_config(record), sort_keys=True),
-        )
         groups.setdefault(key, []).append(record)
     variants: dict[tuple, list[str]] = {}  # (model, dataset) -> config keys
     for model, dataset, config in groups:
@@ -582,7 +594,11 @@ def write_table(results_dir: str) -> str:
             " with a larger budget to continue): " + ", ".join(partial) + ".\n"
         )
     if skipped:
-        text += "\nNot read (not a results record): " + "; ".join(skipped) + ".\n"
+        text += (
+            "\nNot read (not a results record, or a damaged one): "
+            + "; ".join(skipped)
+            + ".\n"
+        )
         print(f"RESULTS.md: skipped {'; '.join(skipped)}", file=sys.stderr)
     path = os.path.join(results_dir, "RESULTS.md")
     atomic_write_text(path, text)
@@ -693,6 +709,10 @@ def main(argv=None) -> int:
                 failures.append(run)
                 continue
             except Exception:  # a bug or a failed export check: the others go on
+                if isinstance(
+                    args.strategy_object, tf.distribute.MultiWorkerMirroredStrategy
+                ):
+                    raise  # a worker alone going on would desynchronise the cluster
                 traceback.print_exc()
                 print(f"[{run}] FAILED (traceback above)", file=sys.stderr)
                 failures.append(run)

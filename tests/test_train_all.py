@@ -62,6 +62,14 @@ def test_default_run_writes_results_table_and_exports(tmp_path, monkeypatch, cap
     assert not list((tmp_path / "saved_models").glob(".*staging*"))
     err = capsys.readouterr().err
     assert "top-k ids differ" in err and "[popularity_synthetic_seed0] FAILED" in err
+    # A stale staging folder is swept, and a good export replaces the old one.
+    (tmp_path / "saved_models" / ".popularity_synthetic.staging-old").mkdir()
+    monkeypatch.undo()
+    assert train_all.main(_args(tmp_path, "--models", "popularity", "--force")) == 0
+    after = snapshot()
+    assert set(after) == set(before)
+    assert all(after[path][1:] != before[path][1:] for path in before)  # new files
+    assert not list((tmp_path / "saved_models").glob(".*staging*"))
 
 
 def _check_default_run(tmp_path):
@@ -333,13 +341,17 @@ def test_a_time_budget_that_is_not_positive_is_refused(tmp_path):
 def test_a_run_its_budget_stopped_before_the_first_epoch_is_trained_later(
     tmp_path, capsys
 ):
-    args = _args(tmp_path, "--models", "bpr_mf", "--epochs", "2", "--no-export")
+    args = _args(tmp_path, "--models", "bpr_mf", "--epochs", "2")
     path = tmp_path / "results" / "bpr_mf_synthetic_seed0.json"
-    # 10 s pass before the first epoch could start: none runs.
+    # 10 s pass before the first epoch could start: none runs, and the
+    # untrained model is not exported.
     assert train_all.main([*args, "--time-budget", "5"]) == 0
     with open(path) as handle:
         first = json.load(handle)
     assert first["stopped_by"] == "time_budget" and first["epochs_run"] == 0
+    assert first["exported"].startswith("skipped: stopped by the time budget")
+    assert not (tmp_path / "saved_models" / "bpr_mf_synthetic").exists()
+    args.append("--no-export")
     assert "before its first epoch" in capsys.readouterr().out
     # No checkpoint was written, yet the run is not "finished earlier".
     assert train_all.main(args) == 0
@@ -425,11 +437,13 @@ def test_other_json_files_in_the_results_folder_are_named_not_fatal(tmp_path, ca
     with open(tmp_path / f"{record['run']}.json", "w") as handle:
         json.dump(record, handle)
     (tmp_path / "tune.json").write_text('{"trials": []}')
+    (tmp_path / "typed.json").write_text(json.dumps({**record, "metrics": []}))
     (tmp_path / "cut.json").write_text('{"run": "x", "metr')
     table = open(train_all.write_table(str(tmp_path))).read()
     assert "| bpr_mf | synthetic | loo_sampled | hr@10 | 0.6000" in table
     assert "tune.json (ValueError: no run, metrics, seconds_per_epoch, config)" in table
     assert "cut.json (JSONDecodeError" in table
+    assert "typed.json (ValueError: `metrics` is not a mapping" in table
     assert "tune.json" in capsys.readouterr().err
 
 

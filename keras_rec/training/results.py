@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import platform
+import stat
 import tempfile
 from importlib import metadata
 
@@ -57,12 +58,23 @@ def atomic_write_text(path: str, text: str) -> None:
             file.write(text)
             file.flush()
             os.fsync(file.fileno())
-        os.chmod(temporary, 0o644)  # mkstemp's 0o600 would hide it from others
+        os.chmod(temporary, _file_mode(path))  # not mkstemp's 0o600
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.remove(temporary)
         raise
+
+
+def _file_mode(path: str) -> int:
+    """The mode `open(path, "w")` would give: the existing file's, else
+    0o666 less the process's umask."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def package_versions() -> dict[str, str]:

@@ -104,11 +104,14 @@ def _best_file(epoch: int) -> str:
 def _checkpoint_files(checkpoint_dir: str) -> list[str]:
     """The model and best-weights files in `checkpoint_dir` (any epoch, the
     zipped `.keras` models of older checkpoints too, and the temporary
-    files of an interrupted write)."""
+    files of an interrupted write, `state.json`'s included)."""
     return [
         name
         for name in os.listdir(checkpoint_dir)
         if re.fullmatch(
+            rf"\.{re.escape(STATE_FILE)}\..+\.tmp|{re.escape(STATE_FILE)}\.tmp", name
+        )
+        or re.fullmatch(
             r"(model-\d+(\.keras)?|best-\d+\.weights\.h5)(\.tmp(\.keras|\.weights\.h5)?)?",
             name,
         )
@@ -489,9 +492,12 @@ def train_model(
             f"{description}: time_budget must be a positive number of seconds "
             f"(None for no limit), got {time_budget}"
         )
-    check_count(1, eval_every=eval_every)
-    if patience is not None:
-        check_count(1, patience=patience)
+    try:
+        check_count(1, eval_every=eval_every)
+        if patience is not None:
+            check_count(1, patience=patience)
+    except ValueError as error:
+        raise ValueError(f"{description}: {error}") from None
     expected = training_config(model)
     state = {
         "epoch": 0,
@@ -683,7 +689,7 @@ def _restore_best(model, state, checkpoint_dir, strategy=None) -> None:
             raise FileNotFoundError(
                 f"The best epoch's weights ({state['best']}) are missing from "
                 f"{path}; the checkpoint folder was changed while training. "
-                "Delete it (train_all.py --force) to train again."
+                f"Delete {checkpoint_dir} to train again from scratch."
             )
     elif "best_weights" in state:
         for variable, value in zip(

@@ -1,5 +1,6 @@
 import json
 import os
+import stat
 
 import numpy as np
 import pytest
@@ -47,6 +48,19 @@ def test_atomic_write_json_replaces_whole_file(tmp_path):
     with open(path) as handle:
         assert json.load(handle) == {"a": 1.5, "b": [0, 1]}
     assert os.listdir(tmp_path) == ["r.json"]
+
+
+def test_atomic_writes_give_the_mode_open_would(tmp_path):
+    path = tmp_path / "r.json"
+    umask = os.umask(0o027)
+    try:
+        atomic_write_json(str(path), {"a": 1})
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640  # a new file: 0o666 & ~umask
+    path.chmod(0o604)
+    atomic_write_json(str(path), {"a": 2})
+    assert stat.S_IMODE(path.stat().st_mode) == 0o604  # a replaced one keeps its own
 
 
 def test_a_failed_write_leaves_the_previous_file(tmp_path, monkeypatch):

@@ -142,6 +142,11 @@ def test_a_kill_between_the_model_and_the_state_write_loses_nothing(
     monkeypatch.setattr(trainer, "atomic_write_json", write)
     assert _state(checkpoints)["epoch"] == 1
     assert os.path.isdir(os.path.join(checkpoints, "model-00002"))
+    # What a kill inside the write itself leaves (now, and before 2026-12-07):
+    # removed with the other files no state names.
+    for leftover in (f".{STATE_FILE}.k1ll3d.tmp", f"{STATE_FILE}.tmp"):
+        with open(os.path.join(checkpoints, leftover), "w") as handle:
+            handle.write('{"epoch": ')
     _assert_resumes_from_epoch_1(train, checkpoints, reference, epochs=3)
 
 
