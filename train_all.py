@@ -704,17 +704,20 @@ def main(argv=None) -> int:
             print(f"[{run}] {experiment.protocol} ...", flush=True)
             try:
                 record = run_one(experiment, seed, dataset, args)
-            except (FloatingPointError, ValueError, FileNotFoundError) as error:
-                print(f"[{run}] FAILED: {error}", file=sys.stderr)
-                failures.append(run)
-                continue
-            except Exception:  # a bug or a failed export check: the others go on
+            except Exception as error:  # the other runs go on
                 if isinstance(
                     args.strategy_object, tf.distribute.MultiWorkerMirroredStrategy
                 ):
-                    raise  # a worker alone going on would desynchronise the cluster
-                traceback.print_exc()
-                print(f"[{run}] FAILED (traceback above)", file=sys.stderr)
+                    # An error on one worker only (the chief's checkpoint
+                    # files) would leave it alone to go on: stop them all.
+                    raise
+                if isinstance(
+                    error, FloatingPointError | ValueError | FileNotFoundError
+                ):
+                    print(f"[{run}] FAILED: {error}", file=sys.stderr)
+                else:  # a bug or a failed export check
+                    traceback.print_exc()
+                    print(f"[{run}] FAILED (traceback above)", file=sys.stderr)
                 failures.append(run)
                 continue
             if is_chief(args.strategy_object):  # one writer per cluster

@@ -149,6 +149,22 @@ def test_seeds_get_their_own_splits_and_are_averaged_first_one_exported(tmp_path
     assert "(2)" in row
 
 
+def test_under_several_workers_a_failed_run_stops_them_all(tmp_path, monkeypatch):
+    # One worker going on to the next run alone would desynchronise the
+    # cluster's collectives: every error is raised.
+    class Workers:  # stands for a MultiWorkerMirroredStrategy
+        pass
+
+    def failing(*args):
+        raise ValueError("bad data on one worker")
+
+    monkeypatch.setattr(train_all.tf.distribute, "MultiWorkerMirroredStrategy", Workers)
+    monkeypatch.setattr(train_all, "make_strategy", lambda name: Workers())
+    monkeypatch.setattr(train_all, "run_one", failing)
+    with pytest.raises(ValueError, match="bad data on one worker"):
+        train_all.main(_args(tmp_path, "--models", "popularity,ease", "--no-export"))
+
+
 def test_finished_runs_are_not_redone(tmp_path, capsys):
     args = _args(tmp_path, "--models", "popularity", "--no-export")
     assert train_all.main(args) == 0
