@@ -290,8 +290,7 @@ def given_split(train: Interactions, test: Interactions) -> Split:
             )
     test_matrix = test.to_csr()
     users = np.flatnonzero(np.diff(test_matrix.indptr) > 0)
-    train_matrix = train.to_csr()
-    cold = users[np.diff(train_matrix.indptr)[users] == 0]
+    cold = users[train.user_counts()[users] == 0]
     if cold.size:
         raise ValueError(
             f"{cold.size} test users of {test.name} have no training item in "
