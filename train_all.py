@@ -511,17 +511,27 @@ RECORD_KEYS = ("run", "metrics", "seconds_per_epoch", "config")
 CONFIG_KEYS = ("model", "dataset", "protocol", "paper", "views")
 
 
-def _missing_keys(record) -> list[str]:
-    """The keys the table reads that `record` lacks (all, if not a dict)."""
+def _check_record(record) -> None:
+    """Raises `ValueError` naming what the table needs and `record` lacks:
+    a key (all of them, if it is not a dict), or a `metrics` mapping and a
+    numeric `seconds_per_epoch`."""
     if not isinstance(record, dict):
-        return list(RECORD_KEYS)
-    missing = [key for key in RECORD_KEYS if key not in record]
-    config = record.get("config")
-    if isinstance(config, dict):
-        missing += [f"config.{key}" for key in CONFIG_KEYS if key not in config]
-    elif "config" not in missing:
-        missing.append("config")
-    return missing
+        missing = list(RECORD_KEYS)
+    else:
+        missing = [key for key in RECORD_KEYS if key not in record]
+        config = record.get("config")
+        if isinstance(config, dict):
+            missing += [f"config.{key}" for key in CONFIG_KEYS if key not in config]
+        elif "config" not in missing:
+            missing.append("config")
+    if missing:
+        raise ValueError(f"no {', '.join(missing)}")
+    if not isinstance(record["metrics"], dict) or not isinstance(
+        record["seconds_per_epoch"], int | float
+    ):
+        raise ValueError(
+            "`metrics` is not a mapping or `seconds_per_epoch` not a number"
+        )
 
 
 def write_table(results_dir: str) -> str:
@@ -538,15 +548,7 @@ def write_table(results_dir: str) -> str:
         try:
             with open(path) as handle:
                 record = json.load(handle)
-            missing = _missing_keys(record)
-            if missing:
-                raise ValueError(f"no {', '.join(missing)}")
-            if not isinstance(record["metrics"], dict) or not isinstance(
-                record["seconds_per_epoch"], int | float
-            ):
-                raise ValueError(
-                    "`metrics` is not a mapping or `seconds_per_epoch` not a number"
-                )
+            _check_record(record)
             key = (
                 record["config"]["model"],
                 record["config"]["dataset"],
