@@ -185,6 +185,15 @@ def benchmark_first_layer(matrix, batch_size: int, repeats: int) -> None:
     )
 
 
+def _labels(name: str, model) -> tuple[str, str]:
+    """The printed name and rate unit of `model`'s timings."""
+    if not model.sparse_rows:
+        return name, "GFLOP/s"
+    # The FLOPs count the first layer's dense product, most of which the
+    # sparse product skips: a rate comparable with the dense run's.
+    return f"{name} (sparse rows)", "GFLOP/s dense-equivalent"
+
+
 def benchmark_autoencoder(
     name, model, epoch_flops, dataset, matrix, epochs, max_rows=None
 ) -> None:
@@ -197,12 +206,7 @@ def benchmark_autoencoder(
         model.fit(dataset(rows, epoch), verbose=0)
     scale = matrix.shape[0] / rows.shape[0]
     seconds = (time.perf_counter() - begin) / epochs * scale
-    rate = "GFLOP/s"
-    if model.sparse_rows:
-        name += " (sparse rows)"
-        # The FLOPs count the first layer's dense product, most of which
-        # the sparse product skips: a rate comparable with the dense run's.
-        rate += " dense-equivalent"
+    name, rate = _labels(name, model)
     timed = "" if scale == 1 else f", timed on {rows.shape[0]:,} and scaled"
     print(
         f"{name}: {seconds:7.2f} s/epoch ({matrix.shape[0]:,} users{timed}), "
@@ -231,8 +235,7 @@ def benchmark_steps(
     step_flops = epoch_flops * rows.shape[0] / matrix.shape[0] / steps
     model.fit(dataset(rows[:1], 0), verbose=0)  # builds the model and optimizer
     step = model.make_train_function()
-    if model.sparse_rows:
-        name += " (sparse rows)"
+    name, rate = _labels(name, model)
     times = []
     for batch in (first, last):
         iterator = iter(tf.data.Dataset.from_tensors(batch).repeat())
@@ -242,7 +245,6 @@ def benchmark_steps(
             logs = step(iterator)
         tf.nest.map_structure(lambda value: np.asarray(value), logs)
         times.append((time.perf_counter() - begin) / repeats * 1e3)
-    rate = "GFLOP/s dense-equivalent" if model.sparse_rows else "GFLOP/s"
     print(
         f"{name}: {times[0]:7.1f} ms/step (first batch), "
         f"{times[1]:7.1f} ms/step (last batch); mean step "
