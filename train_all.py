@@ -696,7 +696,7 @@ def main(argv=None) -> int:
                     print(f"[{run}] continuing the run its time budget stopped")
                 else:
                     print(f"[{run}] training the run its time budget stopped early")
-            elif os.path.exists(path):
+            elif os.path.exists(path) and is_chief(args.strategy_object):
                 # --force redoes a finished run (or one its budget stopped)
                 # from scratch, NeuMF's pre-trained parts included (their
                 # entries come first, so NeuMF starts from the new ones); an
@@ -740,7 +740,7 @@ def main(argv=None) -> int:
                     "--time-budget (or none) to continue",
                     flush=True,
                 )
-            elif experiment.name not in parts:
+            elif experiment.name not in parts and is_chief(args.strategy_object):
                 shutil.rmtree(checkpoint, ignore_errors=True)
             summary = ", ".join(
                 f"{k}={v:.4f}"

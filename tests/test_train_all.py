@@ -165,6 +165,22 @@ def test_under_several_workers_a_failed_run_stops_them_all(tmp_path, monkeypatch
         train_all.main(_args(tmp_path, "--models", "popularity,ease", "--no-export"))
 
 
+def test_a_worker_that_is_not_the_chief_trains_but_writes_nothing(
+    tmp_path, monkeypatch, capsys
+):
+    # One writer per cluster: another worker trains and evaluates the same
+    # runs (the collectives need it) but leaves results, checkpoints,
+    # exports and the table to the chief.
+    monkeypatch.setattr(train_all, "is_chief", lambda strategy: False)
+    monkeypatch.setattr(trainer, "is_chief", lambda strategy: False)
+    args = _args(tmp_path, "--models", "popularity,bpr_mf", "--epochs", "2")
+    assert train_all.main(args) == 0
+    out = capsys.readouterr().out
+    assert "[bpr_mf_synthetic_seed0] hr@10=" in out and "table:" not in out
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert written == [] and not (tmp_path / "checkpoints").exists()
+
+
 def test_finished_runs_are_not_redone(tmp_path, capsys):
     args = _args(tmp_path, "--models", "popularity", "--no-export")
     assert train_all.main(args) == 0

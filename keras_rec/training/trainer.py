@@ -454,8 +454,11 @@ def train_model(
         description: label of the progress bar.
         strategy: the `tf.distribute` strategy the model was built under.
             A resumed model is loaded in its scope; only the chief writes
-            checkpoints; stop decisions are agreed on by all workers. With
-            several workers pass `fit_epoch=DistributedEpoch(...)`.
+            checkpoints, and every worker resumes from them, so with
+            several workers `checkpoint_dir` must be a folder they all see
+            (a shared file system); stop decisions are agreed on by all
+            workers. With several workers pass
+            `fit_epoch=DistributedEpoch(...)`.
         data_checksum: identifies the training data and split (e.g.
             `Split.checksum()`); recorded in the checkpoint, and a
             checkpoint that records another one is not resumed.
@@ -511,7 +514,8 @@ def train_model(
     }
     resumed_from = 0
     if checkpoint_dir:
-        os.makedirs(checkpoint_dir, exist_ok=True)
+        if is_chief(strategy):
+            os.makedirs(checkpoint_dir, exist_ok=True)
         state_path = os.path.join(checkpoint_dir, STATE_FILE)
         if os.path.exists(state_path):
             with open(state_path) as handle:

@@ -147,8 +147,13 @@ def test_score_all_is_the_network_on_the_multi_hot_history(trained, name):
     outputs = model(rows, training=False)
     logits = outputs["logits"] if name == "vae" else outputs
     np.testing.assert_allclose(model.score_all(HISTORY), logits, rtol=1e-6)
-    # Inference is deterministic (no dropout, z = mu).
+    # Inference is deterministic (no dropout, z = mu); training is not
+    # (input dropout, and the VAE samples z).
     np.testing.assert_array_equal(model.score_all(HISTORY), model.score_all(HISTORY))
+    first, second = (model(rows, training=True) for _ in range(2))
+    if name == "vae":
+        first, second = first["logits"], second["logits"]
+    assert not np.allclose(first, second)
 
 
 @pytest.mark.parametrize("name", ["vae", "dae"])
