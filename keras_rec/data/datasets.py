@@ -8,7 +8,6 @@ import os
 from collections.abc import Callable
 
 import numpy as np
-import scipy.sparse as sp
 
 from keras_rec.data import readers, splits
 from keras_rec.data.interactions import Interactions
@@ -399,16 +398,12 @@ def make_split(
             # negatives as the test has, never the user's test item.
             train, valid = splits.random_item_validation(data, seed)
             if protocol == "loo_sampled":
-                test_by_user = sp.csr_matrix(
-                    (np.ones(len(users), np.float32), (users, items)),
-                    shape=(data.num_users, data.num_items),
-                )
                 valid.negatives = splits.sample_negatives(
                     valid,
                     dataset.test_negatives.shape[1],
                     data.num_items,
                     seed + 1,
-                    exclude=test_by_user[valid.users],
+                    exclude=splits.targets_of(test, valid.users),
                 )
             return splits.Split(
                 train=train, test=test, validation=valid, protocol=protocol
@@ -416,11 +411,20 @@ def make_split(
         _check_loo(dataset, data, protocol)
         split = splits.leave_one_out(data, validation=validation)
         if protocol == "loo_sampled":
-            for part, offset in ((split.test, 0), (split.validation, 1)):
-                if part is not None:
-                    part.negatives = splits.sample_negatives(
-                        part, num_negatives, data.num_items, seed + offset
-                    )
+            # A test history holds the validation item; a validation one
+            # lacks the test item, which is excluded explicitly: negatives
+            # are items the user never interacted with.
+            split.test.negatives = splits.sample_negatives(
+                split.test, num_negatives, data.num_items, seed
+            )
+            if split.validation is not None:
+                split.validation.negatives = splits.sample_negatives(
+                    split.validation,
+                    num_negatives,
+                    data.num_items,
+                    seed + 1,
+                    exclude=splits.targets_of(split.test, split.validation.users),
+                )
         split.protocol = protocol
         return split
     # holdout_full: the given train/test files, else a seeded 80/20 holdout.

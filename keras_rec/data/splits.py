@@ -167,7 +167,7 @@ def leave_one_out(
 ) -> Split:
     """Latest interaction of each user = test, second latest = validation.
 
-    Users with fewer than `min_interactions` (default and least 3 with
+    Users with fewer than `min_interactions` (default and at least 3 with
     validation, 2 without) stay wholly in training and are not evaluated.
     The test history includes the validation item (as SASRec evaluates).
     Raises `ValueError` on repeated (user, item) pairs (`check_unique_pairs`).
@@ -431,6 +431,22 @@ def strong_generalization(
         test=eval_set(test_users),
         validation=eval_set(val_users),
         protocol="strong_generalization",
+    )
+
+
+def targets_of(eval_set: EvalSet, users: np.ndarray) -> sp.csr_matrix:
+    """CSR `[len(users), num_items]`: `eval_set`'s targets of each of `users`
+    (user ids), an empty row for a user it does not evaluate. Pass it as
+    `sample_negatives`' `exclude` so that another part's negatives never
+    hold a user's own target of this part."""
+    users = np.asarray(users, np.int64)
+    position = dict(zip(eval_set.users.tolist(), range(len(eval_set)), strict=True))
+    rows = np.fromiter((position.get(u, -1) for u in users.tolist()), np.int64)
+    found = rows >= 0
+    selected = eval_set.targets[rows[found]].tocoo()
+    return sp.csr_matrix(
+        (selected.data, (np.flatnonzero(found)[selected.row], selected.col)),
+        shape=(len(users), eval_set.targets.shape[1]),
     )
 
 

@@ -13,7 +13,9 @@
   leave-one-out).
 * MRR@k = 1 / rank of the first hit within the top k, else 0.
 
-Users with no relevant items are left out of every mean.
+`ranking_metrics` leaves users with no relevant items out of every mean;
+the per-user Recall and NDCG functions raise for such a user (their
+denominator would be 0), and every function raises for a k below 1.
 """
 
 from __future__ import annotations
@@ -25,8 +27,25 @@ def _discounts(k: int) -> np.ndarray:
     return 1.0 / np.log2(np.arange(2, k + 2))
 
 
+def _check_k(k: int) -> None:
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+        raise ValueError(f"k must be a positive integer. Received k={k!r}")
+
+
+def _check_relevant(num_relevant: np.ndarray) -> np.ndarray:
+    num_relevant = np.asarray(num_relevant)
+    if np.any(num_relevant < 1):
+        raise ValueError(
+            f"{int(np.sum(num_relevant < 1))} user(s) have no relevant item: "
+            "Recall and NDCG are undefined for them (`ranking_metrics` leaves "
+            "them out)"
+        )
+    return num_relevant
+
+
 def hits_at_k(hits: np.ndarray, k: int) -> np.ndarray:
     """Number of hits in the first `k` columns of a `[n, K]` 0/1 hit matrix."""
+    _check_k(k)
     return hits[:, :k].sum(axis=1)
 
 
@@ -37,28 +56,32 @@ def hit_rate_at_k(hits: np.ndarray, num_relevant: np.ndarray, k: int) -> np.ndar
 
 
 def recall_at_k(hits: np.ndarray, num_relevant: np.ndarray, k: int) -> np.ndarray:
-    """Per-user Recall@k = hits@k / min(k, |relevant|)."""
-    return hits_at_k(hits, k) / np.minimum(k, num_relevant)
+    """Per-user Recall@k = hits@k / min(k, |relevant|) (each |relevant| >= 1)."""
+    return hits_at_k(hits, k) / np.minimum(k, _check_relevant(num_relevant))
 
 
 def recall_unclipped_at_k(
     hits: np.ndarray, num_relevant: np.ndarray, k: int
 ) -> np.ndarray:
-    """Per-user Recall@k = hits@k / |relevant| (NGCF's and LightGCN's)."""
-    return hits_at_k(hits, k) / num_relevant
+    """Per-user Recall@k = hits@k / |relevant| (NGCF's and LightGCN's; each
+    |relevant| >= 1)."""
+    return hits_at_k(hits, k) / _check_relevant(num_relevant)
 
 
 def ndcg_at_k(hits: np.ndarray, num_relevant: np.ndarray, k: int) -> np.ndarray:
-    """Per-user NDCG@k with IDCG over min(k, |relevant|) ideal hits."""
+    """Per-user NDCG@k with IDCG over min(k, |relevant|) ideal hits (each
+    |relevant| >= 1)."""
+    _check_k(k)
     discounts = _discounts(k)
     dcg = (hits[:, :k] * discounts).sum(axis=1)
-    ideal = np.cumsum(discounts)[np.minimum(k, num_relevant) - 1]
+    ideal = np.cumsum(discounts)[np.minimum(k, _check_relevant(num_relevant)) - 1]
     return dcg / ideal
 
 
 def mrr_at_k(hits: np.ndarray, num_relevant: np.ndarray, k: int) -> np.ndarray:
     """Per-user reciprocal rank of the first hit within the top k (0 if none)."""
     del num_relevant
+    _check_k(k)
     top = hits[:, :k] > 0
     first = np.argmax(top, axis=1)
     return np.where(top.any(axis=1), 1.0 / (first + 1.0), 0.0)
@@ -94,7 +117,7 @@ def ranking_metrics(
 
     Raises:
         ValueError: `hits` is not `[n, K]` with `n = len(num_relevant)`, a
-            `k` exceeds K, or a name is not a metric.
+            `k` is below 1 or exceeds K, or a name is not a metric.
     """
     unknown = [name for name in names if name not in METRICS]
     if unknown:
@@ -108,6 +131,8 @@ def ranking_metrics(
             f"`hits` must be [n, K] with n = len(num_relevant). Received "
             f"{hits.shape} and {num_relevant.shape}"
         )
+    for k in ks:
+        _check_k(k)
     if max(ks) > hits.shape[1]:
         raise ValueError(f"k={max(ks)} exceeds the {hits.shape[1]} ranked columns")
     keep = num_relevant > 0

@@ -16,6 +16,7 @@ from keras_rec.data import (
     Interactions,
     load_dataset,
     make_split,
+    make_synthetic,
     resolve_data_dir,
 )
 from keras_rec.data.datasets import LOADERS
@@ -337,6 +338,17 @@ def test_make_split_loo_sampled_draws_seeded_negatives(ml_100k):
         assert not np.take_along_axis(seen, part.negatives, axis=1).any()
     np.testing.assert_array_equal(split.test.negatives, again.test.negatives)
     assert make_split(ml_100k, "loo_full").test.negatives is None
+
+
+def test_loo_sampled_negatives_are_never_items_the_user_interacted_with():
+    # The validation history stops before the test item: it is excluded
+    # from the validation negatives explicitly.
+    data = make_synthetic(num_users=40, num_items=60, mean_length=10, seed=0)
+    split = make_split(Dataset("mine", data), "loo_sampled", seed=0, num_negatives=30)
+    items = {u: set(seq.tolist()) for u, seq in enumerate(data.sequences())}
+    for part in (split.test, split.validation):
+        for user, negatives in zip(part.users, part.negatives, strict=True):
+            assert not items[user] & set(negatives.tolist())
 
 
 def test_make_split_min_rating(ml_100k):

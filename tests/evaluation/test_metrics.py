@@ -13,6 +13,7 @@ from keras_rec.evaluation import (
     ndcg_at_k,
     ranking_metrics,
     recall_at_k,
+    recall_unclipped_at_k,
 )
 
 
@@ -146,3 +147,15 @@ def test_names_subset_and_argument_checks():
         ranking_metrics(np.zeros(5), np.array([1]), (3,))
     with pytest.raises(ValueError, match=r"Unknown metric\(s\) \['ndgc'\].*'ndcg'"):
         ranking_metrics(hits, np.array([1, 1]), (3,), names=("ndcg", "ndgc"))
+    with pytest.raises(ValueError, match="k must be a positive integer"):
+        ranking_metrics(hits, np.array([1, 1]), (0, 3))
+
+
+@pytest.mark.parametrize("function", [recall_at_k, recall_unclipped_at_k, ndcg_at_k])
+def test_per_user_functions_refuse_a_user_without_relevant_items(function):
+    # Called directly (not through `ranking_metrics`, which leaves such users
+    # out), a zero denominator is an error, not NaN or a silent 0.
+    hits = np.array([[1.0, 0.0], [0.0, 0.0]])
+    np.testing.assert_allclose(function(hits, np.array([1, 2]), 2)[1], 0.0)
+    with pytest.raises(ValueError, match="1 user.*no relevant item"):
+        function(hits, np.array([1, 0]), 2)
