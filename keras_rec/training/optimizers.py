@@ -10,8 +10,11 @@ items), where every step is memory-bound. Compiling the same update with
 XLA (`tf.function(jit_compile=True)`) fuses it into one pass over the
 gradient, the variable and the two moments.
 
-The arithmetic is Keras' own `update_step`, traced once per variable shape,
-so the result equals the unfused optimizer's to float rounding and the
+The arithmetic is Keras' own `update_step`, traced and compiled once per
+variable: its moments are found by a Python lookup on the variable, which
+runs only while tracing, so one trace shared by two variables of the same
+shape would update the second with the first one's moments. The result
+equals the unfused optimizer's to float rounding and the
 optimizer's variables, config and checkpoints are those of its Keras base
 class. Weight decay, clipping, EMA and gradient accumulation run in
 `apply` as in Keras, outside the fused part.
@@ -30,10 +33,12 @@ DEFAULT_FUSE_MIN_SIZE = 1 << 20
 
 
 class _Untracked:
-    """Holds the traced update out of the optimizer's tracked attributes
-    (a `tf.function` attribute would be saved with a SavedModel)."""
+    """Holds the traced updates, one per variable index, out of the
+    optimizer's tracked attributes (a `tf.function` attribute would be
+    saved with a SavedModel)."""
 
-    update = None
+    def __init__(self):
+        self.updates = {}
 
 
 class _FusedUpdate:
@@ -62,13 +67,15 @@ class _FusedUpdate:
     def update_step(self, gradient, variable, learning_rate):
         if not self._fuses(gradient, variable):
             return super().update_step(gradient, variable, learning_rate)
-        if self._fused.update is None:
-            self._fused.update = tf.function(super().update_step, jit_compile=True)
+        # One function per variable (not per shape: see the module docstring).
+        index = self._get_variable_index(variable)
+        update = self._fused.updates.get(index)
+        if update is None:
+            update = tf.function(super().update_step, jit_compile=True)
+            self._fused.updates[index] = update
         # The learning rate is a Keras variable (or a schedule's value):
         # passed as a tensor so that the traced function takes it by value.
-        return self._fused.update(
-            gradient, variable, tf.convert_to_tensor(learning_rate)
-        )
+        return update(gradient, variable, tf.convert_to_tensor(learning_rate))
 
     def get_config(self):
         return {**super().get_config(), "fuse_min_size": self.fuse_min_size}

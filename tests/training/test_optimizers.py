@@ -33,17 +33,42 @@ def test_fused_update_equals_keras_update(keras_class, fused_class):
     expected = _run(keras_class(learning_rate=0.01))
     fused = fused_class(learning_rate=0.01, fuse_min_size=1000)
     kernel, bias = _run(fused)
-    assert fused._fused.update is not None  # the fused path ran
+    assert len(fused._fused.updates) == 1  # the fused path ran
     np.testing.assert_allclose(kernel, expected[0], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(bias, expected[1], rtol=1e-6, atol=1e-7)
     # Keras' result moved the weights: equality is not of unchanged values.
     assert np.abs(expected[0] - _run(keras_class(learning_rate=0.0))[0]).max() > 1e-3
 
 
+@pytest.mark.parametrize("keras_class, fused_class", PAIRS)
+def test_variables_of_one_shape_keep_their_own_moments(keras_class, fused_class):
+    # Each fused variable has its own traced update: one trace per shape
+    # would update the second variable with the first one's moments.
+    rng = np.random.default_rng(3)
+    starts = [rng.standard_normal((6, 5), dtype=np.float32) for _ in range(3)]
+    gradients = [
+        [rng.standard_normal((6, 5), dtype=np.float32) for _ in starts]
+        for _ in range(3)
+    ]
+
+    def run(optimizer):
+        variables = [keras.Variable(start) for start in starts]
+        optimizer.build(variables)
+        for step in gradients:
+            optimizer.apply([tf.constant(g) for g in step], variables)
+        return [v.numpy() for v in variables], optimizer
+
+    expected, _ = run(keras_class(learning_rate=0.1))
+    result, fused = run(fused_class(learning_rate=0.1, fuse_min_size=1))
+    assert len(fused._fused.updates) == 3
+    for value, reference in zip(result, expected, strict=True):
+        np.testing.assert_allclose(value, reference, rtol=1e-5, atol=1e-6)
+
+
 def test_small_variables_keep_the_keras_update():
     fused = FusedNadam(learning_rate=0.01)  # default threshold: 1M elements
     _run(fused)
-    assert fused._fused.update is None
+    assert not fused._fused.updates
 
 
 def test_a_schedule_as_learning_rate():
