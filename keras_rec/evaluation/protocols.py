@@ -6,10 +6,14 @@ takes the top K in TensorFlow; only `[B, K]` ids leave the graph. Batches
 keep memory at `batch_size x num_items` floats, so all 29,858 Gowalla users
 fit.
 
-Ties: items with equal scores are ranked by ascending item id (what
-`tf.math.top_k` does). In sampled ranking the relevant item is placed after
-its negatives, so a tie counts against it (rank = 1 + #negatives scoring
-higher or equal). The candidates are a set, as in NCF's `evaluate.py`
+Ties count against the relevant items in both kinds of ranking, so that a
+model gains nothing from scoring items equal (a constant model scores 0).
+In full ranking, among items of equal score the user's targets come after
+the other items, then ascending item id (`tf.math.top_k`'s order, redone in
+NumPy only for the rows whose top k holds or borders a tie: ids often follow
+popularity, so id order alone would favour popular targets). In sampled
+ranking the relevant item is placed after its negatives (rank = 1 +
+#negatives scoring higher or equal). The candidates are a set, as in NCF's `evaluate.py`
 (which keys the scores by item): a negative equal to the target, or
 repeated, is not counted against it (NCF's own ML-1M file lists the
 target among the 99 negatives of 156 users).
@@ -113,8 +117,31 @@ def rank_full(
         _check_scores(model, scores, rows)
         mask = seen_mask(_exclusion(eval_set, rows), tf.shape(scores)[1])
         scores = tf.where(mask, -np.inf, tf.cast(scores, tf.float32))
-        top[rows] = tf.math.top_k(scores, k=k).indices.numpy()
+        values, ids = tf.math.top_k(scores, k=k)
+        top[rows] = ids.numpy()
+        _ties_against_targets(top, scores, values, eval_set, rows)
     return top
+
+
+def _ties_against_targets(
+    top: np.ndarray, scores: tf.Tensor, values: tf.Tensor, eval_set, rows
+) -> None:
+    """Re-ranks, in `top`, the rows whose top k holds a tie or ties with the
+    next item: by score, then the user's targets after the other items, then
+    ascending id (a masked history item counts as no target)."""
+    k = values.shape[1]
+    boundary = tf.reduce_sum(tf.cast(scores >= values[:, -1:], tf.int32), axis=1) > k
+    inside = tf.reduce_any(values[:, 1:] == values[:, :-1], axis=1)
+    tied = np.flatnonzero((boundary | inside).numpy())
+    if not tied.size:
+        return
+    tied_scores = tf.gather(scores, tied).numpy()
+    targets = eval_set.targets[rows[tied]].toarray() > 0
+    ids = np.arange(tied_scores.shape[1])
+    for row, row_scores, row_targets in zip(tied, tied_scores, targets, strict=True):
+        row_targets &= np.isfinite(row_scores)
+        order = np.lexsort((ids, row_targets, -row_scores))
+        top[rows[row]] = order[:k]
 
 
 def rank_sampled(

@@ -83,11 +83,12 @@ def reference_metrics(rankings, relevant, ks, names):
     return out
 
 
-def full_ranking(scores: np.ndarray, history) -> list[int]:
-    """All items not in `history`, by descending score, ties by ascending id."""
+def full_ranking(scores: np.ndarray, history, targets=()) -> list[int]:
+    """All items not in `history`, by descending score; among equal scores
+    the `targets` after the other items, then ascending id."""
     history = set(np.asarray(history).tolist())
     items = [i for i in range(len(scores)) if i not in history]
-    return sorted(items, key=lambda i: (-scores[i], i))
+    return sorted(items, key=lambda i: (-scores[i], i in targets, i))
 
 
 def targets_of(eval_set: EvalSet) -> list[set]:
@@ -243,13 +244,12 @@ def test_loo_full_against_numpy(batch_size):
     result = evaluate(
         UserScores(table), split.test, "loo_full", ks=ks, batch_size=batch_size
     )
+    targets = targets_of(split.test)
     rankings = [
-        full_ranking(table[u], split.test.histories[r])
+        full_ranking(table[u], split.test.histories[r], targets[r])
         for r, u in enumerate(split.test.users)
     ]
-    expected = reference_metrics(
-        rankings, targets_of(split.test), ks, ("hr", "ndcg", "mrr")
-    )
+    expected = reference_metrics(rankings, targets, ks, ("hr", "ndcg", "mrr"))
     assert_matches(result, expected)
     assert expected["hr@20"] > 0.3  # the case is not degenerate
     assert result["num_users"] == 50
@@ -280,11 +280,31 @@ def test_popularity_model_on_loo_full():
     model = Popularity(data.num_items).fit_closed_form(split.train)
     result = evaluate(model, split.test, "loo_full", ks=(5, 10), batch_size=16)
     counts = np.bincount(split.train.item_ids, minlength=60).astype(float)
-    rankings = [full_ranking(counts, h) for h in split.test.histories]
-    expected = reference_metrics(
-        rankings, targets_of(split.test), (5, 10), ("hr", "ndcg", "mrr")
-    )
+    targets = targets_of(split.test)
+    rankings = [
+        full_ranking(counts, h, t)
+        for h, t in zip(split.test.histories, targets, strict=True)
+    ]
+    expected = reference_metrics(rankings, targets, (5, 10), ("hr", "ndcg", "mrr"))
     assert_matches(result, expected)
+
+
+def test_full_ranking_ties_count_against_the_targets():
+    # Items 1, 2 and 3 tie after item 0; target 2 comes after 1 and 3.
+    targets = targets_matrix([np.array([2]), np.array([1, 2])], 5)
+    eval_set = EvalSet(np.array([0, 1]), [np.array([4]), np.array([4])], targets)
+    table = [[9, 5, 5, 5, 0], [1, 1, 1, 1, 1]]
+    np.testing.assert_array_equal(
+        rank_full(UserScores(table), eval_set, 3), [[0, 1, 3], [0, 3, 1]]
+    )
+    result = evaluate(UserScores(table), eval_set, "loo_full", ks=(3, 4))
+    assert result["hr@3"] == pytest.approx(0.5)  # user 1 (both targets at 3, 4)
+    assert result["mrr@4"] == pytest.approx((1 / 4 + 1 / 3) / 2)
+    # A constant model never gains from its ties, whatever the ids.
+    data = make_synthetic(num_users=60, num_items=30, mean_length=6, seed=2)
+    split = leave_one_out(data)
+    constant = UserScores(np.ones((60, 30)))
+    assert evaluate(constant, split.test, "loo_full", ks=(10,))["hr@10"] == 0.0
 
 
 def test_history_length_truncates_the_input_not_the_mask():
@@ -311,6 +331,8 @@ def test_holdout_full_against_numpy():
     test = Interactions(users[is_test], items[is_test], num_users, num_items)
     split = given_split(train, test)
     table = rng.integers(0, 4, size=(num_users, num_items)).astype(float)
+    # Test items score 2 higher: hits in the top 2, and ties with others.
+    table[test.user_ids, test.item_ids] += 2
     ks = (2, 20)
     result = evaluate(
         UserScores(table), split.test, "holdout_full", ks=ks, batch_size=7
@@ -323,9 +345,12 @@ def test_holdout_full_against_numpy():
         test_sets[u].add(int(i))
     evaluated = [u for u in range(num_users) if test_sets[u]]
     np.testing.assert_array_equal(split.test.users, evaluated)
-    rankings = [full_ranking(table[u], sorted(train_sets[u])) for u in evaluated]
     # A test item the user also has in training is masked: it is no target.
     relevant = [test_sets[u] - train_sets[u] for u in evaluated]
+    rankings = [
+        full_ranking(table[u], sorted(train_sets[u]), r)
+        for u, r in zip(evaluated, relevant, strict=True)
+    ]
     assert any(test_sets[u] & train_sets[u] for u in evaluated)  # the case occurs
     names = ("recall", "recall_unclipped", "ndcg")
     expected = reference_metrics(rankings, relevant, ks, names)
