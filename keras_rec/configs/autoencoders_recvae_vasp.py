@@ -219,8 +219,17 @@ def _entry(
 
 
 def _recvae_entry(
-    dataset, epochs, eval_every=1, batch_size=500, patience=None, **options
+    dataset,
+    epochs,
+    eval_every=1,
+    batch_size=500,
+    patience=None,
+    encoder_epochs=3,
+    decoder_epochs=1,
+    **options,
 ):
+    """A RecVAE entry; `options` go to `recvae` (the model and its rate), the
+    passes per epoch to the data (`alternating_rows`)."""
     options = {"learning_rate": 5e-4, **options}
     hyperparameters = {
         "hidden_dim": 600,
@@ -228,8 +237,8 @@ def _recvae_entry(
         "num_layers": 5,
         "dropout_rate": 0.5,
         "gamma": 0.005,
-        "encoder_epochs": 3,
-        "decoder_epochs": 1,
+        "encoder_epochs": encoder_epochs,
+        "decoder_epochs": decoder_epochs,
         "batch_size": batch_size,
         "optimizer": "Adam (one per phase)",
         **options,
@@ -238,7 +247,7 @@ def _recvae_entry(
         "recvae",
         dataset,
         recvae(**options),
-        alternating_rows(batch_size),
+        alternating_rows(batch_size, encoder_epochs, decoder_epochs),
         epochs,
         eval_every,
         hyperparameters,

@@ -63,6 +63,20 @@ def test_alternating_rows_dataset_marks_three_encoder_passes_then_one(heldout_ro
         np.testing.assert_array_equal(total, np.asarray(heldout_rows.sum(0))[0])
 
 
+def test_an_entry_passes_its_phase_lengths_to_the_data(heldout_split):
+    # The recorded passes per epoch are the ones trained, and are options
+    # of the entry, not of the model.
+    from keras_rec.configs.autoencoders_recvae_vasp import _recvae_entry
+
+    entry = _recvae_entry("synthetic", 1, encoder_epochs=2, decoder_epochs=2)
+    assert entry.hyperparameters["encoder_epochs"] == 2
+    batches = list(entry.make_dataset(heldout_split, 0, 0))
+    phases = [int(b["phase"][0]) for b in batches]
+    steps = phases.count(ENCODER_PHASE) // 2  # batches per pass
+    assert steps > 0
+    assert phases == [ENCODER_PHASE] * 2 * steps + [DECODER_PHASE] * 2 * steps
+
+
 def test_recvae_old_encoder_is_frozen_and_refreshed_only_between_phases(
     heldout_split, heldout_rows
 ):
