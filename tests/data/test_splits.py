@@ -22,6 +22,7 @@ from keras_rec.data.splits import (
     random_item_validation,
     sample_negatives,
     targets_matrix,
+    targets_of,
 )
 
 
@@ -373,6 +374,13 @@ def test_eval_set_history_matrix_and_take():
     np.testing.assert_array_equal(part.users, [12, 10])
     assert [row(part.targets, r) for r in range(2)] == [[1], [3]]
     assert part.histories[0].tolist() == [5, 2]
+
+
+def test_targets_of_selects_each_users_row_by_id():
+    # Users 12 and 10 in that order, 99 not evaluated: an empty row.
+    rows = targets_of(make_eval_set(), np.array([12, 99, 10, 11]))
+    assert rows.shape == (4, 8)
+    assert [row(rows, r) for r in range(4)] == [[1], [], [3], [0, 4]]
 
 
 def test_sample_negatives():
