@@ -41,6 +41,7 @@ from keras_rec.data.datasets import DATA_DIR_ENV
 from keras_rec.evaluation import evaluate
 from keras_rec.training.distributed import (
     DistributedEpoch,
+    any_worker,
     build_in_scope,
     is_chief,
     make_strategy,
@@ -182,6 +183,8 @@ def run_one(experiment, seed: int, dataset, args) -> dict:
                 time_budget=args.time_budget,
                 progress=not args.quiet,
                 description=f"{run}/{name}",
+                strategy=strategy,
+                fit_epoch=_fit_epoch(strategy, entry),
                 data_checksum=split_checksum,
             )
             parts[name] = {
@@ -249,10 +252,14 @@ def run_one(experiment, seed: int, dataset, args) -> dict:
         metrics[protocol] = evaluate(
             model, split.test, protocol, progress=not args.quiet
         )
+    heatmap = None
     try:  # SASRec's attention per block (paper Figure 4); None for others
-        heatmap = plots.save_attention_heatmap(
-            model, split.test, os.path.join(args.results_dir, f"{run}_attention.png")
-        )
+        if is_chief(strategy):  # one writer per cluster
+            heatmap = plots.save_attention_heatmap(
+                model,
+                split.test,
+                os.path.join(args.results_dir, f"{run}_attention.png"),
+            )
     except ImportError as error:
         heatmap = f"not drawn: {error}"
     record = {
@@ -298,12 +305,16 @@ def run_one(experiment, seed: int, dataset, args) -> dict:
             training.curve, monitor or next(iter(experiment.paper), None)
         )
         try:  # the curve against epochs and wall time
-            record["curve_plot"] = plots.save_learning_curve(
-                training.curve,
-                metric,
-                os.path.join(args.results_dir, f"{run}_curve.png"),
-                title=f"{run}: {metric} on {record['curve_on']}",
-                reference=experiment.paper.get(metric),
+            record["curve_plot"] = (
+                plots.save_learning_curve(
+                    training.curve,
+                    metric,
+                    os.path.join(args.results_dir, f"{run}_curve.png"),
+                    title=f"{run}: {metric} on {record['curve_on']}",
+                    reference=experiment.paper.get(metric),
+                )
+                if is_chief(strategy)
+                else None
             )
         except ImportError as error:
             record["curve_plot"] = f"not drawn: {error}"
@@ -314,6 +325,12 @@ def run_one(experiment, seed: int, dataset, args) -> dict:
         else:
             record["exported"] = _export(model, split, experiment.name, args)
     return record
+
+
+def _barrier(strategy) -> None:
+    """Under several workers, waits until every worker has reached it."""
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        any_worker(strategy, False)
 
 
 def _fit_epoch(strategy, experiment):
@@ -657,7 +674,8 @@ def main(argv=None) -> int:
             print(f"{e.model:12s} {e.dataset:12s} {e.protocol:22s} epochs={e.epochs}")
         return 0
     experiments = configs.select(models, dataset_names)
-    os.makedirs(args.results_dir, exist_ok=True)
+    if is_chief(args.strategy_object):
+        os.makedirs(args.results_dir, exist_ok=True)
     datasets = {}
     failures = []
     # Runs another entry pre-trains from keep their checkpoints (see
@@ -696,12 +714,15 @@ def main(argv=None) -> int:
                     print(f"[{run}] continuing the run its time budget stopped")
                 else:
                     print(f"[{run}] training the run its time budget stopped early")
-            elif os.path.exists(path) and is_chief(args.strategy_object):
+            elif os.path.exists(path):
                 # --force redoes a finished run (or one its budget stopped)
                 # from scratch, NeuMF's pre-trained parts included (their
                 # entries come first, so NeuMF starts from the new ones); an
                 # interrupted run (no results yet) resumes.
-                shutil.rmtree(checkpoint, ignore_errors=True)
+                if is_chief(args.strategy_object):
+                    shutil.rmtree(checkpoint, ignore_errors=True)
+                # The other workers look for a checkpoint once it is gone.
+                _barrier(args.strategy_object)
             dataset = _dataset_of(experiment, datasets, args)
             print(f"[{run}] {experiment.protocol} ...", flush=True)
             try:

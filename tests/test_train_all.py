@@ -171,14 +171,30 @@ def test_a_worker_that_is_not_the_chief_trains_but_writes_nothing(
     # One writer per cluster: another worker trains and evaluates the same
     # runs (the collectives need it) but leaves results, checkpoints,
     # exports and the table to the chief.
+    def run(folder):
+        options = (
+            "--models",
+            "popularity,bpr_mf",
+            "--epochs",
+            "2",
+            "--eval-every",
+            "1",
+        )
+        assert train_all.main(_args(tmp_path / folder, *options)) == 0
+        return capsys.readouterr().out
+
+    # The chief writes the results, their curve plot, the checkpoint BPR-MF
+    # keeps (NGCF pre-trains from it) and the exports ...
+    run("chief")
+    written = {p.name for p in (tmp_path / "chief").rglob("*") if p.is_file()}
+    assert {"bpr_mf_synthetic_seed0.json", "RESULTS.md", "state.json"} <= written
+    assert "bpr_mf_synthetic_seed0_curve.png" in written
+    # ... and another worker none of them.
     monkeypatch.setattr(train_all, "is_chief", lambda strategy: False)
     monkeypatch.setattr(trainer, "is_chief", lambda strategy: False)
-    args = _args(tmp_path, "--models", "popularity,bpr_mf", "--epochs", "2")
-    assert train_all.main(args) == 0
-    out = capsys.readouterr().out
+    out = run("worker")
     assert "[bpr_mf_synthetic_seed0] hr@10=" in out and "table:" not in out
-    written = [p for p in tmp_path.rglob("*") if p.is_file()]
-    assert written == [] and not (tmp_path / "checkpoints").exists()
+    assert not (tmp_path / "worker").exists()
 
 
 def test_finished_runs_are_not_redone(tmp_path, capsys):

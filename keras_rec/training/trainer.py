@@ -543,7 +543,8 @@ def train_model(
             if CONFIG_KEY not in state:
                 _warn_unrecorded(model, expected, checkpoint_dir, description)
             resumed_from = state["epoch"]
-            _remove_unreferenced(checkpoint_dir, state)  # of an interrupted write
+            if is_chief(strategy):  # files of an interrupted write
+                _remove_unreferenced(checkpoint_dir, state)
     state["monitor"] = monitor
     state.setdefault("train_seconds", None)  # not recorded by older checkpoints
     fit_epoch = fit_epoch or _keras_fit_epoch
