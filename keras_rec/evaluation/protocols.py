@@ -103,9 +103,11 @@ def rank_full(
 ) -> np.ndarray:
     """`[n, k]` top-k item ids per user over all items minus the history.
 
-    A model whose `score_all` is costly in memory per user (NCF's towers
-    score every user-item pair) caps `batch_size` with its
-    `scoring_batch_size`.
+    Among items of equal score, the user's targets (`eval_set.targets`)
+    come after the other items, then ascending id: a tie never counts for
+    a target (see the module docstring). A model whose `score_all` is
+    costly in memory per user (NCF's towers score every user-item pair)
+    caps `batch_size` with its `scoring_batch_size`.
     """
     batch_size = min(batch_size, getattr(model, "scoring_batch_size", batch_size))
     _check_item_count(model, eval_set)
@@ -117,31 +119,44 @@ def rank_full(
         _check_scores(model, scores, rows)
         mask = seen_mask(_exclusion(eval_set, rows), tf.shape(scores)[1])
         scores = tf.where(mask, -np.inf, tf.cast(scores, tf.float32))
-        values, ids = tf.math.top_k(scores, k=k)
-        top[rows] = ids.numpy()
-        _ties_against_targets(top, scores, values, eval_set, rows)
+        # One more than k shows a tie at the k-th place.
+        values, ids = tf.math.top_k(scores, k=min(k + 1, int(tf.shape(scores)[1])))
+        top[rows] = ids.numpy()[:, :k]
+        values = values.numpy()
+        tied = np.flatnonzero((values[:, 1:] == values[:, :-1]).any(axis=1))
+        if tied.size:
+            _ties_against_targets(
+                top, scores, mask, values[tied, k - 1], eval_set, rows, tied
+            )
     return top
 
 
 def _ties_against_targets(
-    top: np.ndarray, scores: tf.Tensor, values: tf.Tensor, eval_set, rows
+    top: np.ndarray,
+    scores: tf.Tensor,
+    mask: tf.Tensor,
+    kth: np.ndarray,
+    eval_set: EvalSet,
+    rows: np.ndarray,
+    tied: np.ndarray,
 ) -> None:
-    """Re-ranks, in `top`, the rows whose top k holds a tie or ties with the
-    next item: by score, then the user's targets after the other items, then
-    ascending id (a masked history item counts as no target)."""
-    k = values.shape[1]
-    boundary = tf.reduce_sum(tf.cast(scores >= values[:, -1:], tf.int32), axis=1) > k
-    inside = tf.reduce_any(values[:, 1:] == values[:, :-1], axis=1)
-    tied = np.flatnonzero((boundary | inside).numpy())
-    if not tied.size:
-        return
+    """Re-ranks the `tied` rows (batch positions) of `top`: by score, then
+    the user's targets after the other items, then ascending id. Only the
+    items scoring at least the row's k-th value (`kth`) can be in its top
+    k, so only they are sorted; a masked history item is no target."""
+    k = top.shape[1]
     tied_scores = tf.gather(scores, tied).numpy()
-    targets = eval_set.targets[rows[tied]].toarray() > 0
-    ids = np.arange(tied_scores.shape[1])
-    for row, row_scores, row_targets in zip(tied, tied_scores, targets, strict=True):
-        row_targets &= np.isfinite(row_scores)
-        order = np.lexsort((ids, row_targets, -row_scores))
-        top[rows[row]] = order[:k]
+    targets = (eval_set.targets[rows[tied]].toarray() > 0) & ~tf.gather(
+        mask, tied
+    ).numpy()
+    for row, row_scores, row_targets, value in zip(
+        tied, tied_scores, targets, kth, strict=True
+    ):
+        candidates = np.flatnonzero(row_scores >= value)
+        order = np.lexsort(
+            (candidates, row_targets[candidates], -row_scores[candidates])
+        )
+        top[rows[row]] = candidates[order[:k]]
 
 
 def rank_sampled(

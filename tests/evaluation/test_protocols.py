@@ -300,6 +300,14 @@ def test_full_ranking_ties_count_against_the_targets():
     result = evaluate(UserScores(table), eval_set, "loo_full", ks=(3, 4))
     assert result["hr@3"] == pytest.approx(0.5)  # user 1 (both targets at 3, 4)
     assert result["mrr@4"] == pytest.approx((1 / 4 + 1 / 3) / 2)
+    # A tie at the k-th place only (item 1 with item 2), and one at +inf
+    # (a model's own score, not a mask): the target comes after.
+    targets = targets_matrix([np.array([1]), np.array([0])], 5)
+    eval_set = EvalSet(np.array([0, 1]), [np.array([4]), np.array([4])], targets)
+    table = [[9, 5, 5, 0, 0], [np.inf, 0, np.inf, 1, 0]]
+    np.testing.assert_array_equal(
+        rank_full(UserScores(table), eval_set, 2), [[0, 2], [2, 0]]
+    )
     # A constant model never gains from its ties, whatever the ids.
     data = make_synthetic(num_users=60, num_items=30, mean_length=6, seed=2)
     split = leave_one_out(data)
