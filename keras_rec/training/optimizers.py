@@ -28,7 +28,7 @@ import tensorflow as tf
 from keras_rec.data.pipelines import check_count
 
 #: Variables with fewer elements take Keras' update as it is (an XLA
-#: compilation per shape costs more than it saves on them).
+#: compilation per variable costs more than it saves on them).
 DEFAULT_FUSE_MIN_SIZE = 1 << 20
 
 
