@@ -441,6 +441,11 @@ def targets_of(eval_set: EvalSet, users: np.ndarray) -> sp.csr_matrix:
     hold a user's own target of this part."""
     users = np.asarray(users, np.int64)
     position = dict(zip(eval_set.users.tolist(), range(len(eval_set)), strict=True))
+    if len(position) != len(eval_set):
+        raise ValueError(
+            f"The evaluation set lists {len(eval_set) - len(position)} user(s) "
+            "more than once, so a user's targets are not one row"
+        )
     rows = np.fromiter((position.get(u, -1) for u in users.tolist()), np.int64)
     found = rows >= 0
     selected = eval_set.targets[rows[found]].tocoo()

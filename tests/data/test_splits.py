@@ -381,6 +381,10 @@ def test_targets_of_selects_each_users_row_by_id():
     rows = targets_of(make_eval_set(), np.array([12, 99, 10, 11]))
     assert rows.shape == (4, 8)
     assert [row(rows, r) for r in range(4)] == [[1], [], [3], [0, 4]]
+    twice = make_eval_set()
+    twice.users = np.array([10, 11, 10])
+    with pytest.raises(ValueError, match="1 user.*more than once"):
+        targets_of(twice, np.array([10]))
 
 
 def test_sample_negatives():
