@@ -134,8 +134,8 @@ def _check_ncf_test_rows(
     negatives: np.ndarray,
     path: str,
 ) -> None:
-    """NCF's test rows must be one per training user, with ids >= 0 and a
-    test item the user does not have in training."""
+    """NCF's test rows must be one per training user, with ids >= 0, and a
+    test item and negatives the user does not have in training."""
     for what, values in (("user", users), ("item", items), ("negative", negatives)):
         if values.size and values.min() < 0:
             raise readers.DataFormatError(
@@ -161,6 +161,17 @@ def _check_ncf_test_rows(
             f"{path}: the test item {items[row]} of user {users[row]} is also "
             f"in the user's training rows ({seen.sum()} such test rows)"
         )
+    if negatives.size:
+        width = np.int64(max(width, int(negatives.max()) + 1))
+        keys = np.repeat(users, negatives.shape[1]) * width + negatives.ravel()
+        trained = np.isin(keys, train.user_ids * width + train.item_ids)
+        if trained.any():
+            row, column = divmod(int(np.flatnonzero(trained)[0]), negatives.shape[1])
+            raise readers.DataFormatError(
+                f"{path}: negative {negatives[row, column]} of user {users[row]} "
+                f"is one of the user's training items ({trained.sum()} such "
+                "negatives); a negative must be an item the user never had"
+            )
 
 
 def _sequence_file(name: str, relative: str, reader: Callable) -> Callable:

@@ -39,6 +39,11 @@ def _ncf(write_file, rating: str, negative: str) -> str:
             "(0,1)\t2\n(1,4)\t3\n",
             "item 1 of user 0 is also",
         ),
+        (
+            "0\t3\t5\t9\n1\t4\t4\t9\n",
+            "(0,3)\t2\n(1,4)\t0\n",
+            "negative 0 of user 1 is one of the user's training items",
+        ),
     ],
 )
 def test_ncf_test_rows_are_checked(write_file, rating, negative, message):
