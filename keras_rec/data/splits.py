@@ -443,8 +443,8 @@ def targets_of(eval_set: EvalSet, users: np.ndarray) -> sp.csr_matrix:
     position = dict(zip(eval_set.users.tolist(), range(len(eval_set)), strict=True))
     if len(position) != len(eval_set):
         raise ValueError(
-            f"The evaluation set lists {len(eval_set) - len(position)} user(s) "
-            "more than once, so a user's targets are not one row"
+            f"The evaluation set lists users more than once ({len(eval_set)} "
+            f"rows, {len(position)} users), so a user's targets are not one row"
         )
     rows = np.fromiter((position.get(u, -1) for u in users.tolist()), np.int64)
     found = rows >= 0

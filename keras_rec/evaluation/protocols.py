@@ -111,6 +111,10 @@ def rank_full(
     """
     batch_size = min(batch_size, getattr(model, "scoring_batch_size", batch_size))
     _check_item_count(model, eval_set)
+    if not 1 <= k <= eval_set.targets.shape[1]:
+        raise ValueError(
+            f"k={k} must be between 1 and the {eval_set.targets.shape[1]} items"
+        )
     top = np.empty((len(eval_set), k), np.int64)
     starts = range(0, len(eval_set), batch_size)
     for start in tqdm(starts, desc="ranking", disable=not progress, leave=False):

@@ -308,6 +308,8 @@ def test_full_ranking_ties_count_against_the_targets():
     np.testing.assert_array_equal(
         rank_full(UserScores(table), eval_set, 2), [[0, 2], [2, 0]]
     )
+    with pytest.raises(ValueError, match="k=6 must be between 1 and the 5 items"):
+        rank_full(UserScores(table), eval_set, 6)
     # A constant model never gains from its ties, whatever the ids.
     data = make_synthetic(num_users=60, num_items=30, mean_length=6, seed=2)
     split = leave_one_out(data)
