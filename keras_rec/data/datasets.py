@@ -153,25 +153,27 @@ def _check_ncf_test_rows(
         raise readers.DataFormatError(
             f"{path}: test user {users[~known[users]][0]} has no training row"
         )
-    width = np.int64(max(train.num_items, int(items.max()) + 1))
-    seen = np.isin(users * width + items, train.user_ids * width + train.item_ids)
+    # (user, item) pairs as one int64 key each, to look up in training.
+    width = np.int64(
+        max(train.num_items, int(items.max()) + 1, int(negatives.max(initial=-1)) + 1)
+    )
+    training_keys = train.user_ids * width + train.item_ids
+    seen = np.isin(users * width + items, training_keys)
     if seen.any():
         row = np.flatnonzero(seen)[0]
         raise readers.DataFormatError(
             f"{path}: the test item {items[row]} of user {users[row]} is also "
             f"in the user's training rows ({seen.sum()} such test rows)"
         )
-    if negatives.size:
-        width = np.int64(max(width, int(negatives.max()) + 1))
-        keys = np.repeat(users, negatives.shape[1]) * width + negatives.ravel()
-        trained = np.isin(keys, train.user_ids * width + train.item_ids)
-        if trained.any():
-            row, column = divmod(int(np.flatnonzero(trained)[0]), negatives.shape[1])
-            raise readers.DataFormatError(
-                f"{path}: negative {negatives[row, column]} of user {users[row]} "
-                f"is one of the user's training items ({trained.sum()} such "
-                "negatives); a negative must be an item the user never had"
-            )
+    keys = np.repeat(users, negatives.shape[1]) * width + negatives.ravel()
+    trained = np.isin(keys, training_keys)
+    if trained.any():
+        row, column = divmod(int(np.flatnonzero(trained)[0]), negatives.shape[1])
+        raise readers.DataFormatError(
+            f"{path}: negative {negatives[row, column]} of user {users[row]} "
+            f"is one of the user's training items ({trained.sum()} such "
+            "negatives); a negative must be an item the user never had"
+        )
 
 
 def _sequence_file(name: str, relative: str, reader: Callable) -> Callable:
