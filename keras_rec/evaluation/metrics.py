@@ -27,8 +27,13 @@ def _discounts(k: int) -> np.ndarray:
     return 1.0 / np.log2(np.arange(2, k + 2))
 
 
+def is_cutoff(k: object) -> bool:
+    """Whether `k` is a valid cut-off: a positive integer (not a bool)."""
+    return not isinstance(k, bool) and isinstance(k, int | np.integer) and k >= 1
+
+
 def _check_k(k: int) -> None:
-    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+    if not is_cutoff(k):
         raise ValueError(f"k must be a positive integer. Received k={k!r}")
 
 

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from keras_rec.data.pipelines import pad_histories
 from keras_rec.data.splits import EvalSet
-from keras_rec.evaluation.metrics import ranking_metrics
+from keras_rec.evaluation.metrics import is_cutoff, ranking_metrics
 from keras_rec.models.base import ITEM_HISTORY, USER_ID, Recommender, seen_mask
 
 FULL_RANKING = ("loo_full", "holdout_full", "strong_generalization")
@@ -239,9 +239,7 @@ def evaluate(
             f"Unknown protocol {protocol!r}. Known: {SAMPLED_RANKING + FULL_RANKING}"
         )
     ks = ks or DEFAULT_KS[protocol]
-    if any(
-        isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1 for k in ks
-    ):
+    if not all(is_cutoff(k) for k in ks):
         raise ValueError(
             f"Every cut-off k must be a positive integer. Received ks={ks}"
         )
