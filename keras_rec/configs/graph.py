@@ -25,6 +25,10 @@ the papers' epoch counts; LightGCN is evaluated after every epoch so that
 such a run still draws a learning curve (there a full-ranking evaluation
 costs about a tenth of an epoch; the reference code evaluates every 20).
 
+`ngcf_ref` is NGCF with the same settings over the adjacency the paper's
+code (and its PyTorch port) builds by default, `D~^-1 (A + I)`, in place
+of the paper's formula (`NGCF(adjacency="mean_self_loops")`).
+
 `ngcf_mf` is NGCF with the same settings whose ego embeddings start from
 the dataset's `bpr_mf` run (the NGCF reference code's `--pretrain -1`,
 which its author suggests for a faster start); its start (epoch 0) is
@@ -80,6 +84,7 @@ def ngcf(
     l2: float,
     node_dropout: float,
     message_dropout: float,
+    adjacency: str = "symmetric",
 ):
     def build(split, seed):
         model = NGCF(
@@ -92,6 +97,7 @@ def ngcf(
             l2=l2,
             seed=seed,
             interactions=split.train,
+            adjacency=adjacency,
         )
         model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=BPRLoss())
         return model
@@ -162,6 +168,26 @@ def _ngcf_entry(dataset, protocol, epochs, *, lr, batch, l2=1e-5, **options):
     )
 
 
+def _ngcf_ref_entry(dataset, protocol, epochs, *, lr, batch, l2=1e-5, **options):
+    """`_ngcf_entry`'s run with the reference code's adjacency, `D~^-1 (A + I)`."""
+    entry = _ngcf_entry(dataset, protocol, epochs, lr=lr, batch=batch, l2=l2, **options)
+    hyperparameters = entry.hyperparameters
+    return dataclasses.replace(
+        entry,
+        model="ngcf_ref",
+        build=ngcf(
+            64,
+            hyperparameters["layer_sizes"],
+            lr,
+            l2,
+            node_dropout=hyperparameters["node_dropout"],
+            message_dropout=hyperparameters["message_dropout"],
+            adjacency="mean_self_loops",
+        ),
+        hyperparameters={**hyperparameters, "adjacency": "mean_self_loops"},
+    )
+
+
 def _ngcf_mf_entry(dataset, protocol, epochs, **options):
     """`_ngcf_entry`'s run (same arguments) from the dataset's BPR-MF embeddings."""
     (mf,) = [
@@ -206,7 +232,7 @@ EXPERIMENTS: list[Experiment] = [
             views=("loo_full",),
             eval_every=4,
         )
-        for entry in (_ngcf_entry, _ngcf_mf_entry)
+        for entry in (_ngcf_entry, _ngcf_ref_entry, _ngcf_mf_entry)
     ),
     # Gowalla: the papers' settings.
     _lightgcn_entry(
@@ -218,7 +244,8 @@ EXPERIMENTS: list[Experiment] = [
         paper=PAPER_LIGHTGCN_GOWALLA,
         eval_every=1,
     ),
-    # NGCF, evaluated every 10 epochs, and the same from BPR-MF's embeddings
+    # NGCF, evaluated every 10 epochs (with the paper's adjacency and with
+    # its code's), and the same from BPR-MF's embeddings
     # (the bpr_mf entry's 40 epochs), evaluated every 2: its CPU runs stop
     # long before 400.
     *(
@@ -231,6 +258,10 @@ EXPERIMENTS: list[Experiment] = [
             paper=PAPER_NGCF_GOWALLA,
             eval_every=every,
         )
-        for entry, every in ((_ngcf_entry, 10), (_ngcf_mf_entry, 2))
+        for entry, every in (
+            (_ngcf_entry, 10),
+            (_ngcf_ref_entry, 10),
+            (_ngcf_mf_entry, 2),
+        )
     ),
 ]

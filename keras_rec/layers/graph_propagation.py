@@ -174,9 +174,13 @@ class NGCFPropagation(keras.layers.Layer):
     embeddings with L2 only for the final concatenation.
 
     The reference code (`NGCF.py`) differs from the paper's formula: it
-    builds the adjacency as `D~^-1 (A + I)` (random-walk normalisation with
-    self-loops) and applies the LeakyReLU to each term separately. This
-    layer follows the paper.
+    builds the adjacency as `P = D~^-1 (A + I)` (each row the mean over the
+    node and its neighbours) and propagates `LeakyReLU(P E W1 + b1) +
+    LeakyReLU((P E * E) W2 + b2)`, the self-connection inside `P`. With
+    `self_connection=False` and that adjacency this layer computes
+    `LeakyReLU(P E W1 + b1 + (P E * E) W2 + b2)`, the propagation of the
+    PyTorch port (`huangtinglin/NGCF-PyTorch`), which applies the LeakyReLU
+    once to the sum as the paper does.
 
     Args:
         units: int. Output dimension (the paper's layer size).
@@ -184,6 +188,10 @@ class NGCFPropagation(keras.layers.Layer):
         negative_slope: float. Slope of the LeakyReLU (`tf.nn.leaky_relu`'s,
             as the reference code).
         seed: int or None. Seed of the initialisers and the dropout.
+        self_connection: bool. Add the node's own embedding to the
+            neighbours' in the first term, `(L + I) E W1` (the paper's
+            formula over an adjacency without self-loops); `False` for an
+            adjacency that holds them already, `P E W1`.
 
     Example:
     >>> adjacency = tf.sparse.from_dense([[0.0, 0.5], [0.5, 0.0]])
@@ -201,10 +209,12 @@ class NGCFPropagation(keras.layers.Layer):
         dropout_rate: float = 0.1,
         negative_slope: float = 0.2,
         seed: int | None = None,
+        self_connection: bool = True,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.supports_jit = False  # XLA has no CSR sparse-matrix kernels
+        self.self_connection = bool(self_connection)
         self.units = units
         self.dropout_rate = dropout_rate
         self.negative_slope = negative_slope
@@ -251,7 +261,8 @@ class NGCFPropagation(keras.layers.Layer):
         side = sparse_matmul(adjacency, embeddings, rows)
         if rows is not None:
             embeddings = tf.gather(embeddings, rows)
-        summed = tf.matmul(side + embeddings, self.sum_kernel) + self.sum_bias
+        neighbourhood = side + embeddings if self.self_connection else side
+        summed = tf.matmul(neighbourhood, self.sum_kernel) + self.sum_bias
         bi = tf.matmul(side * embeddings, self.bi_kernel) + self.bi_bias
         output = tf.nn.leaky_relu(summed + bi, alpha=self.negative_slope)
         return self.dropout(output, training=training)
@@ -266,6 +277,7 @@ class NGCFPropagation(keras.layers.Layer):
             "dropout_rate": self.dropout_rate,
             "negative_slope": self.negative_slope,
             "seed": self.seed,
+            "self_connection": self.self_connection,
         }
 
 

@@ -29,18 +29,49 @@ def interaction_matrix(interactions, num_users: int, num_items: int) -> sp.csr_m
     return matrix
 
 
-def normalized_adjacency(matrix: sp.csr_matrix) -> sp.csr_matrix:
-    """`D^-1/2 A D^-1/2` of the bipartite graph, `A = [[0, R], [R^T, 0]]`.
+ADJACENCY_KINDS = ("symmetric", "mean_self_loops")
 
-    Nodes are the users then the items; isolated nodes get zero rows (as the
-    reference code's `d_inv[isinf] = 0`). Row-major with sorted indices.
+
+def check_adjacency_kind(kind: str) -> None:
+    """Raises a `ValueError` naming the known kinds if `kind` is not one."""
+    if kind not in ADJACENCY_KINDS:
+        raise ValueError(
+            f"`adjacency` must be one of {ADJACENCY_KINDS}. Received adjacency={kind!r}"
+        )
+
+
+def adjacency_nonzeros(num_edges: int, num_nodes: int, kind: str) -> int:
+    """Stored nonzeros of the `kind` adjacency of a graph of `num_edges` pairs."""
+    check_adjacency_kind(kind)
+    return 2 * num_edges + (num_nodes if kind == "mean_self_loops" else 0)
+
+
+def normalized_adjacency(
+    matrix: sp.csr_matrix, kind: str = "symmetric"
+) -> sp.csr_matrix:
+    """The normalised adjacency of the bipartite graph, `A = [[0, R], [R^T, 0]]`.
+
+    `kind="symmetric"` (the papers' formula, and LightGCN's code):
+    `D^-1/2 A D^-1/2`, isolated nodes with zero rows (as the reference
+    code's `d_inv[isinf] = 0`). `kind="mean_self_loops"` (what NGCF's code
+    builds by default, its `norm` adjacency): `D~^-1 (A + I)` with
+    `D~ = D + I`, each row the mean over the node and its neighbours; not
+    symmetric. Nodes are the users then the items. Row-major with sorted
+    indices.
     """
+    check_adjacency_kind(kind)
     matrix = sp.csr_matrix(matrix, dtype=np.float64)
     adjacency = sp.bmat([[None, matrix], [matrix.T, None]], format="csr")
+    if kind == "mean_self_loops":
+        adjacency = adjacency + sp.identity(adjacency.shape[0], format="csr")
     degree = np.asarray(adjacency.sum(axis=1)).ravel()
     scale = np.zeros_like(degree)
-    scale[degree > 0] = degree[degree > 0] ** -0.5
-    normalized = sp.diags(scale) @ adjacency @ sp.diags(scale)
+    if kind == "symmetric":
+        scale[degree > 0] = degree[degree > 0] ** -0.5
+        normalized = sp.diags(scale) @ adjacency @ sp.diags(scale)
+    else:
+        scale[degree > 0] = 1.0 / degree[degree > 0]
+        normalized = sp.diags(scale) @ adjacency
     normalized = sp.csr_matrix(normalized, dtype=np.float32)
     normalized.sort_indices()
     return normalized

@@ -6,10 +6,11 @@ Design:
 
 * **The graph lives in the weights.** `normalized_adjacency` builds
   `L = D^-1/2 A D^-1/2` over the `num_users + num_items` nodes once, in
-  SciPy. The encoder stores its nonzeros (`[2 * num_edges, 2]` int32
-  indices, `[2 * num_edges]` values) as non-trainable weights whose shapes
-  come from the constructor argument `num_edges`; `set_graph(interactions)`
-  fills them. So `.keras` files and checkpoints carry the graph while the
+  SciPy (or NGCF code's `D~^-1 (A + I)`, see `GraphEncoder`'s
+  `adjacency`). The encoder stores its nonzeros (`[2 * num_edges, 2]` int32
+  indices, `[2 * num_edges]` values, plus one per node with self-loops) as
+  non-trainable weights whose shapes come from the constructor argument
+  `num_edges`; `set_graph(interactions)` fills them. So `.keras` files and checkpoints carry the graph while the
   config stays small JSON.
 * **Serving reads cached final embeddings.** The encoder also keeps the
   final (propagated, inference-mode) user and item embeddings as
@@ -43,6 +44,8 @@ from keras_rec.layers.initializers import seeded_initializer, serialize_initiali
 from keras_rec.models.base import USER_ID, ArgumentsConfig, Recommender, check_inputs
 from keras_rec.models.bpr_mf import BPRMF
 from keras_rec.models.graph_adjacency import (
+    adjacency_nonzeros,
+    check_adjacency_kind,
     interaction_matrix,
     normalized_adjacency,
 )
@@ -110,6 +113,9 @@ class GraphEncoder(keras.layers.Layer):
             `seed + 1`). The default, Glorot uniform, is the papers' own
             TensorFlow code; the LightGCN authors' PyTorch code draws
             `{"class_name": "RandomNormal", "config": {"stddev": 0.1}}`.
+        adjacency: str. The normalised adjacency the layers propagate over
+            (`normalized_adjacency`'s `kind`): `"symmetric"`,
+            `D^-1/2 A D^-1/2`, or `"mean_self_loops"`, `D~^-1 (A + I)`.
 
     Example:
     >>> from keras_rec.layers.graph_propagation import LightGCNPropagation
@@ -132,9 +138,12 @@ class GraphEncoder(keras.layers.Layer):
         node_dropout: float = 0.0,
         seed: int | None = None,
         embeddings_initializer="glorot_uniform",
+        adjacency: str = "symmetric",
         **kwargs,
     ):
         super().__init__(**kwargs)
+        check_adjacency_kind(adjacency)
+        self.adjacency_kind = adjacency
         self.embeddings_initializer = serialize_initializer(embeddings_initializer)
         self.num_users = num_users
         self.num_items = num_items
@@ -181,7 +190,10 @@ class GraphEncoder(keras.layers.Layer):
                 name=name,
             )
 
-        dim, nonzeros = self.embedding_dim, 2 * self.num_edges
+        dim = self.embedding_dim
+        nonzeros = adjacency_nonzeros(
+            self.num_edges, self.num_nodes, self.adjacency_kind
+        )
         self.user_embeddings = ego("user_embeddings", 0)
         self.item_embeddings = ego("item_embeddings", 1)
         self.adjacency_indices = state("adjacency_indices", (nonzeros, 2), "int32")
@@ -210,7 +222,7 @@ class GraphEncoder(keras.layers.Layer):
                 f"`interactions` has {matrix.nnz} distinct (user, item) pairs but "
                 f"the model was built for num_edges={self.num_edges}"
             )
-        adjacency = normalized_adjacency(matrix).tocoo()
+        adjacency = normalized_adjacency(matrix, self.adjacency_kind).tocoo()
         self.adjacency_indices.assign(np.stack([adjacency.row, adjacency.col], 1))
         self.adjacency_values.assign(adjacency.data)
         self.cache_fingerprint.assign(tf.ones_like(self.cache_fingerprint))
@@ -232,8 +244,9 @@ class GraphEncoder(keras.layers.Layer):
         do), the others are needed whole by the next layer's product.
         """
         dropped = bool(training) and self.node_dropout > 0
+        symmetric = self.adjacency_kind == "symmetric" and not dropped
         adjacency = CSRAdjacency(
-            self.dropout(self.adjacency(), training=training), symmetric=not dropped
+            self.dropout(self.adjacency(), training=training), symmetric=symmetric
         )
         embeddings = tf.concat([self.user_embeddings, self.item_embeddings], axis=0)
         layers, last, at_rows = [embeddings], len(self.propagation) - 1, False
@@ -322,6 +335,7 @@ class GraphEncoder(keras.layers.Layer):
             "node_dropout": self.node_dropout,
             "seed": self.seed,
             "embeddings_initializer": self.embeddings_initializer,
+            "adjacency": self.adjacency_kind,
         }
 
     @classmethod

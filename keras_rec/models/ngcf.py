@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 
 from keras_rec.layers.graph_propagation import NGCFPropagation
-from keras_rec.models.graph_adjacency import resolve_num_edges
+from keras_rec.models.graph_adjacency import check_adjacency_kind, resolve_num_edges
 from keras_rec.models.graph_base import GraphEncoder, GraphRecommender
 
 
@@ -43,6 +43,15 @@ class NGCF(GraphRecommender, keras.Model):
         embeddings_initializer: str, config dict or initializer of the ego
             embeddings (see `GraphEncoder`). Default Glorot uniform, as the
             paper's code.
+        adjacency: str. `"symmetric"` (default): the paper's formula above,
+            `L = D^-1/2 A D^-1/2` with the self-connection added in the
+            first term. `"mean_self_loops"`: what the paper's code and its
+            PyTorch port run by default, `P = D~^-1 (A + I)` (each row the
+            mean over the node and its neighbours, `D~ = D + I`) in place
+            of both `L + I` and `L`:
+            `LeakyReLU(P E W1 + b1 + ((P E) * E) W2 + b2)`. There a node's
+            own embedding weighs `1 / (|N| + 1)` of the first term; in the
+            paper's form, 1 against its neighbours' `sum 1/sqrt(|N_u||N_i|)`.
 
     Example:
     >>> import numpy as np
@@ -65,6 +74,7 @@ class NGCF(GraphRecommender, keras.Model):
         "message_dropout",
         "l2",
         "seed",
+        "adjacency",
     )
 
     def __init__(
@@ -80,6 +90,7 @@ class NGCF(GraphRecommender, keras.Model):
         interactions=None,
         num_edges: int | None = None,
         embeddings_initializer="glorot_uniform",
+        adjacency: str = "symmetric",
         **kwargs,
     ):
         layer_sizes = [int(size) for size in layer_sizes]
@@ -95,6 +106,7 @@ class NGCF(GraphRecommender, keras.Model):
                 raise ValueError(f"`{name}` must be in [0, 1). Received {name}={rate}")
         if l2 < 0:
             raise ValueError(f"`l2` must be non-negative. Received l2={l2}")
+        check_adjacency_kind(adjacency)
         num_edges, matrix = resolve_num_edges(
             num_edges, interactions, num_users, num_items
         )
@@ -104,6 +116,7 @@ class NGCF(GraphRecommender, keras.Model):
                 size,
                 dropout_rate=message_dropout,
                 seed=None if seed is None else seed + 10 * (k + 1),
+                self_connection=adjacency == "symmetric",
                 name=f"propagation_{k}",
             )
             for k, size in enumerate(layer_sizes)
@@ -119,6 +132,7 @@ class NGCF(GraphRecommender, keras.Model):
             node_dropout=node_dropout,
             seed=seed,
             embeddings_initializer=embeddings_initializer,
+            adjacency=adjacency,
             name="encoder",
         )
         super().__init__(encoder, matrix, l2, **kwargs)
@@ -126,3 +140,4 @@ class NGCF(GraphRecommender, keras.Model):
         self.layer_sizes = layer_sizes
         self.node_dropout = node_dropout
         self.message_dropout = message_dropout
+        self.adjacency = adjacency

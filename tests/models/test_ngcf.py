@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from keras_rec.export import testing
 from keras_rec.models.bpr_mf import BPRMF
-from keras_rec.models.graph_base import normalized_adjacency
+from keras_rec.models.graph_adjacency import normalized_adjacency
 from keras_rec.models.ngcf import NGCF
 
 
@@ -31,8 +31,21 @@ def trained(loo_split, fit_bpr):
 
 
 def numpy_ngcf(model, matrix) -> tuple[np.ndarray, np.ndarray]:
-    """Final embeddings from the paper's formula, densely in NumPy."""
-    laplacian = normalized_adjacency(matrix).toarray().astype(np.float64)
+    """Final embeddings from the paper's formula (or, for a model with
+    `adjacency="mean_self_loops"`, the reference code's), densely in NumPy."""
+    num_users, num_items = matrix.shape
+    adjacency = np.zeros((num_users + num_items,) * 2)
+    adjacency[:num_users, num_users:] = matrix.toarray() != 0
+    adjacency[num_users:, :num_users] = adjacency[:num_users, num_users:].T
+    if model.adjacency == "symmetric":
+        degree = adjacency.sum(axis=1)
+        scale = np.where(degree > 0, 1.0 / np.sqrt(np.maximum(degree, 1)), 0.0)
+        laplacian = scale[:, None] * adjacency * scale[None, :]
+        self_weight = 1.0  # (L + I) E W1
+    else:  # D~^-1 (A + I): the self-connection is inside the mean
+        adjacency += np.eye(len(adjacency))
+        laplacian = adjacency / adjacency.sum(axis=1, keepdims=True)
+        self_weight = 0.0
     encoder = model.encoder
     layer = np.concatenate(
         [encoder.user_embeddings.numpy(), encoder.item_embeddings.numpy()]
@@ -42,7 +55,7 @@ def numpy_ngcf(model, matrix) -> tuple[np.ndarray, np.ndarray]:
         w1, b1 = propagation.sum_kernel.numpy(), propagation.sum_bias.numpy()
         w2, b2 = propagation.bi_kernel.numpy(), propagation.bi_bias.numpy()
         side = laplacian @ layer
-        out = (side + layer) @ w1 + b1 + (side * layer) @ w2 + b2
+        out = (side + self_weight * layer) @ w1 + b1 + (side * layer) @ w2 + b2
         layer = np.where(out > 0, out, 0.2 * out)
         parts.append(layer / np.linalg.norm(layer, axis=1, keepdims=True))
     final = np.concatenate(parts, axis=1)
@@ -207,3 +220,103 @@ def test_config_json_round_trip():
 def test_invalid_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         NGCF(num_users=3, num_items=3, num_edges=2, **kwargs)
+
+
+# === The reference code's adjacency, D~^-1 (A + I) ===
+
+
+def test_mean_self_loops_adjacency_is_the_row_mean_over_node_and_neighbours():
+    matrix = sp.csr_matrix(np.array([[1, 1, 0], [0, 1, 0], [0, 0, 0]]))
+    mean = normalized_adjacency(matrix, "mean_self_loops").toarray()
+    # Nodes: users 0-2, items 3-5. User 0 has items 3 and 4, so its row is
+    # the mean over itself and them; user 2 and item 5 have no edge and
+    # keep only their self-loop.
+    np.testing.assert_allclose(mean[0], [1 / 3, 0, 0, 1 / 3, 1 / 3, 0])
+    np.testing.assert_allclose(mean[4], [1 / 3, 1 / 3, 0, 0, 1 / 3, 0])
+    np.testing.assert_allclose(mean[2], [0, 0, 1, 0, 0, 0])
+    np.testing.assert_allclose(mean.sum(axis=1), 1.0, rtol=1e-6)
+    assert not np.allclose(mean, mean.T)  # rows, not columns, are normalised
+    with pytest.raises(ValueError, match="adjacency.*symmetric.*mean_self_loops"):
+        normalized_adjacency(matrix, "plain")
+
+
+@pytest.fixture(scope="module")
+def mean_model(loo_split):
+    return NGCF(
+        loo_split.num_users,
+        loo_split.num_items,
+        8,
+        [8, 4],
+        seed=3,
+        interactions=loo_split.train,
+        adjacency="mean_self_loops",
+    )
+
+
+def test_mean_self_loops_model_matches_numpy_forward(
+    loo_split, mean_model, check_inner_product_scores
+):
+    matrix = loo_split.train.to_csr()
+    # One stored nonzero per edge direction and one self-loop per node.
+    nodes = loo_split.num_users + loo_split.num_items
+    assert mean_model.encoder.adjacency_values.shape[0] == 2 * matrix.nnz + nodes
+    users, items = numpy_ngcf(mean_model, matrix)
+    rows, item_ids = np.array([0, 9, 299]), np.array([[1, 2], [3, 4], [5, 149]])
+    check_inner_product_scores(mean_model, users, items, rows, item_ids, atol=1e-5)
+
+
+def test_mean_self_loops_gradients_match_a_dense_computation(loo_split, mean_model):
+    # The adjacency is not symmetric, so its backward product must use the
+    # transpose even without node dropout: checked against TensorFlow's own
+    # gradient of the same forward pass on the dense matrix.
+    encoder = mean_model.encoder
+    dense = tf.constant(
+        normalized_adjacency(loo_split.train.to_csr(), "mean_self_loops").toarray()
+    )
+    user_id, item_ids = np.array([0, 9]), np.array([[1, 2], [3, 149]])
+    weights = tf.constant([[1.0, -2.0], [0.5, 3.0]])
+
+    def dense_scores():
+        layer = tf.concat([encoder.user_embeddings, encoder.item_embeddings], 0)
+        parts = [layer]
+        for propagation in encoder.propagation:
+            side = tf.matmul(dense, layer)
+            out = (
+                tf.matmul(side, propagation.sum_kernel)
+                + propagation.sum_bias
+                + tf.matmul(side * layer, propagation.bi_kernel)
+                + propagation.bi_bias
+            )
+            layer = tf.nn.leaky_relu(out, alpha=0.2)
+            parts.append(tf.math.l2_normalize(layer, -1))
+        final = tf.concat(parts, -1)
+        users = tf.gather(final, user_id)
+        items = tf.gather(final, item_ids + loo_split.num_users)
+        return tf.einsum("bd,bcd->bc", users, items)
+
+    results = []
+    for scores in (
+        lambda: mean_model({"user_id": user_id, "item_ids": item_ids}),
+        dense_scores,
+    ):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(scores() * weights)
+        gradients = tape.gradient(loss, encoder.trainable_weights)
+        results.append([loss] + [tf.convert_to_tensor(g) for g in gradients])
+    for ours, reference in zip(*results, strict=True):
+        np.testing.assert_allclose(ours, reference, rtol=1e-4, atol=1e-6)
+
+
+def test_mean_self_loops_survives_config_and_keras_round_trips(mean_model, reload):
+    config = json.loads(json.dumps(mean_model.get_config()))
+    assert config["adjacency"] == "mean_self_loops"
+    rebuilt = NGCF.from_config(config)
+    assert not rebuilt.encoder.propagation[0].self_connection
+    restored = reload(mean_model)
+    inputs = {"user_id": np.array([1, 2]), "item_ids": np.array([[3, 4], [5, 6]])}
+    np.testing.assert_allclose(mean_model(inputs), restored(inputs), rtol=1e-6)
+
+
+def test_unknown_adjacency_is_refused():
+    with pytest.raises(ValueError, match="`adjacency` must be one of"):
+        NGCF(num_users=3, num_items=3, num_edges=2, adjacency="norm")
