@@ -22,7 +22,13 @@ import scipy.sparse as sp
 import tensorflow as tf
 
 from keras_rec.data.interactions import Interactions
-from keras_rec.models.base import ITEM_HISTORY, Recommender, check_inputs, seen_mask
+from keras_rec.models.base import (
+    ITEM_HISTORY,
+    Recommender,
+    check_inputs,
+    seen_mask,
+    unscored_score,
+)
 
 ROWS = "rows"
 LOGITS = "logits"
@@ -83,10 +89,11 @@ class AutoencoderRecommender(Recommender):
         item_ids = getattr(self, "item_ids", None)
         if item_ids is None:
             return scores
-        # A model of a subset of the items ranks the others last.
+        # A model of a subset of the items ranks the others last (but
+        # above the excluded items, see `unscored_score`).
         covered = np.zeros(self.num_items, bool)
         covered[item_ids] = True
-        lowest = tf.constant(scores.dtype.min, scores.dtype)
+        lowest = tf.constant(unscored_score(scores.dtype), scores.dtype)
         return tf.where(tf.constant(covered), scores, lowest)
 
     def score_rows(self, rows: tf.Tensor) -> tf.Tensor:

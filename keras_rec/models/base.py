@@ -180,20 +180,39 @@ def _check_history_rows(model, history: np.ndarray) -> None:
             )
 
 
+def excluded_score(dtype) -> np.floating:
+    """The score `exclude_and_top_k` gives excluded items: `dtype`'s lowest
+    finite value, below every other score.
+
+    Finite, so that TF Serving's REST API writes it as a JSON number (it
+    writes -inf as `-Infinity`, which strict JSON parsers refuse), and the
+    same in the TFLite model (its converter turns a -inf constant into
+    this value anyway).
+    """
+    return np.finfo(tf.as_dtype(dtype).as_numpy_dtype).min
+
+
+def unscored_score(dtype) -> np.floating:
+    """The score of items a model leaves unscored (outside a subset model's
+    items): the value just above `excluded_score`, so they rank after every
+    scored item and before the excluded ones, in the SavedModel and TFLite."""
+    lowest = excluded_score(dtype)
+    return np.nextafter(lowest, lowest.dtype.type(0))
+
+
 def exclude_and_top_k(
     scores: tf.Tensor, exclude: tf.Tensor | None, k: int
 ) -> tuple[tf.Tensor, tf.Tensor]:
-    """Top-`k` of `scores` `[B, I]` after setting `exclude` ids to -inf.
+    """Top-`k` of `scores` `[B, I]` after setting `exclude` ids to the
+    lowest finite score (`excluded_score`).
 
     Built from TFLite builtin ops only (SCATTER_ND, SELECT_V2, TOPK_V2), so
     the same code serves the SavedModel and the TFLite model. Negative ids
     in `exclude` are padding.
     """
     if exclude is not None:
-        # -inf, below every finite score: a model of a subset of the items
-        # scores the others at the dtype's lowest finite value, still above
-        # what the user has seen.
-        excluded = tf.fill(tf.shape(scores), tf.constant(-np.inf, scores.dtype))
+        lowest = tf.constant(excluded_score(scores.dtype), scores.dtype)
+        excluded = tf.fill(tf.shape(scores), lowest)
         scores = tf.where(seen_mask(exclude, tf.shape(scores)[1]), excluded, scores)
     top = tf.math.top_k(scores, k=k)
     return tf.cast(top.indices, tf.int64), top.values

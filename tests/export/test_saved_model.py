@@ -82,9 +82,10 @@ def test_hand_computed_recommendations_exclude_seen_items(tmp_path):
     np.testing.assert_allclose(scores["scores"], [[2.0, 9.0]])
 
 
-def test_k_past_the_unseen_items_ends_with_the_excluded_at_minus_inf(tmp_path):
+def test_k_past_the_unseen_items_ends_with_the_excluded_at_the_lowest(tmp_path):
     # User 0 has seen 3 of 5 items: with k = 5 its last 3 answers are those,
-    # scored -inf (docs/serving.md), in the SavedModel as in `recommend`.
+    # scored float32's lowest finite value (docs/serving.md; -inf would not
+    # be a JSON number), in the SavedModel as in `recommend` and TFLite.
     model = BPRMF(num_users=1, num_items=5, embedding_dim=1)
     model.user_embedding.embeddings.assign(np.ones((1, 1), np.float32))
     model.item_embedding.embeddings.assign(np.arange(5, dtype=np.float32)[:, None])
@@ -95,9 +96,8 @@ def test_k_past_the_unseen_items_ends_with_the_excluded_at_minus_inf(tmp_path):
     out = load_serving(path)(user_id=[0])
     np.testing.assert_array_equal(out["item_ids"][0, :2], [3, 0])
     assert sorted(out["item_ids"][0, 2:].tolist()) == [1, 2, 4]
-    np.testing.assert_array_equal(
-        out["scores"][0], [3.0, 0.0, -np.inf, -np.inf, -np.inf]
-    )
+    lowest = np.finfo(np.float32).min
+    np.testing.assert_array_equal(out["scores"][0], [3.0, 0.0, *[lowest] * 3])
     ids, scores = model.recommend(
         {"user_id": np.array([0])}, k=5, exclude=np.array([[4, 1, 2]])
     )
@@ -106,8 +106,6 @@ def test_k_past_the_unseen_items_ends_with_the_excluded_at_minus_inf(tmp_path):
     lite = testing.run_tflite(tflite, "serving_default", {"user_id": np.array([0])})
     np.testing.assert_array_equal(lite["item_ids"][0, :2], [3, 0])
     assert sorted(lite["item_ids"][0, 2:].tolist()) == [1, 2, 4]
-    # The TFLite model scores them at float32's lowest finite value instead.
-    lowest = np.finfo(np.float32).min
     np.testing.assert_array_equal(lite["scores"][0], [3.0, 0.0, *[lowest] * 3])
 
 

@@ -11,7 +11,7 @@ import pytest
 import scipy.sparse as sp
 import tensorflow as tf
 
-from keras_rec.export import testing
+from keras_rec.export import export_saved_model, export_tflite, load_serving, testing
 from keras_rec.layers.item_subset import (
     PlaceItems,
     SelectItems,
@@ -21,6 +21,7 @@ from keras_rec.layers.item_subset import (
 from keras_rec.layers.zero_diagonal_dense import ZeroDiagonalDense
 from keras_rec.losses.cosine_proximity import CosineProximityLoss
 from keras_rec.losses.focal import FocalLoss
+from keras_rec.models.base import unscored_score
 from keras_rec.models.neural_ease import NeuralEASE
 from keras_rec.models.vasp import VASP
 
@@ -111,7 +112,9 @@ def test_neural_ease_of_a_subset_scores_the_others_last():
     history = np.array([[1, 2, 4, -1], [0, 3, 5, 8], [10, -1, -1, -1], [6, 7, 9, 11]])
     scores = model.score_all({"item_history": history}).numpy()
     outside = np.setdiff1d(np.arange(NUM_ITEMS), SUBSET)
-    assert (scores[:, outside] == np.finfo(np.float32).min).all()
+    # Just above the lowest value, which excluded items get when serving.
+    assert (scores[:, outside] == unscored_score(np.float32)).all()
+    assert (scores[:, outside] > np.finfo(np.float32).min).all()
     # Inside the subset: the smaller model's scores on the selected columns.
     rows = np.zeros((4, NUM_ITEMS), np.float32)
     for r, items in enumerate(history):
@@ -148,6 +151,26 @@ def test_neural_ease_of_a_subset_trains_exports_and_round_trips(tmp_path):
     testing.check_tflite(model, tmp_path, k=3, inputs=inputs)
 
 
+def test_subset_serving_ranks_unscored_items_above_the_seen_ones(tmp_path):
+    # A history that holds all but one subset item: past that one, the
+    # answers are items outside the subset (unseen), never the seen ones,
+    # in the SavedModel and in TFLite alike.
+    model = NeuralEASE(NUM_ITEMS, seed=0, item_ids=SUBSET)
+    history = np.array([SUBSET[:-1]], np.int64)
+    k = 1 + 3
+    saved = export_saved_model(model, tmp_path / "1", k=k)
+    lite = export_tflite(model, tmp_path / "m.tflite", k=k)
+    outside = set(np.setdiff1d(np.arange(NUM_ITEMS), SUBSET).tolist())
+    for out in (
+        load_serving(saved)(item_history=history),
+        testing.run_tflite(lite, "serving_default", {"item_history": history}),
+    ):
+        ids, scores = out["item_ids"][0], out["scores"][0]
+        assert ids[0] == SUBSET[-1]
+        assert set(ids[1:].tolist()) <= outside, ids
+        np.testing.assert_array_equal(scores[1:], unscored_score(np.float32))
+
+
 def test_vasp_of_a_subset():
     model = VASP(
         NUM_ITEMS,
@@ -170,7 +193,7 @@ def test_vasp_of_a_subset():
     np.testing.assert_array_equal(probabilities[:, outside], 0.0)
     assert (probabilities[:, SUBSET] > 0).all()
     scores = model.score_all({"item_history": np.array([[1, 2, 4]])}).numpy()
-    assert (scores[0, outside] == np.finfo(np.float32).min).all()
+    assert (scores[0, outside] == unscored_score(np.float32)).all()
     config = json.loads(json.dumps(model.get_config()))
     assert VASP.from_config(config).get_config() == model.get_config()
 
