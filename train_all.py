@@ -407,8 +407,10 @@ def export_parity(model, split, saved: str, tflite: str, seen, k: int = 10) -> d
     if model.input_kind == "user_id":
         inputs = {"user_id": split.test.users[rows]}
     else:
+        # Whole histories, as a client sends them: a model that reads only
+        # its last `history_length` items still excludes them all.
         histories = [split.test.histories[r] for r in rows]
-        width = model.history_length or max(len(h) for h in histories)
+        width = max(len(h) for h in histories)
         inputs = {"item_history": pad_histories(histories, width)}
     expected = testing.expected_recommendations(model, inputs, k, seen)
     request = ("serving_default", inputs)

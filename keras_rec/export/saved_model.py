@@ -116,6 +116,10 @@ def serving_functions(
             last = slots == tf.shape(item_history)[1] - 1
             bad = bad | (empty & first[None, :])
             bad = bad | (ends_with_padding(item_history) & last[None, :])
+            # A model may read only the last slots (SASRec, a history longer
+            # than `maxlen`): a row with a bad id anywhere fails in its last.
+            row_is_bad = tf.reduce_any(bad, axis=1, keepdims=True)
+            bad = bad | (row_is_bad & last[None, :])
             return tf.where(bad, tf.constant(OUT_OF_RANGE_ID, tf.int64), item_history)
 
         def check_query(item_history):

@@ -388,7 +388,7 @@ def check_tflite(
         seen_items: the CSR matrix of seen items (id-based models).
         k: number of recommendations.
         history_length: fixed history length (history-based models);
-            defaults to `model.history_length` (`None`: resizable).
+            `None` (default): resizable.
         inputs: the requests; defaults to `example_inputs(model, ...)`.
         atol: absolute tolerance on the scores (LiteRT's XNNPACK kernels may
             sum in another order than TensorFlow).

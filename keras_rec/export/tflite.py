@@ -17,7 +17,6 @@ from keras_rec.export.saved_model import (
     serving_functions,
     write_atomically,
 )
-from keras_rec.models.base import ITEM_HISTORY
 
 
 def export_tflite(
@@ -41,9 +40,12 @@ def export_tflite(
       index out of bounds` or `scatter_nd ...`) without naming the input:
       invalid history ids are sent out of range on purpose so that they are
       not read as padding;
-    * the history length of history-based models is `history_length`, else
-      `model.history_length`; when both are `None` it is resizable like the
-      batch.
+    * the history length of history-based models is resizable like the
+      batch, as in the SavedModel, unless `history_length` fixes it. The
+      items excluded from the answer are those of the request's history,
+      so a fixed length shorter than a user's history lets that user's
+      older items be recommended again (a SASRec model reads only its last
+      `maxlen` items either way, and excludes them all).
 
     Every dimension left open is resizable: the inputs are created with size
     1 there (`user_id` `[1]`, `item_history` `[1, L or 1]`, `item_ids`
@@ -59,7 +61,7 @@ def export_tflite(
         seen_items: `[num_users, num_items]` CSR matrix of items to exclude,
             baked into the model; required for `user_id` models.
         history_length: int or None. Fixed history length of history-based
-            models; defaults to `model.history_length` (`None`: resizable).
+            models; `None` (default): resizable.
 
     Returns:
         The `.tflite` path, as a string.
@@ -73,8 +75,6 @@ def export_tflite(
             TFLite's builtins (the message names them).
     """
     path = os.path.abspath(os.fspath(path))
-    if model.input_kind == ITEM_HISTORY and history_length is None:
-        history_length = getattr(model, "history_length", None)
     if history_length is not None and history_length <= 0:
         raise ValueError(
             "`history_length` must be positive or None. "

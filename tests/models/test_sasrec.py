@@ -338,6 +338,28 @@ def test_saved_model_and_tflite_match_the_model(trained, tmp_path):
             )
 
 
+def test_serving_excludes_a_history_longer_than_maxlen(trained, tmp_path):
+    # SASRec reads its last `maxlen` (20) items; served, it must still
+    # exclude all of a longer history, in the SavedModel and in TFLite,
+    # and refuse a bad id in the part it does not read.
+    model, _, _ = trained
+    rng = np.random.default_rng(5)
+    history = np.stack([rng.permutation(model.num_items)[:45] for _ in range(3)])
+    inputs = {"item_history": history.astype(np.int64)}
+    ids, _ = model.recommend(inputs, k=10)
+    assert not set(ids.numpy()[0].tolist()) & set(history[0].tolist())
+    testing.check_saved_model(model, tmp_path, k=10, inputs=inputs, use_cli=False)
+    lite = testing.check_tflite(model, tmp_path, k=10, inputs=inputs)
+    early_bad = inputs["item_history"][:1].copy()
+    early_bad[0, 0] = model.num_items
+    for signature, extra in (
+        ("serving_default", {}),
+        ("score_items", {"item_ids": [[1, 2]]}),
+    ):
+        with pytest.raises(RuntimeError, match="out of bounds"):
+            testing.run_tflite(lite, signature, {"item_history": early_bad, **extra})
+
+
 def test_attention_heatmap_png(trained, tmp_path):
     from keras_rec import plots
 
