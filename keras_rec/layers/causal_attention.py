@@ -144,6 +144,19 @@ class CausalSelfAttentionBlock(keras.layers.Layer):
             )
         self.attention_norm.build(shape)
         self.attention.build(shape, shape)
+        if self.seed is not None:
+            # Keras gives the query, key, value and output projections clones
+            # of one initializer, which, seeded, draw the same kernels (Q = K
+            # = V at the start): each gets its own seed instead.
+            projections = (
+                self.attention.query_dense,
+                self.attention.key_dense,
+                self.attention.value_dense,
+                self.attention.output_dense,
+            )
+            for offset, dense in enumerate(projections, start=7):
+                initializer = keras.initializers.GlorotUniform(self.seed + offset)
+                dense.kernel.assign(initializer(dense.kernel.shape))
         self.feedforward_norm.build(shape)
         self.intermediate_dense.build(shape)
         self.output_dense.build(shape[:-1] + (self.intermediate_dense.units,))

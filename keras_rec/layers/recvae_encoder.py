@@ -85,16 +85,27 @@ class RecVAEEncoder(keras.layers.Layer):
                 f"`dropout_rate` must be in [0, 1). Received dropout_rate={dropout_rate}"
             )
         self.dropout = keras.layers.Dropout(dropout_rate, seed=seed, name="dropout")
+
+        def glorot(offset):  # Keras' default kernels, seeded
+            return keras.initializers.GlorotUniform(
+                None if seed is None else seed + offset
+            )
+
         self.body = ResidualDense(
             hidden_dim,
             num_layers,
             activation="swish",
             layer_norm_epsilon=layer_norm_epsilon,
+            kernel_initializer=glorot(100),
             sparse_inputs=sparse_rows,
             name="body",
         )
-        self.mean_dense = keras.layers.Dense(latent_dim, name="mean")
-        self.log_var_dense = keras.layers.Dense(latent_dim, name="log_var")
+        self.mean_dense = keras.layers.Dense(
+            latent_dim, kernel_initializer=glorot(200), name="mean"
+        )
+        self.log_var_dense = keras.layers.Dense(
+            latent_dim, kernel_initializer=glorot(201), name="log_var"
+        )
 
     def build(self, input_shape):
         shape = tuple(input_shape)

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import keras
 
+from keras_rec.layers.initializers import seeded_initializer
 from keras_rec.layers.sparse_rows_dense import SparseRowsDense
 
 
@@ -25,6 +26,9 @@ class ResidualDense(keras.layers.Layer):
         layer_norm_epsilon: float. Epsilon of the layer normalisations
             (RecVAE uses 0.1, VASP's Keras code the Keras default 1e-3).
         kernel_initializer: str or initializer. Initialiser of the kernels.
+            A seeded one (`GlorotUniform(seed=s)`) seeds layer `k` with
+            `s + k`, so that same-shaped layers start from different draws
+            (a seeded Keras initializer returns the same values each call).
         sparse_inputs: bool. Make the first layer a `SparseRowsDense` (its
             product over the inputs' nonzeros in training), for multi-hot
             user rows of a large, sparse catalogue.
@@ -66,11 +70,17 @@ class ResidualDense(keras.layers.Layer):
                 "`layer_norm_epsilon` must be positive. Received "
                 f"layer_norm_epsilon={layer_norm_epsilon}"
             )
+        seed = getattr(self.kernel_initializer, "seed", None)
+        seed = seed if isinstance(seed, int) else None
+
+        def initializer(index):
+            if seed is None:  # unseeded: each call draws anew
+                return self.kernel_initializer
+            return seeded_initializer(self.kernel_initializer, seed + index)
+
         self.dense_layers = [
             (SparseRowsDense if sparse_inputs and index == 0 else keras.layers.Dense)(
-                units,
-                kernel_initializer=keras.initializers.get(kernel_initializer),
-                name=f"dense_{index}",
+                units, kernel_initializer=initializer(index), name=f"dense_{index}"
             )
             for index in range(num_layers)
         ]

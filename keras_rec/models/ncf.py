@@ -57,9 +57,19 @@ def _pair_inputs() -> tuple[keras.KerasTensor, keras.KerasTensor]:
     )
 
 
-def _mlp_tower(widths: list[int]) -> list[keras.layers.Layer]:
+def _glorot(seed: int | None, offset: int) -> keras.initializers.Initializer:
+    """Keras' default kernel initializer, seeded `seed + offset`."""
+    return keras.initializers.GlorotUniform(None if seed is None else seed + offset)
+
+
+def _mlp_tower(widths: list[int], seed: int | None) -> list[keras.layers.Layer]:
     return [
-        keras.layers.Dense(w, activation="relu", name=f"mlp_layer_{i}")
+        keras.layers.Dense(
+            w,
+            activation="relu",
+            kernel_initializer=_glorot(seed, 10 + i),
+            name=f"mlp_layer_{i}",
+        )
         for i, w in enumerate(widths)
     ]
 
@@ -97,7 +107,7 @@ def _mlp_path(
     width = embedding_dim or widths[0] // 2
     user_embedding = _embedding(num_users, width, "mlp_user", seed, l2)
     item_embedding = _embedding(num_items, width, "mlp_item", seed, l2)
-    tower = _mlp_tower(widths)
+    tower = _mlp_tower(widths, seed)
 
     def apply(user_id, item_id):
         vector = ops.concatenate(
@@ -119,12 +129,15 @@ class _NCFBase(ArgumentsConfig, Recommender, keras.Model):
     #: through MLP's tower took over 20 GB.
     max_scored_pairs = 1 << 18
 
-    def __init__(self, paths: list[Callable], **kwargs):
+    def __init__(self, paths: list[Callable], seed: int | None = None, **kwargs):
         """`sigmoid(h^T [path(u, i) for path in paths] + b)`, the paths'
-        vectors (`_gmf_path`, `_mlp_path`) concatenated in order. A subclass
-        then stores its arguments (`_store_config`)."""
+        vectors (`_gmf_path`, `_mlp_path`) concatenated in order, `h`
+        seeded with `seed`. A subclass then stores its arguments
+        (`_store_config`)."""
         # === Layers ===
-        prediction = keras.layers.Dense(1, name="prediction")
+        prediction = keras.layers.Dense(
+            1, kernel_initializer=_glorot(seed, 30), name="prediction"
+        )
         # === Functional model ===
         user_id, item_id = _pair_inputs()
         vectors = [path(user_id, item_id) for path in paths]
@@ -226,7 +239,7 @@ class GMF(_NCFBase):
         check_non_negative(l2=l2)
         # === Layers ===
         gmf = _gmf_path(num_users, num_items, predictive_factors, seed, l2)
-        super().__init__([gmf], **kwargs)
+        super().__init__([gmf], seed=seed, **kwargs)
         # === Config ===
         self._store_config(
             num_users=num_users,
@@ -277,7 +290,7 @@ class _TowerBase(_NCFBase):
             l2,
         )
         paths.append(mlp)
-        super().__init__(paths, **kwargs)
+        super().__init__(paths, seed=seed, **kwargs)
         # === Config ===
         self._store_config(
             num_users=num_users,

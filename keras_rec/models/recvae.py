@@ -253,7 +253,13 @@ class RecVAE(AutoencoderRecommender, keras.Model):
         sampling = ReparameterizedSampling(
             seed=None if seed is None else seed + 1, name="sampling"
         )
-        decoder = keras.layers.Dense(num_items, name=LOGITS)
+        decoder = keras.layers.Dense(
+            num_items,
+            kernel_initializer=keras.initializers.GlorotUniform(
+                None if seed is None else seed + 300
+            ),
+            name=LOGITS,
+        )
         # === Functional model ===
         rows = rows_input(num_items)
         mu, log_var = encoder(rows)
