@@ -536,9 +536,14 @@ def train_model(
             _check_data(state, data_checksum, checkpoint_dir, description)
             if data_checksum is not None:  # recorded from now on
                 state[DATA_KEY] = data_checksum
+            jit_compile = getattr(model, "jit_compile", None)
             model = build_in_scope(
                 strategy, lambda: keras.saving.load_model(model_path)
             )
+            if jit_compile is not None and hasattr(model, "jit_compile"):
+                # How the step is compiled is the caller's choice (e.g.
+                # `train_all.py --no-xla`), not the checkpoint's.
+                model.jit_compile = jit_compile
             _restore_seed_states(model, state.get("seed_states"), checkpoint_dir)
             if CONFIG_KEY not in state:
                 _warn_unrecorded(model, expected, checkpoint_dir, description)

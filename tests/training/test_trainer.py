@@ -107,6 +107,25 @@ def test_resume_after_interruption_matches_uninterrupted_run(train, tmp_path):
         np.testing.assert_allclose(ours.numpy(), theirs.numpy(), atol=1e-5)
 
 
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_a_resumed_model_compiles_its_step_as_the_caller_asks(
+    train, tmp_path, jit_compile
+):
+    # `train_all.py --no-xla` sets `jit_compile` on the model it passes in;
+    # a resumed run trains the checkpoint's model, which must take it over.
+    checkpoints = str(tmp_path / "run")
+    first = _model(train)
+    first.jit_compile = not jit_compile
+    train_model(first, _data(train), 1, checkpoint_dir=checkpoints, progress=False)
+    model = _model(train)
+    model.jit_compile = jit_compile
+    resumed = train_model(
+        model, _data(train), 2, checkpoint_dir=checkpoints, progress=False
+    )
+    assert resumed.resumed_from == 1
+    assert resumed.model is not model and resumed.model.jit_compile is jit_compile
+
+
 def _state(checkpoints):
     with open(os.path.join(checkpoints, STATE_FILE)) as handle:
         return json.load(handle)
