@@ -560,6 +560,9 @@ def write_table(results_dir: str) -> str:
     A (model, dataset) run with several configs (an old `--epochs 1` run,
     edited hyperparameters) gets one set of rows per config, labelled
     `[a]`, `[b]`, ..., and the differences are listed under the table.
+    Runs their `--time-budget` stopped before their last epoch are not
+    averaged with finished ones: they get rows of their own, labelled
+    `(partial)`.
     """
     groups: dict[tuple, list[dict]] = {}
     skipped = []  # other JSON files in the folder, named under the table
@@ -572,6 +575,7 @@ def write_table(results_dir: str) -> str:
                 record["config"]["model"],
                 record["config"]["dataset"],
                 json.dumps(run_config(record), sort_keys=True),
+                record.get("stopped_by") == "time_budget",
             )
         except (ValueError, TypeError, AttributeError) as error:
             skipped.append(
@@ -580,17 +584,24 @@ def write_table(results_dir: str) -> str:
             continue
         groups.setdefault(key, []).append(record)
     variants: dict[tuple, list[str]] = {}  # (model, dataset) -> config keys
-    for model, dataset, config in groups:
-        variants.setdefault((model, dataset), []).append(config)
+    for model, dataset, config, _ in groups:
+        seen = variants.setdefault((model, dataset), [])
+        if config not in seen:
+            seen.append(config)
     rows = []
     notes = []
     for (model, dataset), configs_seen in sorted(variants.items()):
         labelled = len(configs_seen) > 1
         differences = differing_keys(*(json.loads(c) for c in configs_seen))
         for index, config in enumerate(configs_seen):
-            records = groups[(model, dataset, config)]
             label = f"{model} [{chr(ord('a') + index)}]" if labelled else model
-            rows += _table_rows(label, dataset, records)
+            records = []
+            for partial in (False, True):
+                if (model, dataset, config, partial) in groups:
+                    group = groups[(model, dataset, config, partial)]
+                    suffix = " (partial)" if partial else ""
+                    rows += _table_rows(label + suffix, dataset, group)
+                    records += group
             if labelled:
                 flat = flatten(json.loads(config))
                 settings = ", ".join(f"{k}={flat.get(k)!r}" for k in differences)
@@ -611,8 +622,9 @@ def write_table(results_dir: str) -> str:
     ]
     if partial:
         text += (
-            "\nStopped by `--time-budget` before their last epoch (run them again"
-            " with a larger budget to continue): " + ", ".join(partial) + ".\n"
+            "\nStopped by `--time-budget` before their last epoch, in the rows"
+            " labelled (partial) (run them again with a larger budget to"
+            " continue): " + ", ".join(partial) + ".\n"
         )
     if skipped:
         text += (

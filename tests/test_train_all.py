@@ -495,6 +495,21 @@ def test_other_json_files_in_the_results_folder_are_named_not_fatal(tmp_path, ca
     assert "tune.json" in capsys.readouterr().err
 
 
+def test_partial_runs_are_not_averaged_with_finished_ones(tmp_path):
+    # Seed 2 stopped by its time budget after 1 of 20 epochs: its own row.
+    partial = {**_record(2, 20, 5e-3, 0.1), "epochs_run": 1}
+    partial["stopped_by"] = "time_budget"
+    for record in (_record(0, 20, 5e-3, 0.6), _record(1, 20, 5e-3, 0.4), partial):
+        with open(tmp_path / f"{record['run']}.json", "w") as handle:
+            json.dump(record, handle)
+    table = open(train_all.write_table(str(tmp_path))).read()
+    assert "| bpr_mf | synthetic | loo_sampled | hr@10 | 0.5000 ± 0.1000 (2) |" in table
+    row = "| bpr_mf (partial) | synthetic | loo_sampled | hr@10 | 0.1000 ± 0.0000 (1) |"
+    assert row in table
+    assert "bpr_mf_synthetic_seed2 (1 of 20 epochs)" in table
+    assert "not averaged" not in table  # one configuration: no [a], [b]
+
+
 def test_one_configuration_has_unlabelled_rows(tmp_path):
     for record in (_record(0, 20, 5e-3, 0.6), _record(1, 20, 5e-3, 0.4)):
         with open(tmp_path / f"{record['run']}.json", "w") as handle:
