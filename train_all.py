@@ -186,6 +186,7 @@ def run_one(experiment, seed: int, dataset, args) -> dict:
                 strategy=strategy,
                 fit_epoch=_fit_epoch(strategy, entry),
                 data_checksum=split_checksum,
+                settings=_run_settings(entry, args.eval_every or entry.eval_every),
             )
             parts[name] = {
                 "epochs_run": result.epochs_run,
@@ -244,6 +245,7 @@ def run_one(experiment, seed: int, dataset, args) -> dict:
             strategy=strategy,
             fit_epoch=_fit_epoch(strategy, experiment),
             data_checksum=split_checksum,
+            settings=_run_settings(experiment, eval_every),
         )
         model = training.model
         seconds_per_epoch = training.seconds_per_epoch
@@ -325,6 +327,16 @@ def run_one(experiment, seed: int, dataset, args) -> dict:
         else:
             record["exported"] = _export(model, split, experiment.name, args)
     return record
+
+
+def _run_settings(entry, eval_every: int) -> dict:
+    """What a resumed run must share with its checkpoint beyond the model:
+    the entry's hyperparameters (batch size, negatives, ...) and its
+    patience, with the evaluation interval it counts in."""
+    settings = {"hyperparameters": entry.hyperparameters, "patience": entry.patience}
+    if entry.patience is not None:
+        settings["eval_every"] = eval_every
+    return settings
 
 
 def _barrier(strategy) -> None:

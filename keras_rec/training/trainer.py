@@ -55,6 +55,8 @@ STATE_FILE = "state.json"
 CONFIG_KEY = "config"
 #: Key of the training data's checksum in `state.json` (absent in older ones).
 DATA_KEY = "data_checksum"
+#: Key of the caller's other run settings (`train_model(settings=...)`).
+SETTINGS_KEY = "settings"
 
 
 @dataclasses.dataclass
@@ -383,6 +385,24 @@ def _check_data(state: dict, data_checksum, checkpoint_dir: str, description):
         )
 
 
+def _check_settings(state: dict, settings, checkpoint_dir: str, description):
+    """Raises ValueError if the checkpoint records other `settings` (the
+    batch size, the negatives, the patience, ...): the run would go on
+    under settings its record does not describe. A checkpoint that records
+    none (an older keras_rec, or a caller that passed none) is resumed."""
+    recorded = state.get(SETTINGS_KEY)
+    if settings is None or recorded is None:
+        return
+    settings = json.loads(json.dumps(settings))
+    if recorded != settings:
+        differences = _describe(differing_keys(recorded, settings), recorded, settings)
+        raise ValueError(
+            f"{description}: the checkpoint in {checkpoint_dir} was trained "
+            f"with other settings. Differences (checkpoint -> now): "
+            f"{differences}. Resume with its settings. " + _start_over(checkpoint_dir)
+        )
+
+
 def _warn_unrecorded(model, expected: dict, checkpoint_dir: str, description):
     """An old checkpoint records no configuration: resume it, but say so if
     the loaded model's config is not the one passed in."""
@@ -427,6 +447,7 @@ def train_model(
     description: str = "training",
     strategy: tf.distribute.Strategy | None = None,
     data_checksum: str | None = None,
+    settings: dict | None = None,
 ) -> TrainingResult:
     """Trains `model` for up to `epochs` epochs, resumable from `checkpoint_dir`.
 
@@ -462,6 +483,12 @@ def train_model(
         data_checksum: identifies the training data and split (e.g.
             `Split.checksum()`); recorded in the checkpoint, and a
             checkpoint that records another one is not resumed.
+        settings: JSON-able dict of the run's other settings that change
+            what is trained and are not in the model's or optimizer's
+            config (the data pipeline's batch size and negatives, the
+            patience, ...); recorded in the checkpoint, and a checkpoint
+            that records other settings is not resumed (one that records
+            none records these from then on).
 
     Resuming: when `checkpoint_dir` holds a checkpoint, training goes on
     from the checkpoint's model (its weights and optimizer state); `model`
@@ -480,7 +507,8 @@ def train_model(
             a checkpoint trained with another configuration (the message
             names the differing keys), for more epochs than `epochs`, with
             its best weights kept by another `monitor`, on other data
-            (`data_checksum`), or whose model file is missing.
+            (`data_checksum`), with other `settings`, or whose model file is
+            missing.
             Either way, use a new `checkpoint_dir` or delete that one to
             start over (`train_all.py --force`).
         FloatingPointError: the loss became NaN or infinite (the checkpoint
@@ -511,6 +539,7 @@ def train_model(
         "best": None,
         CONFIG_KEY: expected,
         DATA_KEY: data_checksum,
+        SETTINGS_KEY: None if settings is None else json.loads(json.dumps(settings)),
     }
     resumed_from = 0
     if checkpoint_dir:
@@ -534,8 +563,11 @@ def train_model(
             )
             _check_monitor(state, monitor, checkpoint_dir, description)
             _check_data(state, data_checksum, checkpoint_dir, description)
+            _check_settings(state, settings, checkpoint_dir, description)
             if data_checksum is not None:  # recorded from now on
                 state[DATA_KEY] = data_checksum
+            if settings is not None:
+                state[SETTINGS_KEY] = json.loads(json.dumps(settings))
             jit_compile = getattr(model, "jit_compile", None)
             model = build_in_scope(
                 strategy, lambda: keras.saving.load_model(model_path)

@@ -126,6 +126,36 @@ def test_a_resumed_model_compiles_its_step_as_the_caller_asks(
     assert resumed.model is not model and resumed.model.jit_compile is jit_compile
 
 
+def test_resuming_with_other_settings_is_refused(train, tmp_path):
+    checkpoints = str(tmp_path / "run")
+    settings = {"hyperparameters": {"batch_size": 64}, "patience": None}
+
+    def run(epochs, **options):
+        return train_model(
+            _model(train),
+            _data(train),
+            epochs,
+            checkpoint_dir=checkpoints,
+            progress=False,
+            **options,
+        )
+
+    run(1, settings=settings)
+    assert _state(checkpoints)["settings"] == settings
+    other = {"hyperparameters": {"batch_size": 32}, "patience": None}
+    with pytest.raises(ValueError, match=r"hyperparameters.batch_size \(64 -> 32\)"):
+        run(2, settings=other)
+    assert _state(checkpoints)["epoch"] == 1  # nothing trained or rewritten
+    # The same settings go on; a checkpoint that records none takes them.
+    assert run(2, settings=settings).epochs_run == 2
+    state = _state(checkpoints)
+    del state["settings"]
+    with open(os.path.join(checkpoints, STATE_FILE), "w") as handle:
+        json.dump(state, handle)
+    assert run(3, settings=other).epochs_run == 3
+    assert _state(checkpoints)["settings"] == other
+
+
 def _state(checkpoints):
     with open(os.path.join(checkpoints, STATE_FILE)) as handle:
         return json.load(handle)
