@@ -436,7 +436,8 @@ def export_parity(model, split, saved: str, tflite: str, seen, k: int = 10) -> d
         report["litert"] = "not checked: ai-edge-litert is not installed"
     for label, run in runs.items():
         actual = run()
-        testing.assert_same_top_k(model, inputs, actual, expected)
+        excluded = testing.excluded_items(model, inputs, seen)
+        testing.assert_same_top_k(model, inputs, actual, expected, excluded)
         report[label] = {
             "same_ids": bool(np.array_equal(actual["item_ids"], expected[0])),
             "max_abs_score_diff": float(np.max(np.abs(actual["scores"] - expected[1]))),
@@ -767,6 +768,15 @@ def main(argv=None) -> int:
                 else:  # a bug or a failed export check
                     traceback.print_exc()
                     print(f"[{run}] FAILED (traceback above)", file=sys.stderr)
+                if os.path.isdir(checkpoint):
+                    # E.g. a failed export after the last epoch: the trained
+                    # model is not lost, and its results need no retraining.
+                    print(
+                        f"[{run}] its checkpoint is kept in {checkpoint}: the same "
+                        "command resumes it from its last saved epoch (add "
+                        "--no-export to leave the export out)",
+                        file=sys.stderr,
+                    )
                 failures.append(run)
                 continue
             if is_chief(args.strategy_object):  # one writer per cluster

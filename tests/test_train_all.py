@@ -72,6 +72,23 @@ def test_default_run_writes_results_table_and_exports(tmp_path, monkeypatch, cap
     assert not list((tmp_path / "saved_models").glob(".*staging*"))
 
 
+def test_a_failed_export_keeps_the_trained_checkpoint(tmp_path, monkeypatch, capsys):
+    # Training finished, the export check failed: no results yet, but the
+    # checkpoint stays, and running again evaluates it without training.
+    def failing_parity(*args, **kwargs):
+        raise AssertionError("top-k ids differ")
+
+    monkeypatch.setattr(train_all, "export_parity", failing_parity)
+    args = _args(tmp_path, "--models", "bpr_mf", "--epochs", "1")
+    assert train_all.main(args) == 1
+    err = capsys.readouterr().err
+    assert "[bpr_mf_synthetic_seed0] its checkpoint is kept in" in err
+    assert not (tmp_path / "results" / "bpr_mf_synthetic_seed0.json").exists()
+    assert train_all.main([*args, "--no-export"]) == 0
+    record = _read(tmp_path / "results" / "bpr_mf_synthetic_seed0.json")
+    assert record["resumed_from_epoch"] == 1 and record["epochs_run"] == 1
+
+
 def _check_default_run(tmp_path):
     results = tmp_path / "results"
     for name in ("popularity_synthetic_seed0", "bpr_mf_synthetic_seed0"):

@@ -152,9 +152,10 @@ def assert_same_top_k(
 ) -> None:
     """Checks a top-k output against `expected` `(ids, scores)`.
 
-    Scores must match position by position, and each returned id must carry
-    its returned score under `model.score_all`; ids must be distinct in a
-    row and never in `excluded`. Ids must also equal the expected ids
+    Scores must match position by position (none NaN), and each returned id
+    must carry its returned score under `model.score_all`; ids must be
+    distinct in a row and never in `excluded`, and no other item may score
+    above a row's last returned item. Ids must also equal the expected ids
     wherever the score is not tied (within `atol`) with another candidate;
     among tied items the order, and at the last position the choice, is
     arbitrary. Pick `k` below the number of items a row may recommend.
@@ -164,6 +165,8 @@ def assert_same_top_k(
     assert ids.dtype == np.int64, f"item_ids dtype {ids.dtype}, expected int64"
     assert scores.dtype == np.float32, f"scores dtype {scores.dtype}, expected float32"
     assert ids.shape == expected_ids.shape, (ids.shape, expected_ids.shape)
+    # assert_allclose counts NaN as equal to NaN: a NaN score is an error.
+    assert not np.isnan(scores).any(), f"NaN scores returned: {scores}"
     np.testing.assert_allclose(scores, expected_values, rtol=0, atol=atol)
     tensors = {name: tf.constant(value, tf.int64) for name, value in inputs.items()}
     all_scores = np.asarray(model.score_all(tensors))
@@ -181,6 +184,13 @@ def assert_same_top_k(
         # The last item may tie with the best item left out.
         left_out = list(items) + ([] if excluded is None else sorted(excluded[row]))
         rest = np.delete(all_scores[row], left_out)
+        # Checked against the model's own scores, not against `expected`
+        # (which may come from the same top-k code): nothing left out
+        # scores above the last item returned.
+        assert not rest.size or rest.max() <= scores[row, -1] + atol, (
+            f"row {row}: an item left out scores {rest.max()}, above the "
+            f"last returned score {scores[row, -1]}"
+        )
         if rest.size and rest.max() >= scores[row, -1] - atol:
             untied[row, -1] = False
     np.testing.assert_array_equal(ids[untied], expected_ids[untied])

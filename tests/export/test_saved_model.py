@@ -396,3 +396,16 @@ def test_assert_same_top_k_accepts_ties_and_rejects_wrong_answers():
             check(wrong)
     with pytest.raises(AssertionError, match="excluded"):
         check([1, 2, 4], excluded=[{4}])
+    # An answer that equals a wrong `expected` (the same top-k code could
+    # produce both) is still refused when the model scores a left-out item
+    # higher; and a NaN score is never an answer.
+    wrong = (np.array([[1, 2, 3]]), scores[np.array([[1, 2, 3]])])
+    out = {"item_ids": wrong[0], "scores": wrong[1]}
+    with pytest.raises(AssertionError, match="an item left out scores 2.0"):
+        testing.assert_same_top_k(model, inputs, out, wrong)
+    nan = {
+        "item_ids": np.array([[1, 2, 4]]),
+        "scores": np.full((1, 3), np.nan, np.float32),
+    }
+    with pytest.raises(AssertionError, match="NaN scores"):
+        testing.assert_same_top_k(model, inputs, nan, (nan["item_ids"], nan["scores"]))
