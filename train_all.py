@@ -750,9 +750,9 @@ def main(argv=None) -> int:
                     shutil.rmtree(checkpoint, ignore_errors=True)
                 # The other workers look for a checkpoint once it is gone.
                 _barrier(args.strategy_object)
-            dataset = _dataset_of(experiment, datasets, args)
             print(f"[{run}] {experiment.protocol} ...", flush=True)
-            try:
+            try:  # a missing or malformed data file fails this run only
+                dataset = _dataset_of(experiment, datasets, args)
                 record = run_one(experiment, seed, dataset, args)
             except Exception as error:  # the other runs go on
                 if isinstance(

@@ -89,6 +89,20 @@ def test_a_failed_export_keeps_the_trained_checkpoint(tmp_path, monkeypatch, cap
     assert record["resumed_from_epoch"] == 1 and record["epochs_run"] == 1
 
 
+def test_a_missing_data_file_fails_its_runs_only(tmp_path, capsys):
+    # ml-100k's file is not in the (empty) data folder; the synthetic run
+    # is still made and the table still written.
+    empty = tmp_path / "data"
+    empty.mkdir()
+    args = _args(tmp_path, "--models", "popularity", "--no-export")
+    args += ["--datasets", "ml-100k,synthetic", "--data-dir", str(empty)]
+    assert train_all.main(args) == 1
+    err = capsys.readouterr().err
+    assert "[popularity_ml-100k_seed0] FAILED:" in err and "u.data" in err
+    assert (tmp_path / "results" / "popularity_synthetic_seed0.json").exists()
+    assert "popularity" in (tmp_path / "results" / "RESULTS.md").read_text()
+
+
 def _check_default_run(tmp_path):
     results = tmp_path / "results"
     for name in ("popularity_synthetic_seed0", "bpr_mf_synthetic_seed0"):
