@@ -49,6 +49,7 @@ from keras_rec.training.distributed import (
 from keras_rec.training.results import (
     atomic_write_json,
     atomic_write_text,
+    code_version,
     differing_keys,
     flatten,
     markdown_table,
@@ -281,6 +282,7 @@ def run_one(experiment, seed: int, dataset, args) -> dict:
             "test_users": len(split.test),
         },
         "versions": package_versions(),
+        "code": code_version(),
         "onednn": onednn_enabled(),
         "metrics": metrics,
         "seconds_per_epoch": seconds_per_epoch,

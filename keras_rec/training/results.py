@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import stat
+import subprocess
 import tempfile
 from importlib import metadata
 
@@ -86,6 +87,39 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return versions
+
+
+def code_version() -> dict:
+    """The keras_rec code a result was made with: the git commit of the
+    checkout it is imported from and whether tracked files differ from it
+    (`dirty`), and the machine it ran on. The commit and `dirty` are `None`
+    outside a git checkout (an installed wheel) or without git."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    record = {
+        "commit": None,
+        "dirty": None,
+        "machine": platform.machine(),
+        "processor": platform.processor() or None,
+        "cpus": os.cpu_count(),
+    }
+
+    def git(*arguments: str) -> str:
+        return subprocess.run(
+            ["git", "-C", root, *arguments],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout.strip()
+
+    try:
+        if git("rev-parse", "--show-toplevel") != os.path.realpath(root):
+            return record  # not keras_rec's own checkout
+        record["commit"] = git("rev-parse", "HEAD")
+        record["dirty"] = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return record
 
 
 def onednn_enabled() -> bool | None:

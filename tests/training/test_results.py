@@ -1,6 +1,8 @@
 import json
 import os
 import stat
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,6 +11,7 @@ from keras_rec import configs
 from keras_rec.training import results
 from keras_rec.training.results import (
     atomic_write_json,
+    code_version,
     differing_keys,
     flatten,
     markdown_table,
@@ -143,3 +146,25 @@ def test_flatten_and_differing_keys():
     assert flatten(a) == {"config.lr": 0.1, "config.layers[0].units": 4, "epochs": 2}
     assert differing_keys(a, b) == ["config.layers[0].units", "x"]
     assert differing_keys(a, a) == []
+
+
+def test_code_version_names_the_checkout_commit():
+    root = Path(__file__).resolve().parents[2]
+    head = subprocess.run(
+        ["git", "-C", str(root), "rev-parse", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    record = code_version()
+    assert record["commit"] == head and isinstance(record["dirty"], bool)
+    assert record["cpus"] >= 1
+
+
+def test_code_version_without_git_says_none(monkeypatch):
+    def no_git(*args, **kwargs):
+        raise FileNotFoundError("git")
+
+    monkeypatch.setattr(results.subprocess, "run", no_git)
+    record = code_version()
+    assert record["commit"] is None and record["dirty"] is None
