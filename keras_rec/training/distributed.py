@@ -48,6 +48,7 @@ steps; the step counts are compared across workers before each epoch.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -181,12 +182,20 @@ def any_worker(strategy: tf.distribute.Strategy | None, flag: bool) -> bool:
 
 
 def _sum_over_replicas(strategy: tf.distribute.Strategy, value: float) -> float:
+    return float(_replica_sum(strategy)(tf.constant(value, tf.float32)))
+
+
+@functools.lru_cache(maxsize=8)
+def _replica_sum(strategy: tf.distribute.Strategy):
+    """The all-reduce sum of a scalar, traced once per strategy (a new
+    `tf.function` each call retraced every time, and TensorFlow warned)."""
+
     @tf.function
     def total(tensor):
         per_replica = strategy.run(tf.identity, args=(tensor,))
         return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
 
-    return float(total(tf.constant(value, tf.float32)))
+    return total
 
 
 class DistributedEpoch:

@@ -315,3 +315,71 @@ def test_two_workers_train_in_sync(tmp_path):
     for key in finals:
         np.testing.assert_allclose(first[key], reference[key], atol=1e-5, rtol=0)
     np.testing.assert_allclose(first["losses"], reference["losses"], rtol=1e-5)
+
+
+@pytest.mark.large
+def test_train_all_on_two_workers_with_pretrained_parts_and_force(tmp_path):
+    # `train_all.py --strategy multi_worker` end to end (about 2-4 minutes
+    # on 2 cores, so not in the default run: `pytest -m large`). NeuMF
+    # trains its GMF and MLP parts under the strategy; `--force` redoes
+    # the finished runs, the chief removing their checkpoints while the
+    # other worker waits at the barrier. Both workers print the same
+    # metrics, and only the chief writes.
+    folders = {name: tmp_path / name for name in ("results", "checkpoints")}
+    command = [
+        sys.executable,
+        str(ROOT / "train_all.py"),
+        "--strategy",
+        "multi_worker",
+        "--models",
+        "gmf,mlp,neumf",
+        "--epochs",
+        "1",
+        "--no-xla",
+        "--no-export",
+        "--quiet",
+        "--results-dir",
+        str(folders["results"]),
+        "--checkpoints-dir",
+        str(folders["checkpoints"]),
+    ]
+
+    def run(*extra) -> list[list[str]]:
+        ports = free_ports(2)
+        logs = [tmp_path / f"worker{index}.log" for index in range(2)]
+        processes = []
+        for index in range(2):
+            with open(logs[index], "wb") as log:
+                processes.append(
+                    subprocess.Popen(
+                        [*command, *extra],
+                        cwd=tmp_path,
+                        env=worker_environment(ports, index),
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
+        try:
+            codes = [process.wait(timeout=2 * TIMEOUT) for process in processes]
+        finally:
+            for process in processes:
+                if process.poll() is None:
+                    process.kill()
+        texts = [log.read_text(errors="replace") for log in logs]
+        assert codes == [0, 0], "\n".join(text[-4000:] for text in texts)
+        return [
+            [line for line in text.splitlines() if "hr@10=" in line] for text in texts
+        ]
+
+    first = run()
+    assert len(first[0]) == 3 and first[0] == first[1]
+    records = {
+        path.name: path.stat().st_mtime_ns for path in folders["results"].glob("*.json")
+    }
+    assert set(records) == {
+        f"{name}_synthetic_seed0.json" for name in ("gmf", "mlp", "neumf")
+    }
+    again = run("--force")
+    assert len(again[0]) == 3 and again[0] == again[1]
+    for name, stamp in records.items():
+        assert (folders["results"] / name).stat().st_mtime_ns > stamp
