@@ -131,14 +131,7 @@ def test_resuming_with_other_settings_is_refused(train, tmp_path):
     settings = {"hyperparameters": {"batch_size": 64}, "patience": None}
 
     def run(epochs, **options):
-        return train_model(
-            _model(train),
-            _data(train),
-            epochs,
-            checkpoint_dir=checkpoints,
-            progress=False,
-            **options,
-        )
+        return _train_on(train, checkpoints, epochs, **options)
 
     run(1, settings=settings)
     assert _state(checkpoints)["settings"] == settings
@@ -646,7 +639,7 @@ def test_an_old_checkpoint_without_the_record_still_resumes(train, tmp_path):
     assert resumed.resumed_from == 2 and resumed.epochs_run == 3
 
 
-def _train_on(train, checkpoints, epochs, data_checksum):
+def _train_on(train, checkpoints, epochs, data_checksum=None, **options):
     return train_model(
         _model(train),
         _data(train),
@@ -654,6 +647,7 @@ def _train_on(train, checkpoints, epochs, data_checksum):
         checkpoint_dir=checkpoints,
         progress=False,
         data_checksum=data_checksum,
+        **options,
     )
 
 
