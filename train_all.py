@@ -57,7 +57,12 @@ from keras_rec.training.results import (
     package_versions,
     summarize_seeds,
 )
-from keras_rec.training.trainer import STATE_FILE, TrainingResult, train_model
+from keras_rec.training.trainer import (
+    STATE_FILE,
+    CheckpointInUseError,
+    TrainingResult,
+    train_model,
+)
 
 NON_METRICS = ("num_users", "seconds")
 
@@ -764,7 +769,11 @@ def main(argv=None) -> int:
                     # files) would leave it alone to go on: stop them all.
                     raise
                 if isinstance(
-                    error, FloatingPointError | ValueError | FileNotFoundError
+                    error,
+                    FloatingPointError
+                    | ValueError
+                    | FileNotFoundError
+                    | CheckpointInUseError,
                 ):
                     print(f"[{run}] FAILED: {error}", file=sys.stderr)
                 else:  # a bug or a failed export check

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import inspect
 import json
 import math
@@ -36,6 +37,11 @@ import shutil
 import time
 import warnings
 from collections.abc import Callable
+
+try:
+    import fcntl
+except ImportError:  # not on Windows: checkpoints are not locked there
+    fcntl = None
 
 import keras
 import numpy as np
@@ -137,6 +143,50 @@ def _write_checkpoint(model: keras.Model, state: dict, checkpoint_dir: str) -> N
     _atomic_save(model, os.path.join(checkpoint_dir, state["model_file"]))
     atomic_write_json(os.path.join(checkpoint_dir, STATE_FILE), state)
     _remove_unreferenced(checkpoint_dir, state)
+
+
+#: File in a checkpoint folder that the training process holds locked.
+LOCK_FILE = ".lock"
+
+
+class CheckpointInUseError(RuntimeError):
+    """Another process is training from the same checkpoint folder."""
+
+
+@contextlib.contextmanager
+def _checkpoint_lock(checkpoint_dir: str | None, strategy, description: str):
+    """Holds an exclusive lock on `checkpoint_dir` while training from it.
+
+    Two processes training one run (e.g. `train_all.py --models gmf` and
+    `--models neumf`, whose pre-training trains GMF too) would overwrite
+    and delete each other's files. The lock is `flock` on `.lock` (it goes
+    with the process, so a killed run leaves no stale lock); only the chief
+    takes it, since only the chief writes. Without `fcntl` (Windows) there
+    is no lock.
+    """
+    if not checkpoint_dir or fcntl is None or not is_chief(strategy):
+        yield
+        return
+    os.makedirs(checkpoint_dir, exist_ok=True)
+    with open(os.path.join(checkpoint_dir, LOCK_FILE), "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            owner = handle.read().strip() or "unknown"
+            raise CheckpointInUseError(
+                f"{description}: another process (pid {owner}) is training from "
+                f"{checkpoint_dir}; wait for it to end (or stop it) before "
+                "running this one again"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _remove_unreferenced(checkpoint_dir: str, state: dict) -> None:
@@ -431,6 +481,27 @@ def _describe(keys: list[str], before: dict, after: dict, limit: int = 8) -> str
     return ", ".join(parts)
 
 
+def _locks_checkpoint(function: Callable) -> Callable:
+    """`function` (`train_model`) run inside `_checkpoint_lock` of its
+    `checkpoint_dir`."""
+    signature = inspect.signature(function)
+
+    @functools.wraps(function)
+    def locked(*args, **kwargs):
+        options = signature.bind(*args, **kwargs)
+        options.apply_defaults()
+        arguments = options.arguments
+        with _checkpoint_lock(
+            arguments["checkpoint_dir"],
+            arguments["strategy"],
+            arguments["description"],
+        ):
+            return function(*args, **kwargs)
+
+    return locked
+
+
+@_locks_checkpoint
 def train_model(
     model: keras.Model,
     make_dataset: Callable[[int], tf.data.Dataset],
@@ -517,6 +588,8 @@ def train_model(
         KeyError: `monitor` is not a metric that `evaluate` returns.
         FileNotFoundError: the best epoch's weights file was removed from
             `checkpoint_dir` before the end.
+        CheckpointInUseError: another process is training from
+            `checkpoint_dir` (the chief holds a lock on it while training).
     """
     if time_budget is not None and not time_budget > 0:
         raise ValueError(

@@ -149,6 +149,34 @@ def test_resuming_with_other_settings_is_refused(train, tmp_path):
     assert _state(checkpoints)["settings"] == other
 
 
+def test_a_checkpoint_another_process_trains_from_is_refused(train, tmp_path):
+    fcntl = pytest.importorskip("fcntl")  # no lock without it (Windows)
+    checkpoints = tmp_path / "run"
+    _train_on(train, str(checkpoints), 1)
+    before = (checkpoints / STATE_FILE).read_bytes()
+    # Another process holds the lock: a second open file description's
+    # flock conflicts with it as another process's would.
+    with open(checkpoints / ".lock", "a+") as holder:
+        fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        holder.seek(0)
+        assert holder.read().strip() == str(os.getpid())  # the last run's
+        holder.truncate(0)
+        holder.write("4242\n")
+        holder.flush()
+        with pytest.raises(trainer.CheckpointInUseError, match=r"pid 4242"):
+            _train_on(train, str(checkpoints), 2)
+        fcntl.flock(holder, fcntl.LOCK_UN)
+    assert (checkpoints / STATE_FILE).read_bytes() == before
+    # Released (and after each run): training goes on.
+    assert _train_on(train, str(checkpoints), 2).resumed_from == 1
+    assert _train_on(train, str(checkpoints), 3).resumed_from == 2
+
+
+def _files(checkpoints) -> list[str]:
+    """The checkpoint's files, sorted, but for the training lock."""
+    return sorted(set(os.listdir(checkpoints)) - {trainer.LOCK_FILE})
+
+
 def _state(checkpoints):
     with open(os.path.join(checkpoints, STATE_FILE)) as handle:
         return json.load(handle)
@@ -201,7 +229,7 @@ def _assert_resumes_from_epoch_1(train, checkpoints, reference, epochs):
     assert resumed.resumed_from == 1 and resumed.epochs_run == epochs
     for ours, theirs in zip(resumed.model.weights, reference.weights, strict=True):
         np.testing.assert_allclose(ours.numpy(), theirs.numpy(), atol=1e-5)
-    assert sorted(os.listdir(checkpoints)) == [f"model-{epochs:05d}", STATE_FILE]
+    assert _files(checkpoints) == [f"model-{epochs:05d}", STATE_FILE]
 
 
 def test_a_checkpoint_of_the_older_layout_resumes(train, tmp_path):
@@ -217,7 +245,7 @@ def test_a_checkpoint_of_the_older_layout_resumes(train, tmp_path):
         _model(train), _data(train), 2, checkpoint_dir=checkpoints, progress=False
     )
     assert resumed.resumed_from == 1 and resumed.epochs_run == 2
-    assert sorted(os.listdir(checkpoints)) == ["model-00002", STATE_FILE]
+    assert _files(checkpoints) == ["model-00002", STATE_FILE]
 
 
 def _zip(model_dir, path):
