@@ -4,7 +4,8 @@
     python train_all.py --models bpr_mf --datasets gowalla --data-dir ../shared/data
 
 For each (experiment, seed) it writes `results/<model>_<dataset>_seed<k>.json`
-(config, seed, dataset checksum, package versions, metrics; the learning
+(config, seed, dataset checksum, package versions, the code's git commit,
+whether oneDNN ran, metrics; the learning
 curve and seconds per epoch of gradient-trained models), refreshes
 `results/RESULTS.md` (ours beside the paper's numbers, mean ± std over
 seeds), and exports the first seed's model to `saved_models/<model>_<dataset>/`
@@ -723,11 +724,25 @@ def main(argv=None) -> int:
             path = os.path.join(args.results_dir, f"{run}.json")
             checkpoint = os.path.join(args.checkpoints_dir, run)
             if os.path.exists(path) and not args.force:
-                spent = _budget_stopped_seconds(path, checkpoint)
+                try:  # a damaged results file, or data missing to check it
+                    spent = _budget_stopped_seconds(path, checkpoint)
+                    changed = None
+                    if spent is None:
+                        changed = _changed_config(path, experiment, args)
+                        if not changed:
+                            changed = _changed_split(
+                                path, experiment, seed, datasets, args
+                            )
+                except (OSError, ValueError, KeyError, TypeError) as error:
+                    print(
+                        f"[{run}] FAILED: its earlier results {path} could not be "
+                        f"checked ({type(error).__name__}: {error}); fix that, or "
+                        "use --force to redo the run",
+                        file=sys.stderr,
+                    )
+                    failures.append(run)
+                    continue
                 if spent is None:
-                    changed = _changed_config(path, experiment, args)
-                    if not changed:
-                        changed = _changed_split(path, experiment, seed, datasets, args)
                     if changed:
                         print(
                             f"[{run}] finished earlier with another configuration "

@@ -103,6 +103,30 @@ def test_a_missing_data_file_fails_its_runs_only(tmp_path, capsys):
     assert "popularity" in (tmp_path / "results" / "RESULTS.md").read_text()
 
 
+def test_a_finished_run_that_cannot_be_checked_fails_alone(
+    tmp_path, monkeypatch, capsys
+):
+    # Its results file damaged, or its data gone (its split cannot be
+    # checked): that run is reported, the others are still made.
+    args = _args(tmp_path, "--models", "popularity,ease", "--no-export")
+    assert train_all.main(args) == 0
+    (tmp_path / "results" / "popularity_synthetic_seed0.json").write_text('{"run": ')
+    assert train_all.main(args) == 1
+    err = capsys.readouterr().err
+    assert "[popularity_synthetic_seed0] FAILED: its earlier results" in err
+    assert "JSONDecodeError" in err
+
+    def gone(name, data_dir=None):
+        raise FileNotFoundError(f"no {name} data in {data_dir}")
+
+    monkeypatch.setattr(train_all, "load_dataset", gone)
+    assert train_all.main(args) == 1
+    err = capsys.readouterr().err
+    assert "[ease_synthetic_seed0] FAILED: its earlier results" in err
+    assert "no synthetic data" in err
+    assert (tmp_path / "results" / "RESULTS.md").exists()
+
+
 def _check_default_run(tmp_path):
     results = tmp_path / "results"
     for name in ("popularity_synthetic_seed0", "bpr_mf_synthetic_seed0"):

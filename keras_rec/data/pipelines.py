@@ -1,7 +1,8 @@
 """`tf.data` pipelines for the four training regimes.
 
 Each builder takes the epoch number: negatives are re-drawn every epoch from
-`seed + epoch`, so a run is reproducible and resumable at any epoch.
+a generator seeded with `(seed, epoch)`, so a run is reproducible and
+resumable at any epoch.
 
 Histories and sequences use `PAD = -1` for padding, left-padded (most recent
 item last); models that embed ids shift them internally.

@@ -231,10 +231,11 @@ class FLVAE(FLVAEBase):
         item_ids: list of int or None. The items the network reads and
             scores (VASP's `items_sampling`, see
             `keras_rec.layers.item_subset`). The others get probability 0
-            in the model's outputs (what the loss sees) and the dtype's
-            lowest finite value from `score_all`/`score_items` (and so the
-            exports), which rank them after every covered item and before
-            the excluded ones. `None`: all items.
+            in the model's outputs (what the loss sees) and, from
+            `score_all`/`score_items` (and so the exports), the value just
+            above the dtype's lowest (`keras_rec.models.base.unscored_score`;
+            excluded items get the lowest), which ranks them after every
+            covered item and before the excluded ones. `None`: all items.
 
     Example:
     >>> model = FLVAE(num_items=20, hidden_dim=8, latent_dim=4)

@@ -39,9 +39,11 @@ class NeuralEASE(AutoencoderRecommender, keras.Model):
             see `keras_rec.layers.item_subset`); `B` is then
             `len(item_ids)` square. The other items are 0 in the model's
             outputs (what the loss sees; not for ranking, since `x B` can
-            be negative) and the dtype's lowest finite value from
-            `score_all`/`score_items` and the exports, which rank them
-            after every covered item and before the excluded ones. `None`:
+            be negative) and, from `score_all`/`score_items` and the
+            exports, the value just above the dtype's lowest
+            (`keras_rec.models.base.unscored_score`; excluded items get the
+            lowest), which ranks them after every covered item and before
+            the excluded ones. `None`:
             all items.
         sparse_rows: bool. Train on the rows' nonzeros only
             (`ZeroDiagonalDense(sparse_inputs=True)`; faster on very

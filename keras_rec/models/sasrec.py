@@ -74,7 +74,8 @@ class SASRec(Recommender, keras.Model):
     and reads the last one, so a history must end with its most recent
     item: a row whose last slot is padding is an error (eagerly and in the
     SavedModel; the TFLite model, which has no asserts, fails its bounds
-    check). The TFLite model takes exactly `maxlen` slots.
+    check). The exports (SavedModel and, by default, TFLite) take histories
+    of any width, read their latest `maxlen` items and exclude all of them.
 
     Ids are shifted by one inside the model, so embedding row 0 is padding.
 
