@@ -150,6 +150,7 @@ def run_one(experiment, seed: int, dataset, args) -> dict:
     """Trains, evaluates and (for the first seed) exports one experiment."""
     run = f"{experiment.name}_seed{seed}"
     started = datetime.datetime.now(datetime.timezone.utc).isoformat()
+    code = code_version()  # the code this process starts (or resumes) it with
     split = _split_of(experiment, seed, dataset)
     split_checksum = split.checksum()
     strategy = args.strategy_object
@@ -288,7 +289,7 @@ def run_one(experiment, seed: int, dataset, args) -> dict:
             "test_users": len(split.test),
         },
         "versions": package_versions(),
-        "code": code_version(),
+        "code": code,
         "onednn": onednn_enabled(),
         "metrics": metrics,
         "seconds_per_epoch": seconds_per_epoch,
@@ -333,8 +334,15 @@ def run_one(experiment, seed: int, dataset, args) -> dict:
             # An untrained model would replace a trained one's export.
             record["exported"] = "skipped: stopped by the time budget before training"
         else:
-            record["exported"] = _export(model, split, experiment.name, args)
+            try:
+                record["exported"] = _export(model, split, experiment.name, args)
+            except Exception as error:
+                raise ExportFailed(f"{type(error).__name__}: {error}") from error
     return record
+
+
+class ExportFailed(RuntimeError):
+    """Training and evaluation finished; the export or its check failed."""
 
 
 def _run_settings(entry, eval_every: int) -> dict:
@@ -582,8 +590,8 @@ def write_table(results_dir: str) -> str:
     edited hyperparameters) gets one set of rows per config, labelled
     `[a]`, `[b]`, ..., and the differences are listed under the table.
     Runs their `--time-budget` stopped before their last epoch are not
-    averaged with finished ones: they get rows of their own, labelled
-    `(partial)`.
+    averaged with finished ones: they get rows of their own, one set per
+    number of epochs run, labelled `(partial, N epochs)`.
     """
     groups: dict[tuple, list[dict]] = {}
     skipped = []  # other JSON files in the folder, named under the table
@@ -596,7 +604,10 @@ def write_table(results_dir: str) -> str:
                 record["config"]["model"],
                 record["config"]["dataset"],
                 json.dumps(run_config(record), sort_keys=True),
-                record.get("stopped_by") == "time_budget",
+                # A budget-stopped run: its epochs (else None, finished).
+                record.get("epochs_run")
+                if record.get("stopped_by") == "time_budget"
+                else None,
             )
         except (ValueError, TypeError, AttributeError) as error:
             skipped.append(
@@ -617,12 +628,13 @@ def write_table(results_dir: str) -> str:
         for index, config in enumerate(configs_seen):
             label = f"{model} [{chr(ord('a') + index)}]" if labelled else model
             records = []
-            for partial in (False, True):
-                if (model, dataset, config, partial) in groups:
-                    group = groups[(model, dataset, config, partial)]
-                    suffix = " (partial)" if partial else ""
-                    rows += _table_rows(label + suffix, dataset, group)
-                    records += group
+            stops = {key[3] for key in groups if key[:3] == (model, dataset, config)}
+            # Finished runs first, then partial ones by their epochs.
+            for stop in sorted(stops, key=lambda e: (e is not None, e or 0)):
+                group = groups[(model, dataset, config, stop)]
+                suffix = "" if stop is None else f" (partial, {stop} epochs)"
+                rows += _table_rows(label + suffix, dataset, group)
+                records += group
             if labelled:
                 flat = flatten(json.loads(config))
                 settings = ", ".join(f"{k}={flat.get(k)!r}" for k in differences)
@@ -644,8 +656,8 @@ def write_table(results_dir: str) -> str:
     if partial:
         text += (
             "\nStopped by `--time-budget` before their last epoch, in the rows"
-            " labelled (partial) (run them again with a larger budget to"
-            " continue): " + ", ".join(partial) + ".\n"
+            " labelled (partial, N epochs) (run them again with a larger budget"
+            " to continue): " + ", ".join(partial) + ".\n"
         )
     if skipped:
         text += (
@@ -794,9 +806,9 @@ def main(argv=None) -> int:
                 else:  # a bug or a failed export check
                     traceback.print_exc()
                     print(f"[{run}] FAILED (traceback above)", file=sys.stderr)
-                if os.path.isdir(checkpoint):
-                    # E.g. a failed export after the last epoch: the trained
-                    # model is not lost, and its results need no retraining.
+                if isinstance(error, ExportFailed) and os.path.isdir(checkpoint):
+                    # The trained model is not lost: its results need no
+                    # retraining.
                     print(
                         f"[{run}] its checkpoint is kept in {checkpoint}: the same "
                         "command resumes it from its last saved epoch (add "

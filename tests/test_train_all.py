@@ -559,9 +559,14 @@ def test_partial_runs_are_not_averaged_with_finished_ones(tmp_path):
             json.dump(record, handle)
     table = open(train_all.write_table(str(tmp_path))).read()
     assert "| bpr_mf | synthetic | loo_sampled | hr@10 | 0.5000 ± 0.1000 (2) |" in table
-    row = "| bpr_mf (partial) | synthetic | loo_sampled | hr@10 | 0.1000 ± 0.0000 (1) |"
+    row = "| bpr_mf (partial, 1 epochs) | synthetic | loo_sampled | hr@10 | 0.1000"
     assert row in table
     assert "bpr_mf_synthetic_seed2 (1 of 20 epochs)" in table
+    # Another seed stopped after another number of epochs: its own row.
+    later = {**partial, "run": "bpr_mf_synthetic_seed3", "seed": 3, "epochs_run": 9}
+    (tmp_path / "bpr_mf_synthetic_seed3.json").write_text(json.dumps(later))
+    table = open(train_all.write_table(str(tmp_path))).read()
+    assert row in table and "| bpr_mf (partial, 9 epochs) |" in table
     assert "not averaged" not in table  # one configuration: no [a], [b]
 
 

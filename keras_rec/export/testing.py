@@ -154,12 +154,19 @@ def assert_same_top_k(
 
     Scores must match position by position (none NaN), and each returned id
     must carry its returned score under `model.score_all`; ids must be
-    distinct in a row and never in `excluded`, and no other item may score
-    above a row's last returned item. Ids must also equal the expected ids
-    wherever the score is not tied (within `atol`) with another candidate;
-    among tied items the order, and at the last position the choice, is
-    arbitrary. Pick `k` below the number of items a row may recommend.
+    distinct in a row and never in `excluded`, and no item but those may
+    score above a row's last returned item. Ids must also equal the
+    expected ids wherever the score is not tied (within `atol`) with
+    another candidate; among tied items the order, and at the last
+    position the choice, is arbitrary. Pick `k` below the number of items a
+    row may recommend.
+
+    `excluded` (each row's excluded ids) defaults to the request's history
+    for a history-based model (`excluded_items`); an id-based model's
+    seen items must be passed, else none count as excluded.
     """
+    if excluded is None and model.input_kind == ITEM_HISTORY:
+        excluded = excluded_items(model, inputs)
     ids, scores = np.asarray(actual[ITEM_IDS]), np.asarray(actual[SCORES])
     expected_ids, expected_values = expected
     assert ids.dtype == np.int64, f"item_ids dtype {ids.dtype}, expected int64"

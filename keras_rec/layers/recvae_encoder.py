@@ -27,7 +27,7 @@ class RecVAEEncoder(keras.layers.Layer):
         dropout_rate: float. Input dropout rate in `[0, 1)`.
         layer_norm_epsilon: float. Epsilon of the layer normalisations (the
             authors' code uses 0.1).
-        seed: int or None. Seed of the dropout.
+        seed: int or None. Seed of the initial kernels and the dropout.
         sparse_rows: bool. The first layer's product over the rows'
             nonzeros only in training (`SparseRowsDense`; for sparse data).
 

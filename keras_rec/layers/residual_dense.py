@@ -26,9 +26,12 @@ class ResidualDense(keras.layers.Layer):
         layer_norm_epsilon: float. Epsilon of the layer normalisations
             (RecVAE uses 0.1, VASP's Keras code the Keras default 1e-3).
         kernel_initializer: str or initializer. Initialiser of the kernels.
-            A seeded one (`GlorotUniform(seed=s)`) seeds layer `k` with
-            `s + k`, so that same-shaped layers start from different draws
-            (a seeded Keras initializer returns the same values each call).
+            One with an int seed `s` (Keras gives one to an initializer
+            created without a seed too) seeds layer `k` with `s + k`, so
+            that the layers start from different draws (an initializer
+            with an int seed returns the same values at each call; and
+            one seed gives one stream whatever the shape, so keep other
+            layers' seeds clear of `s .. s + num_layers - 1`).
         sparse_inputs: bool. Make the first layer a `SparseRowsDense` (its
             product over the inputs' nonzeros in training), for multi-hot
             user rows of a large, sparse catalogue.
@@ -74,7 +77,7 @@ class ResidualDense(keras.layers.Layer):
         seed = seed if isinstance(seed, int) else None
 
         def initializer(index):
-            if seed is None:  # unseeded: each call draws anew
+            if seed is None:  # e.g. a SeedGenerator: draws anew each call
                 return self.kernel_initializer
             return seeded_initializer(self.kernel_initializer, seed + index)
 

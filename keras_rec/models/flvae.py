@@ -52,12 +52,15 @@ def flvae_layers(
             name=name,
         )
 
+    # A block seeds its layer k with its offset + k (`ResidualDense`), so
+    # the blocks start 100 apart: no two kernels share a seed (one seed
+    # draws the same stream, whatever the shape).
     return {
-        "encoder": block(encoder_layers, "encoder", 0, sparse_rows),
+        "encoder": block(encoder_layers, "encoder", 100, sparse_rows),
         "mean": dense(latent_dim, None, "mean", 1),
         "log_var": dense(latent_dim, None, "log_var", 2),
         "sampling": ReparameterizedSampling(_seed(seed, 3), name="sampling"),
-        "decoder": block(decoder_layers, "decoder", 4),
+        "decoder": block(decoder_layers, "decoder", 200),
         "deep_output": dense(num_items, "sigmoid", "deep_output", 5),
         "latent_output": dense(num_items, "sigmoid", "latent_output", 6),
     }

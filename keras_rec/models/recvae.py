@@ -184,7 +184,8 @@ class RecVAE(AutoencoderRecommender, keras.Model):
         beta: float or None. Constant KL weight when `gamma` is `None`.
         mixture_weights: the prior's weights of `N(0, I)`, `q_old`, wide.
         uniform_log_var: float. Log-variance of the wide component.
-        seed: int or None. Seed of the dropout and the sampling.
+        seed: int or None. Seed of the initial weights, the dropout and the
+            sampling.
         sparse_rows: bool. The encoder's first layer trained on the rows'
             nonzeros only (`SparseRowsDense`; faster on very sparse rows).
         l2: float. L2 penalty `l2 * sum(W^2)` on the kernels each phase

@@ -48,10 +48,10 @@ steps; the step counts are compared across workers before each epoch.
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
+import weakref
 from collections.abc import Callable
 
 import keras
@@ -185,17 +185,24 @@ def _sum_over_replicas(strategy: tf.distribute.Strategy, value: float) -> float:
     return float(_replica_sum(strategy)(tf.constant(value, tf.float32)))
 
 
-@functools.lru_cache(maxsize=8)
+#: Each strategy's traced all-reduce sum, dropped with the strategy.
+_REPLICA_SUMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def _replica_sum(strategy: tf.distribute.Strategy):
     """The all-reduce sum of a scalar, traced once per strategy (a new
     `tf.function` each call retraced every time, and TensorFlow warned)."""
+    if strategy not in _REPLICA_SUMS:
+        reference = weakref.ref(strategy)  # the cache must not keep it alive
 
-    @tf.function
-    def total(tensor):
-        per_replica = strategy.run(tf.identity, args=(tensor,))
-        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+        @tf.function
+        def total(tensor):
+            owner = reference()
+            per_replica = owner.run(tf.identity, args=(tensor,))
+            return owner.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
 
-    return total
+        _REPLICA_SUMS[strategy] = total
+    return _REPLICA_SUMS[strategy]
 
 
 class DistributedEpoch:

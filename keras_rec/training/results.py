@@ -104,8 +104,10 @@ def code_version() -> dict:
     }
 
     def git(*arguments: str) -> str:
+        # No optional locks: `status` must not take the index lock that a
+        # concurrent `git commit` needs.
         return subprocess.run(
-            ["git", "-C", root, *arguments],
+            ["git", "--no-optional-locks", "-C", root, *arguments],
             capture_output=True,
             text=True,
             check=True,

@@ -383,3 +383,19 @@ def test_train_all_on_two_workers_with_pretrained_parts_and_force(tmp_path):
     assert len(again[0]) == 3 and again[0] == again[1]
     for name, stamp in records.items():
         assert (folders["results"] / name).stat().st_mtime_ns > stamp
+
+
+def test_the_replica_sum_is_traced_once_per_strategy_and_dropped_with_it():
+    import gc
+    import weakref
+
+    from keras_rec.training import distributed
+
+    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+    assert any_worker(strategy, True) and not any_worker(strategy, False)
+    total = distributed._replica_sum(strategy)
+    assert total.experimental_get_tracing_count() == 1
+    alive = weakref.ref(strategy)
+    del strategy, total
+    gc.collect()
+    assert alive() is None  # the cache did not keep it

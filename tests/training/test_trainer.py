@@ -114,8 +114,13 @@ def test_a_resumed_model_compiles_its_step_as_the_caller_asks(
     # `train_all.py --no-xla` sets `jit_compile` on the model it passes in;
     # a resumed run trains the checkpoint's model, which must take it over.
     checkpoints = str(tmp_path / "run")
-    first = _model(train)
-    first.jit_compile = not jit_compile
+    # The checkpoint's compile config says the other way.
+    first = BPRMF(train.num_users, train.num_items, 8, l2=1e-4, seed=0)
+    first.compile(
+        optimizer=keras.optimizers.Adam(1e-2),
+        loss=BPRLoss(),
+        jit_compile=not jit_compile,
+    )
     train_model(first, _data(train), 1, checkpoint_dir=checkpoints, progress=False)
     model = _model(train)
     model.jit_compile = jit_compile
