@@ -232,8 +232,9 @@ def run_saved_model_cli(
     Args:
         path: the SavedModel folder.
         signature: signature name.
-        inputs: `{input_name: int array}`, passed with `--input_exprs` as
-            Python literals.
+        inputs: `{input_name: int array}`, passed with `--inputs` as
+            `.npy` files (a literal on the command line would meet the
+            system's limit on one argument's length for long histories).
 
     Returns:
         `{output_name: np.ndarray}`, read back from `--outdir`.
@@ -242,10 +243,14 @@ def run_saved_model_cli(
         SavedModelCliError: the tool failed (e.g. an assert fired); the
             message holds its stderr.
     """
-    expressions = ";".join(
-        f"{name}={np.asarray(value).tolist()!r}" for name, value in inputs.items()
-    )
-    with tempfile.TemporaryDirectory() as outdir:
+    with tempfile.TemporaryDirectory() as scratch:
+        outdir = os.path.join(scratch, "out")
+        os.makedirs(outdir)
+        files = []
+        for name, value in inputs.items():
+            file = os.path.join(scratch, f"input_{len(files)}.npy")
+            np.save(file, np.asarray(value))
+            files.append(f"{name}={file}")
         command = [
             *_saved_model_cli(),
             "run",
@@ -255,8 +260,8 @@ def run_saved_model_cli(
             "serve",
             "--signature_def",
             signature,
-            "--input_exprs",
-            expressions,
+            "--inputs",
+            ";".join(files),
             "--outdir",
             outdir,
         ]

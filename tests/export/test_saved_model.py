@@ -197,6 +197,20 @@ def test_documented_request_bodies_run_on_the_exports(exports):
         _check_request(exports, body)
 
 
+def test_saved_model_cli_takes_a_history_longer_than_an_argument_may_be(exports):
+    # 60,000 slots written as a literal are about 240 KB, past Linux's
+    # 128 KiB limit on one command-line argument: the inputs go as files.
+    model, _, path = exports["item_history"]
+    history = np.full((1, 60_000), -1, np.int64)
+    history[0, -3:] = [4, 0, 7]
+    out = testing.run_saved_model_cli(
+        path, "serving_default", {"item_history": history}
+    )
+    expected = load_serving(path)(item_history=history)
+    np.testing.assert_array_equal(out["item_ids"], expected["item_ids"])
+    assert not {4, 0, 7} & set(out["item_ids"][0].tolist())
+
+
 def test_out_of_range_user_id_is_named_by_the_serving_loader(exports):
     _, _, path = exports["user_id"]
     with pytest.raises(testing.SavedModelCliError) as error:
