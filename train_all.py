@@ -593,45 +593,37 @@ def write_table(results_dir: str) -> str:
     averaged with finished ones: they get rows of their own, one set per
     number of epochs run, labelled `(partial, N epochs)`.
     """
-    groups: dict[tuple, list[dict]] = {}
+    # (model, dataset) -> run config -> epochs a budget stopped it after
+    # (None: finished) -> its seeds' records, in the order first seen.
+    groups: dict[tuple, dict[str, dict[int | None, list[dict]]]] = {}
     skipped = []  # other JSON files in the folder, named under the table
     for path in sorted(glob.glob(os.path.join(results_dir, "*.json"))):
         try:
             with open(path) as handle:
                 record = json.load(handle)
             _check_record(record)
-            key = (
-                record["config"]["model"],
-                record["config"]["dataset"],
-                json.dumps(run_config(record), sort_keys=True),
-                # A budget-stopped run: its epochs (else None, finished).
-                record.get("epochs_run")
-                if record.get("stopped_by") == "time_budget"
-                else None,
-            )
+            variant = (record["config"]["model"], record["config"]["dataset"])
+            config = json.dumps(run_config(record), sort_keys=True)
+            stopped = record.get("stopped_by") == "time_budget"
+            stop = record.get("epochs_run") if stopped else None
         except (ValueError, TypeError, AttributeError) as error:
             skipped.append(
                 f"{os.path.basename(path)} ({type(error).__name__}: {error})"
             )
             continue
-        groups.setdefault(key, []).append(record)
-    variants: dict[tuple, list[str]] = {}  # (model, dataset) -> config keys
-    for model, dataset, config, _ in groups:
-        seen = variants.setdefault((model, dataset), [])
-        if config not in seen:
-            seen.append(config)
+        configs = groups.setdefault(variant, {})
+        configs.setdefault(config, {}).setdefault(stop, []).append(record)
     rows = []
     notes = []
-    for (model, dataset), configs_seen in sorted(variants.items()):
-        labelled = len(configs_seen) > 1
-        differences = differing_keys(*(json.loads(c) for c in configs_seen))
-        for index, config in enumerate(configs_seen):
+    for (model, dataset), configs in sorted(groups.items()):
+        labelled = len(configs) > 1
+        differences = differing_keys(*(json.loads(c) for c in configs))
+        for index, (config, stops) in enumerate(configs.items()):
             label = f"{model} [{chr(ord('a') + index)}]" if labelled else model
             records = []
-            stops = {key[3] for key in groups if key[:3] == (model, dataset, config)}
             # Finished runs first, then partial ones by their epochs.
             for stop in sorted(stops, key=lambda e: (e is not None, e or 0)):
-                group = groups[(model, dataset, config, stop)]
+                group = stops[stop]
                 suffix = "" if stop is None else f" (partial, {stop} epochs)"
                 rows += _table_rows(label + suffix, dataset, group)
                 records += group
@@ -649,7 +641,9 @@ def write_table(results_dir: str) -> str:
         )
     partial = [
         f"{r['run']} ({r['epochs_run']} of {r['epochs_requested']} epochs)"
-        for records in groups.values()
+        for configs in groups.values()
+        for stops in configs.values()
+        for records in stops.values()
         for r in records
         if r.get("stopped_by") == "time_budget"
     ]
