@@ -439,11 +439,11 @@ def _check_settings(state: dict, settings, checkpoint_dir: str, description):
     """Raises ValueError if the checkpoint records other `settings` (the
     batch size, the negatives, the patience, ...): the run would go on
     under settings its record does not describe. A checkpoint that records
-    none (an older keras_rec, or a caller that passed none) is resumed."""
+    none (an older keras_rec, or a caller that passed none) is resumed.
+    `settings` is in its JSON form, as `state.json` holds it."""
     recorded = state.get(SETTINGS_KEY)
     if settings is None or recorded is None:
         return
-    settings = json.loads(json.dumps(settings))
     if recorded != settings:
         differences = _describe(differing_keys(recorded, settings), recorded, settings)
         raise ValueError(
@@ -603,6 +603,8 @@ def train_model(
     except ValueError as error:
         raise ValueError(f"{description}: {error}") from None
     expected = training_config(model)
+    if settings is not None:  # its JSON form (lists, not tuples), as recorded
+        settings = json.loads(json.dumps(settings))
     state = {
         "epoch": 0,
         "losses": [],
@@ -612,7 +614,7 @@ def train_model(
         "best": None,
         CONFIG_KEY: expected,
         DATA_KEY: data_checksum,
-        SETTINGS_KEY: None if settings is None else json.loads(json.dumps(settings)),
+        SETTINGS_KEY: settings,
     }
     resumed_from = 0
     if checkpoint_dir:
@@ -640,7 +642,7 @@ def train_model(
             if data_checksum is not None:  # recorded from now on
                 state[DATA_KEY] = data_checksum
             if settings is not None:
-                state[SETTINGS_KEY] = json.loads(json.dumps(settings))
+                state[SETTINGS_KEY] = settings
             jit_compile = getattr(model, "jit_compile", None)
             model = build_in_scope(
                 strategy, lambda: keras.saving.load_model(model_path)
