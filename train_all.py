@@ -73,8 +73,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--models", help="comma-separated model names (default: all)")
     parser.add_argument(
         "--datasets",
-        default="synthetic",
-        help="comma-separated dataset names (default: %(default)s)",
+        help="comma-separated dataset names (default: synthetic; with --list, all)",
     )
     parser.add_argument(
         "--data-dir", help=f"data directory (default: ${DATA_DIR_ENV} or ./data)"
@@ -119,7 +118,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="compile no train step with XLA (NCF's entries do by default): "
         "a quicker start on small data, or where XLA fails",
     )
-    parser.add_argument("--list", action="store_true", help="list experiments")
+    parser.add_argument(
+        "--list",
+        action="store_true",
+        help="list the entries (those of --models and --datasets when given)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser.parse_args(argv)
 
@@ -692,6 +695,28 @@ def _table_rows(model: str, dataset: str, records: list[dict]) -> list[dict]:
     return rows
 
 
+def _listed(models: list[str] | None, datasets: list[str] | None) -> list:
+    """The entries `--list` prints: every one, or those of the models and
+    datasets named (any dataset when only `--models` is given).
+
+    Raises:
+        ValueError: as `configs.select`, when the names select nothing (an
+            unknown name, or no entry of those models on those datasets).
+    """
+    listed = [
+        e
+        for e in configs.EXPERIMENTS
+        if (models is None or e.model in models)
+        and (datasets is None or e.dataset in datasets)
+    ]
+    if models is not None or datasets is not None:
+        # The same checks (and messages) as a run's: unknown names, and a
+        # named model or dataset that none of the other names has.
+        known = sorted({e.dataset for e in listed}) or datasets
+        configs.select(models, datasets if datasets is not None else known)
+    return listed
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     for flag in ("epochs", "eval_every"):
@@ -711,7 +736,7 @@ def main(argv=None) -> int:
     # Before any other TensorFlow op: collective ops are set up at start-up.
     args.strategy_object = make_strategy(args.strategy)
     if args.list:
-        for e in configs.EXPERIMENTS:
+        for e in _listed(models, dataset_names):
             print(f"{e.model:12s} {e.dataset:12s} {e.protocol:22s} epochs={e.epochs}")
         return 0
     experiments = configs.select(models, dataset_names)

@@ -370,6 +370,28 @@ def test_unknown_model_is_a_clear_error(tmp_path):
         train_all.main(_args(tmp_path, "--models", "nope"))
 
 
+def _listed(capsys, *flags) -> set[tuple[str, str]]:
+    assert train_all.main(["--list", *flags]) == 0
+    return {tuple(line.split()[:2]) for line in capsys.readouterr().out.splitlines()}
+
+
+def test_list_shows_the_named_models_and_datasets(capsys):
+    every = _listed(capsys)
+    assert ("ngcf", "gowalla") in every and ("sasrec", "games") in every
+    assert {dataset for _, dataset in every} > {"synthetic", "gowalla"}
+    ngcf = _listed(capsys, "--models", "ngcf")
+    assert ngcf == {e for e in every if e[0] == "ngcf"}
+    assert ("ngcf", "gowalla") in ngcf and ("ngcf", "synthetic") in ngcf
+    gowalla = _listed(capsys, "--datasets", "gowalla")
+    assert gowalla == {e for e in every if e[1] == "gowalla"}
+    both = _listed(capsys, "--models", "ngcf,lightgcn", "--datasets", "gowalla")
+    assert both == {("ngcf", "gowalla"), ("lightgcn", "gowalla")}
+    with pytest.raises(ValueError, match="Unknown model 'nope'"):
+        train_all.main(["--list", "--models", "nope"])
+    with pytest.raises(ValueError, match="Unknown dataset 'nope'"):
+        train_all.main(["--list", "--datasets", "nope"])
+
+
 @pytest.mark.usefixtures("small_synthetic")
 def test_neumf_pretrains_from_the_gmf_and_mlp_runs(tmp_path):
     # GMF and MLP run first and keep their checkpoints; NeuMF's pre-training
