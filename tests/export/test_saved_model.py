@@ -22,6 +22,7 @@ from keras_rec.export import (
     testing,
 )
 from keras_rec.models import BPRMF, Popularity
+from keras_rec.models.base import unscored_score
 
 DOCS = pathlib.Path(__file__).resolve().parents[2] / "docs" / "serving.md"
 NUM_USERS, NUM_ITEMS, K = 50, 40, 5
@@ -107,6 +108,33 @@ def test_k_past_the_unseen_items_ends_with_the_excluded_at_the_lowest(tmp_path):
     np.testing.assert_array_equal(lite["item_ids"][0, :2], [3, 0])
     assert sorted(lite["item_ids"][0, 2:].tolist()) == [1, 2, 4]
     np.testing.assert_array_equal(lite["scores"][0], [3.0, 0.0, *[lowest] * 3])
+
+
+def test_a_minus_infinity_score_still_ranks_before_the_excluded(tmp_path):
+    # Item 0 scores -inf: it is raised to the unscored score, just above
+    # the excluded items' lowest finite one, wherever the model is served.
+    model = BPRMF(num_users=1, num_items=4, embedding_dim=1)
+    model.user_embedding.embeddings.assign(np.ones((1, 1), np.float32))
+    items = np.array([[-np.inf], [1.0], [2.0], [3.0]], np.float32)
+    model.item_embedding.embeddings.assign(items)
+    seen = Interactions(user_ids=[0, 0], item_ids=[3, 1], num_users=1, num_items=4)
+    expected_ids = [2, 0]
+    expected = [2.0, unscored_score(np.float32), *[np.finfo(np.float32).min] * 2]
+    ids, scores = model.recommend(
+        {"user_id": np.array([0])}, k=4, exclude=np.array([[3, 1]])
+    )
+    path = export_saved_model(model, tmp_path / "1", k=4, seen_items=seen.to_csr())
+    out = load_serving(path)(user_id=[0])
+    tflite = export_tflite(model, tmp_path / "m.tflite", k=4, seen_items=seen.to_csr())
+    lite = testing.run_tflite(tflite, "serving_default", {"user_id": np.array([0])})
+    for got_ids, got_scores in (
+        (ids.numpy(), scores.numpy()),
+        (out["item_ids"], out["scores"]),
+        (lite["item_ids"], lite["scores"]),
+    ):
+        np.testing.assert_array_equal(got_ids[0, :2], expected_ids)
+        assert sorted(got_ids[0, 2:].tolist()) == [1, 3]
+        np.testing.assert_array_equal(got_scores[0], expected)
 
 
 def test_hand_computed_popularity_excludes_history(tmp_path):
