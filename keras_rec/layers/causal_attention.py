@@ -41,7 +41,13 @@ class CausalSelfAttentionBlock(keras.layers.Layer):
         attention_dropout_rate: float. Dropout on the attention weights.
         layer_norm_epsilon: float. Epsilon of the layer normalisations (the
             reference code's is `1e-8`).
-        seed: int or None. Seed of the initialisers and dropout.
+        seed: int or None. Seed of the initialisers and dropout: the block
+            uses `seed` to `seed + 10` (dropouts 1, 2, 4, 6; feed-forward
+            kernels 3, 5; query, key, value and output kernels 7-10; `seed`
+            itself only for the attention layer's own initializer, which
+            those four replace), so blocks of one model need seeds at least
+            10 apart to start from distinct kernels (SASRec gives block `b`
+            `seed + 10 (b + 1)`).
 
     Example:
     >>> block = CausalSelfAttentionBlock(hidden_dim=8, num_heads=2)

@@ -72,12 +72,25 @@ class SelectItems(keras.layers.Layer):
     def __init__(self, item_ids: Sequence[int], **kwargs):
         super().__init__(**kwargs)
         ids = np.asarray(item_ids)
-        if ids.ndim != 1 or len(ids) == 0 or (ids < 0).any():
+        if (
+            ids.ndim != 1
+            or len(ids) == 0
+            or not np.issubdtype(ids.dtype, np.integer)
+            or (ids < 0).any()
+        ):
             raise ValueError(
-                "`item_ids` must be a non-empty list of non-negative item ids. "
-                f"Received {item_ids!r}"
+                "`item_ids` must be a non-empty list of non-negative integer item "
+                f"ids. Received {item_ids!r}"
             )
         self.item_ids = [int(i) for i in ids]
+
+    def build(self, input_shape):
+        num_items = input_shape[-1]
+        if num_items is not None and max(self.item_ids) >= num_items:
+            raise ValueError(
+                f"`item_ids` holds id {max(self.item_ids)}, but the input has "
+                f"{num_items} items (columns)"
+            )
 
     def call(self, rows):
         return ops.take(rows, ops.convert_to_tensor(self.item_ids, "int32"), axis=-1)

@@ -122,8 +122,12 @@ class RecVAEEncoder(keras.layers.Layer):
             # The same function on the nonzeros only (see `SparseRowsDense`).
             hidden = normalized_sparse_rows(inputs, self.dropout, training)
         else:
-            norm = ops.sqrt(ops.sum(ops.square(inputs), axis=-1, keepdims=True))
-            hidden = self.dropout(inputs / (norm + 1e-10), training=training)
+            # In float32: under mixed precision 1e-10 is 0 in float16, and an
+            # empty row would give 0/0.
+            rows = ops.cast(inputs, "float32")
+            norm = ops.sqrt(ops.sum(ops.square(rows), axis=-1, keepdims=True))
+            normalized = ops.cast(rows / (norm + 1e-10), self.compute_dtype)
+            hidden = self.dropout(normalized, training=training)
         hidden = self.body(hidden)
         return self.mean_dense(hidden), self.log_var_dense(hidden)
 

@@ -43,7 +43,9 @@ class ZeroDiagonalDense(keras.layers.Layer):
             `SparseRowsDense` does: on multi-hot rows with a few dozen of
             20,000 items the dense product is almost all zeros. At
             inference the product is dense (builtin ops for TFLite). A
-            `tf.SparseTensor` input always takes the sparse product.
+            `tf.SparseTensor` input always takes the sparse product. The
+            sparse product takes rank-2 inputs only, and zeroes the
+            diagonal with a copy of `W` whatever `zeroing` says.
         **kwargs: base `keras.layers.Layer` arguments (`name`, `trainable`).
 
     Example:

@@ -20,9 +20,10 @@ class FocalLoss(keras.losses.BinaryFocalCrossentropy):
     Per element this *is* `keras.losses.BinaryFocalCrossentropy(
     apply_class_balancing=True, alpha=alpha, gamma=gamma)`, which this class
     subclasses; the only difference is the reduction over the item axis:
-    Keras takes the mean over the last axis, VASP the sum (VASP's TensorFlow
-    code uses TensorFlow Addons' `SigmoidFocalCrossEntropy`, whose
-    `sigmoid_focal_crossentropy` ends in `reduce_sum(..., axis=-1)`). So
+    Keras takes the mean over the last axis, VASP the sum (VASP's notebook
+    compiles with `lambda x, y: tfa.losses.sigmoid_focal_crossentropy(x, y,
+    alpha=..., gamma=...)`, TensorFlow Addons' function, which ends in
+    `reduce_sum(..., axis=-1)`; Keras then takes the mean over users). So
     `FocalLoss()(y, p) == num_items * BinaryFocalCrossentropy(
     apply_class_balancing=True)(y, p)`; the batch reduction (the mean over
     users by default) is Keras's. The sum keeps the gradient per item

@@ -75,10 +75,13 @@ class SampledBinaryCrossentropy(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         y_pred = ops.convert_to_tensor(y_pred)
-        mask = ops.cast(ops.greater_equal(y_true, 0), y_pred.dtype)
+        real = ops.greater_equal(y_true, 0)
+        mask = ops.cast(real, y_pred.dtype)
         # softplus(-x) = -log sigmoid(x); softplus(x) = -log(1 - sigmoid(x)).
         per_position = ops.softplus(-y_pred[..., 0]) + ops.softplus(y_pred[..., 1])
-        total = ops.sum(per_position * mask)
+        # Selected, not multiplied: a pad's logits never reach the sum, even
+        # an infinite one (0 * inf would be NaN).
+        total = ops.sum(ops.where(real, per_position, ops.zeros_like(per_position)))
         if self.normalizer is not None:
             return total / ops.cast(self.normalizer, total.dtype)
         return total / ops.maximum(ops.sum(mask), 1.0)

@@ -62,6 +62,13 @@ def test_bad_item_ids_are_named(item_ids, message):
         NeuralEASE(NUM_ITEMS, item_ids=item_ids)
 
 
+def test_select_items_refuses_float_ids_and_ids_past_its_input():
+    with pytest.raises(ValueError, match="integer item ids"):
+        SelectItems([1.5, 2])
+    with pytest.raises(ValueError, match="holds id 12, but the input has 12 items"):
+        SelectItems([3, 12])(np.zeros((2, NUM_ITEMS), np.float32))
+
+
 def test_most_popular_items():
     # Item counts 3, 1, 3, 0, 2: the top 60% (3 items) are 0, 2 (3 each) and
     # 4 (2); a tie is broken towards the lower id.

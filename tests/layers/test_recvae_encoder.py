@@ -89,6 +89,18 @@ def test_recvae_encoder_config_json_round_trip():
     assert clone.get_config() == encoder.get_config()
 
 
+def test_recvae_encoder_empty_row_is_finite_under_mixed_precision():
+    # In float16 the 1e-10 of the normalisation is 0: it runs in float32.
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        encoder = RecVAEEncoder(8, 4, 2, seed=0)
+        mu, log_var = encoder(np.zeros((2, 6), np.float32), training=False)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert np.isfinite(keras.ops.convert_to_numpy(mu)).all()
+    assert np.isfinite(keras.ops.convert_to_numpy(log_var)).all()
+
+
 def test_recvae_encoder_one_training_step():
     rng = np.random.default_rng(4)
     x = _rows(rng, batch=8, items=10)
