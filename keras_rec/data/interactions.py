@@ -292,12 +292,35 @@ class Interactions:
         return data.compact()
 
 
+def check_feedback_values(matrix: sp.csr_matrix) -> None:
+    """Raises `ValueError` if a stored value (duplicates summed) is NaN,
+    infinite or negative: implicit feedback is a count or a rating, and a
+    NaN or a negative value (a dislike coded -1) must not silently become
+    an interaction."""
+    data = matrix.data
+    bad = ~np.isfinite(data) | (data < 0)
+    if bad.any():
+        position = int(np.argmax(bad))
+        row = int(np.searchsorted(matrix.indptr, position, side="right") - 1)
+        raise ValueError(
+            f"The interaction matrix holds {int(bad.sum())} NaN, infinite or "
+            f"negative values (first: {data[position]} at row {row}, column "
+            f"{matrix.indices[position]}); implicit feedback must be counts or "
+            "ratings >= 0 (binarise a signed matrix yourself)"
+        )
+
+
 def binary_csr(matrix: sp.spmatrix) -> sp.csr_matrix:
     """A float32 CSR copy of `matrix` with every stored nonzero (a count, a
     rating, repeated entries summed) as 1: the implicit feedback `X` of the
-    papers. The caller's matrix is never written to."""
+    papers. The caller's matrix is never written to.
+
+    Raises:
+        ValueError: a NaN, infinite or negative value (`check_feedback_values`).
+    """
     binary = sp.csr_matrix(matrix, dtype=np.float32, copy=True)
     binary.sum_duplicates()
+    check_feedback_values(binary)
     binary.eliminate_zeros()
     binary.data[:] = 1.0
     binary.sort_indices()

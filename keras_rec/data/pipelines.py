@@ -16,7 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 import tensorflow as tf
 
-from keras_rec.data.interactions import Interactions
+from keras_rec.data.interactions import Interactions, check_feedback_values
 
 PAD = -1
 
@@ -31,13 +31,15 @@ def sample_unseen(
     """`[len(users), num]` uniform items that each user has not seen.
 
     Rejection sampling, vectorised: a draw that hits a seen item is re-drawn
-    until none does. `seen` must be a CSR matrix with sorted indices. Its
-    rows are `users`; `user_ids` (same length as `seen`'s rows), when its
+    until none does. `seen` is a CSR matrix (sorted here if its indices are
+    not). Its rows are `users`; `user_ids` (same length as `seen`'s rows), when its
     rows are not the user ids, names the user in the error.
 
     Raises:
         ValueError: a user has seen every item (no negative to draw).
     """
+    if not seen.has_sorted_indices:
+        seen = seen.sorted_indices()  # a copy: the caller's matrix is kept
     num_items = seen.shape[1]
     counts = np.diff(seen.indptr)[users]
     if np.any(counts >= num_items):
@@ -158,8 +160,10 @@ def bpr_dataset(
             users weigh as much as heavy ones).
 
     Raises:
-        ValueError: an unknown `sampling`, or no training pair.
+        ValueError: an unknown `sampling`, `batch_size` not a positive
+            integer, or no training pair.
     """
+    check_count(batch_size=batch_size)
     if sampling not in ("pairs", "users"):
         raise ValueError(
             f"`sampling` must be 'pairs' or 'users'. Received sampling={sampling!r}"
@@ -363,10 +367,16 @@ def user_rows_dataset(
     Rows are binary by value: each entry whose value is nonzero becomes 1.0
     (duplicates are summed first); stored zeros, e.g. an interaction removed
     by setting its value to 0, are not interactions, as in `matrix.toarray()`.
+
+    Raises:
+        ValueError: `batch_size` is not a positive integer, or a value is
+            NaN, infinite or negative (`check_feedback_values`).
     """
+    check_count(batch_size=batch_size)
     # A copy: the caller's matrix keeps its stored zeros and index order.
     matrix = sp.csr_matrix(matrix, copy=True)
     matrix.sum_duplicates()
+    check_feedback_values(matrix)
     matrix.eliminate_zeros()
     matrix.sort_indices()
     num_items = matrix.shape[1]

@@ -66,17 +66,33 @@ def _to_float(token: str, path: str, number: int, what: str) -> float:
     return value
 
 
-def _is_number(token: str) -> bool:
-    try:
-        float(token)
-    except ValueError:
-        return False
-    return True
+#: The largest 0-based id: the id count (`max id + 1`) must fit in int32,
+#: the index type of the models' embedding tables.
+_MAX_ID = int(np.iinfo(np.int32).max) - 1
 
 
-def _is_header(tokens: list[str]) -> bool:
-    """A header line: none of its fields parses as a number."""
-    return not any(_is_number(token) for token in tokens)
+def _to_id(token: str, path: str, number: int, what: str) -> int:
+    """A 0-based id used as an index as it is: in `[0, _MAX_ID]`."""
+    value = _to_int(token, path, number, what)
+    if value < 0:
+        raise DataFormatError(
+            f"{path}:{number}: {what} id must be >= 0 (ids are 0-based), got {token!r}"
+        )
+    if value > _MAX_ID:
+        raise DataFormatError(
+            f"{path}:{number}: {what} id {token} is out of range: ids must be "
+            f"at most {_MAX_ID}, so that the id count fits in int32"
+        )
+    return value
+
+
+def _is_header(tokens: list[str], header: tuple[str, ...]) -> bool:
+    """Whether `tokens` are the column names `header` (any case, BOM and
+    surrounding whitespace ignored)."""
+    names = [token.strip().lower() for token in tokens]
+    if names:
+        names[0] = names[0].lstrip("\ufeff").strip()
+    return names == [name.lower() for name in header]
 
 
 def read_delimited(
@@ -84,46 +100,57 @@ def read_delimited(
     sep: str | None,
     columns: tuple[str, ...],
     optional: int = 0,
-    skip_header: bool = False,
+    header: tuple[str, ...] | None = None,
 ) -> dict[str, np.ndarray]:
     """Reads rows of `columns` (the last `optional` of them may be absent).
 
     `user` and `item` and `timestamp` columns are parsed as integers, `rating`
     as float. Returns a dict of arrays; an absent optional column is omitted.
-    With `skip_header`, the first line is skipped if it is a header, that is
-    if none of its fields is a number (`userId,movieId,rating,timestamp`);
-    a first line of data is read like the others.
+    Every row must have as many fields as the first. With `header` (column
+    names such as `("userId", "movieId", "rating", "timestamp")`), the first
+    line is skipped if its fields are these names (any case, a UTF-8 BOM and
+    whitespace ignored); any other first line is read as data, so a bad one
+    is reported, not dropped.
     """
     required = len(columns) - optional
     values: dict[str, list] = {name: [] for name in columns}
-    widths = set()
-    first = True
-    for number, line in _lines(path):
-        tokens = line.split(sep)
-        if first and skip_header and _is_header(tokens):
-            first = False
-            continue
-        first = False
-        if not required <= len(tokens) <= len(columns):
+    width = width_line = None  # the rows' field count, set by line `width_line`
+    first, number = None, 0  # the first line's number, the current one's
+    try:
+        for number, line in _lines(path):
+            tokens = line.split(sep)
+            if first is None:
+                first = number
+                if header and _is_header(tokens, header):
+                    continue
+            if not required <= len(tokens) <= len(columns):
+                raise DataFormatError(
+                    f"{path}:{number}: expected {required} to {len(columns)} "
+                    f"fields ({', '.join(columns)}) separated by "
+                    f"{sep or 'whitespace'!r}, got {len(tokens)}: {line[:80]!r}"
+                )
+            if width is None:
+                width, width_line = len(tokens), number
+            elif len(tokens) != width:
+                raise DataFormatError(
+                    f"{path}:{number}: line {number} has {len(tokens)} fields, "
+                    f"line {width_line} has {width}; every row must have the same "
+                    f"fields: {line[:80]!r}"
+                )
+            for name, token in zip(columns, tokens, strict=False):
+                if name == "rating":
+                    values[name].append(_to_float(token, path, number, name))
+                else:
+                    values[name].append(_to_int(token, path, number, name))
+    except DataFormatError as error:
+        if header and number == first:  # say why it was not taken for a header
             raise DataFormatError(
-                f"{path}:{number}: expected {required} to {len(columns)} fields "
-                f"({', '.join(columns)}) separated by {sep or 'whitespace'!r}, "
-                f"got {len(tokens)}: {line[:80]!r}"
-            )
-        if widths and len(tokens) not in widths:
-            raise DataFormatError(
-                f"{path}:{number}: expected {next(iter(widths))} fields like the "
-                f"rows before, got {len(tokens)}: {line[:80]!r}"
-            )
-        widths.add(len(tokens))
-        for name, token in zip(columns, tokens, strict=False):
-            if name == "rating":
-                values[name].append(_to_float(token, path, number, name))
-            else:
-                values[name].append(_to_int(token, path, number, name))
-    if not values[columns[0]]:
+                f"{error} (the first line is read as data: it is not the header "
+                f"{','.join(header)!r})"
+            ) from None
+        raise
+    if width is None:
         raise DataFormatError(f"{path}: the file has a header but no rows")
-    width = widths.pop()
     return {
         name: np.asarray(values[name], np.float32 if name == "rating" else np.int64)
         for name in columns[:width]
@@ -158,14 +185,18 @@ def read_movielens_dat(path: str, name: str = "ml-1m") -> Interactions:
     return _interactions(cols, name)
 
 
+#: The header line of ML-20M/25M `ratings.csv`.
+_MOVIELENS_CSV_HEADER = ("userId", "movieId", "rating", "timestamp")
+
+
 def read_movielens_csv(path: str, name: str = "ml-20m") -> Interactions:
     """ML-20M/25M `ratings.csv` (`userId,movieId,rating,timestamp`).
 
     The header line is skipped when there is one; a file without it (a
-    converted copy) loses no row.
+    converted copy) loses no row. Any other first line is read as data.
     """
     cols = read_delimited(
-        path, ",", ("user", "item", "rating", "timestamp"), skip_header=True
+        path, ",", ("user", "item", "rating", "timestamp"), header=_MOVIELENS_CSV_HEADER
     )
     return _interactions(cols, name)
 
@@ -235,12 +266,17 @@ def read_user_item_pairs(path: str, name: str = "sequences") -> Interactions:
     return _interactions(cols, name)
 
 
-def _read_adjacency_lines(path: str) -> tuple[np.ndarray, np.ndarray]:
+def _read_adjacency_lines(
+    path: str, zero_based: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """`user item item ...` lines; with `zero_based`, ids are indices as they
+    are and must lie in `[0, _MAX_ID]` (else raw ids, remapped later)."""
+    parse = _to_id if zero_based else _to_int
     users, items = [], []
     first_line = {}
     for number, line in _lines(path):
         tokens = line.split()
-        user = _to_int(tokens[0], path, number, "user")
+        user = parse(tokens[0], path, number, "user")
         if user in first_line:
             raise DataFormatError(
                 f"{path}:{number}: user {user} already has a line (line "
@@ -249,7 +285,7 @@ def _read_adjacency_lines(path: str) -> tuple[np.ndarray, np.ndarray]:
         first_line[user] = number
         for token in tokens[1:]:
             users.append(user)
-            items.append(_to_int(token, path, number, "item"))
+            items.append(parse(token, path, number, "item"))
     return np.asarray(users, np.int64), np.asarray(items, np.int64)
 
 
@@ -269,10 +305,11 @@ def read_ngcf_split(
 ) -> tuple[Interactions, Interactions]:
     """NGCF/LightGCN `train.txt` and `test.txt` (`user item item ...`, 0-based).
 
-    Both share one id space: `max id + 1` over the two files.
+    Both share one id space: `max id + 1` over the two files. Ids must lie in
+    `[0, 2**31 - 2]` (the id count must fit in int32).
     """
-    train_users, train_items = _read_adjacency_lines(train_path)
-    test_users, test_items = _read_adjacency_lines(test_path)
+    train_users, train_items = _read_adjacency_lines(train_path, zero_based=True)
+    test_users, test_items = _read_adjacency_lines(test_path, zero_based=True)
     if not train_items.size:
         raise DataFormatError(f"{train_path}: no line lists any item")
     num_users = int(max(train_users.max(), test_users.max(initial=-1))) + 1
@@ -284,6 +321,22 @@ def read_ngcf_split(
     return build(train_users, train_items), build(test_users, test_items)
 
 
+#: A `YYYY-MM-DD` date (`date.fromisoformat` also takes `20050906`, `2005-W36-2`).
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def _to_day(token: str, epoch: datetime.date, path: str, number: int) -> int:
+    """Days from `epoch` to the `YYYY-MM-DD` date `token`."""
+    try:
+        if not _DATE.fullmatch(token):
+            raise ValueError(token)
+        return (datetime.date.fromisoformat(token) - epoch).days
+    except ValueError:
+        raise DataFormatError(
+            f"{path}:{number}: date must be YYYY-MM-DD, got {token!r}"
+        ) from None
+
+
 def read_netflix(paths: list[str], name: str = "netflix") -> Interactions:
     """Netflix Prize ratings: blocks of `movie:` then `customer,rating,date`.
 
@@ -293,6 +346,7 @@ def read_netflix(paths: list[str], name: str = "netflix") -> Interactions:
     """
     columns: dict[str, list] = {"user": [], "item": [], "rating": [], "timestamp": []}
     epoch = datetime.date(1970, 1, 1)
+    days: dict[str, int] = {}  # a few thousand distinct dates in 100M lines
     for path in paths:
         movie = None
         for number, line in _lines(path):
@@ -309,12 +363,9 @@ def read_netflix(paths: list[str], name: str = "netflix") -> Interactions:
                     f"{path}:{number}: expected `customer,rating,date`, got "
                     f"{line[:80]!r}"
                 )
-            try:
-                day = (datetime.date.fromisoformat(tokens[2]) - epoch).days
-            except ValueError:
-                raise DataFormatError(
-                    f"{path}:{number}: date must be YYYY-MM-DD, got {tokens[2]!r}"
-                ) from None
+            day = days.get(tokens[2])
+            if day is None:
+                day = days[tokens[2]] = _to_day(tokens[2], epoch, path, number)
             columns["user"].append(_to_int(tokens[0], path, number, "customer id"))
             columns["item"].append(movie)
             columns["rating"].append(_to_float(tokens[1], path, number, "rating"))

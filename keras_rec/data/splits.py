@@ -32,6 +32,54 @@ class EvalSet:
     negatives: np.ndarray | None = None
     known_users: bool = True
 
+    def __post_init__(self):
+        """Checks the parts agree: one history, target row and negatives row
+        per user, and every item id in `[0, num_items)` (an id past the
+        catalogue would drop a target or leave an item unmasked silently)."""
+        self.users = np.asarray(self.users)
+        if not sp.issparse(self.targets) or self.targets.ndim != 2:
+            raise ValueError(
+                "`targets` must be a SciPy CSR matrix [users, num_items]. "
+                f"Received {type(self.targets).__name__}"
+            )
+        self.targets = sp.csr_matrix(self.targets)
+        counts = {
+            "users": len(self.users),
+            "histories": len(self.histories),
+            "target rows": self.targets.shape[0],
+        }
+        if self.negatives is not None:
+            self.negatives = np.asarray(self.negatives)
+            if self.negatives.ndim != 2:
+                raise ValueError(
+                    "`negatives` must be [users, N]. Received shape "
+                    f"{self.negatives.shape}"
+                )
+            counts["negatives rows"] = len(self.negatives)
+        if len(set(counts.values())) > 1:
+            raise ValueError(
+                f"An EvalSet needs one of each per user. Received {counts}"
+            )
+        num_items = self.targets.shape[1]
+        parts = {"targets": self.targets.indices}
+        if len(self.histories):
+            parts["histories"] = np.concatenate(
+                [np.asarray(h).reshape(-1) for h in self.histories if len(h)]
+                or [np.zeros(0, np.int64)]
+            )
+        if self.negatives is not None:
+            parts["negatives"] = self.negatives.reshape(-1)
+        for name, ids in parts.items():
+            if ids.size and not np.issubdtype(ids.dtype, np.integer):
+                raise ValueError(
+                    f"`{name}` must hold integer item ids. Received dtype {ids.dtype}"
+                )
+            if ids.size and (ids.min() < 0 or ids.max() >= num_items):
+                bad = ids[(ids < 0) | (ids >= num_items)][0]
+                raise ValueError(
+                    f"`{name}` holds item id {bad}, outside [0, num_items={num_items})"
+                )
+
     def __len__(self) -> int:
         return len(self.users)
 
@@ -111,8 +159,16 @@ class Split:
 
 
 def targets_matrix(rows: list[np.ndarray], num_items: int) -> sp.csr_matrix:
+    """Binary CSR `[len(rows), num_items]` with row `u`'s ids set.
+
+    Raises:
+        ValueError: an id outside `[0, num_items)`.
+    """
     lengths = np.fromiter((len(r) for r in rows), np.int64, len(rows))
     indices = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+    if indices.size and (indices.min() < 0 or indices.max() >= num_items):
+        bad = indices[(indices < 0) | (indices >= num_items)][0]
+        raise ValueError(f"Target item id {bad} is outside [0, num_items={num_items})")
     matrix = sp.csr_matrix(
         (
             np.ones(len(indices), np.float32),

@@ -19,6 +19,7 @@ from keras_rec.data import (
     sequence_dataset,
     user_rows_dataset,
 )
+from keras_rec.data.interactions import binary_csr
 from keras_rec.data.pipelines import (
     expected_valid_positions,
     pointwise_steps,
@@ -69,6 +70,17 @@ def test_sample_unseen_avoids_seen_items():
     assert set(negatives[users == 0].ravel().tolist()) == {3}
     assert set(negatives[users == 2].ravel().tolist()) == {1, 3}
     assert len(set(negatives[users == 1].ravel().tolist())) == 5
+
+
+def test_sample_unseen_sorts_a_matrix_with_unsorted_indices():
+    # Row 0 stores items [2, 0, 1] in that order: only item 3 is unseen.
+    seen = sp.csr_matrix(
+        (np.ones(3), np.array([2, 0, 1]), np.array([0, 3])), shape=(1, 4)
+    )
+    assert not seen.has_sorted_indices
+    negatives = sample_unseen(np.zeros(50, np.int64), seen, np.random.default_rng(0))
+    assert set(negatives.ravel().tolist()) == {3}
+    assert seen.indices.tolist() == [2, 0, 1]  # the caller's matrix is kept
 
 
 def test_sample_unseen_user_who_saw_everything():
@@ -475,6 +487,26 @@ def test_pointwise_steps_counts_an_epochs_batches_with_duplicate_pairs(train):
     for data in (train, doubled):
         epoch = pointwise_dataset(data, 4, 32, seed=0, epoch=0)
         assert pointwise_steps(data, 4, 32) == sum(1 for _ in epoch)
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -1.0])
+def test_a_nan_or_negative_value_is_no_interaction_but_an_error(value):
+    matrix = sp.csr_matrix(np.array([[1.0, 0.0, 2.0], [0.0, 3.0, 0.0]]))
+    matrix.data[1] = value  # row 0, column 2
+    message = "NaN, infinite or negative values .* at row 0, column 2"
+    with pytest.raises(ValueError, match=message):
+        user_rows_dataset(matrix, batch_size=2)
+    with pytest.raises(ValueError, match=message):
+        binary_csr(matrix)
+
+
+@pytest.mark.parametrize("batch_size", [0, 2.5, True])
+def test_batch_size_must_be_a_positive_integer(train, batch_size):
+    matrix = train.to_csr()
+    with pytest.raises(ValueError, match="`batch_size` must be an integer >= 1"):
+        user_rows_dataset(matrix, batch_size=batch_size)
+    with pytest.raises(ValueError, match="`batch_size` must be an integer >= 1"):
+        bpr_dataset(train, batch_size=batch_size)
 
 
 def test_user_rows_dataset_ignores_explicitly_stored_zeros():

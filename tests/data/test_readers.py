@@ -88,6 +88,41 @@ def test_movielens_csv_bad_first_data_line_is_not_taken_for_a_header(write_file)
     assert f"{path}:1" in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "header",
+    [
+        "userId,movieId,rating,timestamp",
+        "\ufeffuserId,movieId,rating,timestamp",  # a UTF-8 byte order mark
+        "USERID, movieid ,Rating,TimeStamp",
+    ],
+    ids=["plain", "bom", "case-and-spaces"],
+)
+def test_movielens_csv_header_spellings(write_file, header):
+    path = write_file("ratings.csv", f"{header}\n1,2,3.5,100\n")
+    data = readers.read_movielens_csv(path)
+    assert raw_pairs(data) == [(1, 2)]
+
+
+@pytest.mark.parametrize(
+    "first, message",
+    [
+        ("a,b,c,d", "user must be an integer, got 'a'"),
+        ("userId,movieId,rating,ts", "user must be an integer, got 'userId'"),
+        ("userId,movieId,rating", "expected 4 to 4 fields"),
+    ],
+    ids=["letters", "other-names", "too-few-names"],
+)
+def test_movielens_csv_first_line_other_than_the_header_is_data(
+    write_file, first, message
+):
+    # Was dropped as a header (no field is a number), losing a row silently.
+    path = write_file("ratings.csv", f"{first}\n1,2,3.5,1112486027\n")
+    with pytest.raises(DataFormatError, match=message) as info:
+        readers.read_movielens_csv(path)
+    assert str(info.value).startswith(f"{path}:1: ")
+    assert "not the header 'userId,movieId,rating,timestamp'" in str(info.value)
+
+
 def test_movielens_csv_with_only_a_header(write_file):
     path = write_file("ratings.csv", "userId,movieId,rating,timestamp\n")
     with pytest.raises(DataFormatError, match="header but no rows") as info:
@@ -171,7 +206,10 @@ READERS = {
     "ml-100k": (readers.read_movielens_100k, "1\t2\t3\t4\n"),
     "ratings.dat": (readers.read_movielens_dat, "1::2::3::4\n"),
     "interactions.dat": (readers.read_movielens_dat, "1::2\n"),
-    "ratings.csv": (readers.read_movielens_csv, "userId,movieId,rating,ts\n1,2,3,4\n"),
+    "ratings.csv": (
+        readers.read_movielens_csv,
+        "userId,movieId,rating,timestamp\n1,2,3,4\n",
+    ),
     "ncf-train": (readers.read_ncf_train, "0\t1\t5\t9\n"),
     "ncf-test-rating": (readers.read_ncf_test_rating, "0\t1\t5\t9\n"),
     "ncf-test-negative": (readers.read_ncf_test_negative, "(0,1)\t2\t3\n"),
@@ -251,6 +289,69 @@ def test_ratings_dat_with_a_short_row_names_path_and_line(write_file):
     assert f"{path}:3" in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "name, reader, text, message",
+    [
+        # The first row sets the width (3 fields), the second differs.
+        (
+            "ratings.dat",
+            readers.read_movielens_dat,
+            "1::2::3\n1::2::3::4\n",
+            ":2: line 2 has 4 fields, line 1 has 3",
+        ),
+        # Blank lines are counted, a header is not a row.
+        (
+            "x.train.rating",
+            readers.read_ncf_train,
+            "\n0 1\n\n0 2 5\n",
+            ":4: line 4 has 3 fields, line 2 has 2",
+        ),
+        (
+            "ratings.csv",
+            readers.read_movielens_csv,
+            "userId,movieId,rating,timestamp\n1,2,3,4\n1,2,3,4,5\n",
+            ":3: expected 4 to 4 fields",
+        ),
+    ],
+    ids=["first-row-differs", "blank-lines", "header"],
+)
+def test_rows_of_different_widths_name_both_lines(
+    write_file, name, reader, text, message
+):
+    # Used to blame only the later line ("expected 3 fields like the rows
+    # before"), though the odd one may be the first.
+    path = write_file(name, text)
+    with pytest.raises(DataFormatError, match=message) as info:
+        reader(path)
+    assert str(info.value).startswith(f"{path}:")
+
+
+@pytest.mark.parametrize(
+    "bad_file, text, message, line",
+    [
+        ("train", "0 1 2\n1 -1\n", "item id must be >= 0 .*got '-1'", 2),
+        ("train", "0 1\n-1 2\n", "user id must be >= 0 .*got '-1'", 2),
+        ("test", "0 1\n1 0 -3\n", "item id must be >= 0 .*got '-3'", 2),
+        ("train", "0 1\n1 99999999999\n", "item id 99999999999 is out of range", 2),
+        ("test", "2147483647 1\n", "user id 2147483647 is out of range", 1),
+    ],
+    ids=["negative-item", "negative-user", "test-file", "huge-item", "int32-max"],
+)
+def test_ngcf_ids_out_of_range_name_path_and_line(
+    write_file, bad_file, text, message, line
+):
+    # A negative id raised without a file or line; a huge one was accepted
+    # and made `num_items` 100000000000.
+    good = {"train": "0 1 2\n", "test": "0 3\n"}
+    paths = {
+        name: write_file(f"{name}.txt", text if name == bad_file else good[name])
+        for name in ("train", "test")
+    }
+    with pytest.raises(DataFormatError, match=message) as info:
+        readers.read_ngcf_split(paths["train"], paths["test"])
+    assert str(info.value).startswith(f"{paths[bad_file]}:{line}: ")
+
+
 def test_ncf_negatives_of_different_widths(write_file):
     path = write_file("x.test.negative", "(0,1)\t2\t3\n(1,1)\t2\n")
     with pytest.raises(DataFormatError, match="expected 2 negatives") as info:
@@ -297,3 +398,24 @@ def test_netflix_errors_name_the_file_and_line(write_file, text, message, line):
     with pytest.raises(readers.DataFormatError, match=message) as info:
         readers.read_netflix([path])
     assert f"{path}:{line}" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "date", ["20050906", "2005-W36-2", "2005-9-6", "2005-02-30", " 2005-09-06"]
+)
+def test_netflix_dates_must_be_yyyy_mm_dd(write_file, date):
+    # `date.fromisoformat` (Python 3.11) also takes 20050906 and 2005-W36-2.
+    path = write_file("combined_data_1.txt", f"1:\n10,4,2005-09-06\n11,3,{date}\n")
+    with pytest.raises(DataFormatError, match="date must be YYYY-MM-DD") as info:
+        readers.read_netflix([path])
+    assert str(info.value).startswith(f"{path}:3: ")
+
+
+def test_netflix_dates_become_days_since_1970(write_file):
+    path = write_file(
+        "combined_data_1.txt",
+        "1:\n10,4,2005-09-06\n11,3,1970-01-02\n2:\n10,5,2005-09-06\n",
+    )
+    data = readers.read_netflix([path])
+    np.testing.assert_array_equal(data.timestamps, [13032, 1, 13032])
+    assert raw_pairs(data) == [(10, 1), (11, 1), (10, 2)]

@@ -365,6 +365,26 @@ def make_eval_set():
     return EvalSet(np.array([10, 11, 12]), histories, targets)
 
 
+def test_eval_set_refuses_ids_past_the_catalogue_and_ragged_parts():
+    targets = targets_matrix([np.array([3]), np.array([1])], 8)
+    with pytest.raises(ValueError, match="Target item id 8 is outside"):
+        targets_matrix([np.array([8])], 8)
+    with pytest.raises(ValueError, match="`histories` holds item id 9"):
+        EvalSet(np.array([0, 1]), [np.array([9]), np.array([], np.float64)], targets)
+    with pytest.raises(ValueError, match="`histories` holds item id -1"):
+        EvalSet(np.array([0, 1]), [np.array([-1]), np.array([2])], targets)
+    with pytest.raises(ValueError, match="integer item ids"):
+        EvalSet(np.array([0, 1]), [np.array([1.5]), np.array([2])], targets)
+    with pytest.raises(ValueError, match="one of each per user"):
+        EvalSet(np.array([0, 1]), [np.array([1])], targets)
+    with pytest.raises(ValueError, match="`negatives` holds item id 8"):
+        EvalSet(np.array([0, 1]), [[1], [2]], targets, np.array([[4], [8]]))
+    with pytest.raises(ValueError, match="one of each per user"):
+        EvalSet(np.array([0, 1]), [[1], [2]], targets, np.array([[4]]))
+    # Empty histories of any dtype are fine.
+    assert len(EvalSet(np.array([0, 1]), [np.array([]), []], targets)) == 2
+
+
 def test_eval_set_history_matrix_and_take():
     eval_set = make_eval_set()
     expected = np.zeros((3, 8))
