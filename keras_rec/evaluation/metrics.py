@@ -48,10 +48,23 @@ def _check_relevant(num_relevant: np.ndarray) -> np.ndarray:
     return num_relevant
 
 
+def _check_hits(hits: np.ndarray, k: int) -> np.ndarray:
+    """`hits` as an array, checked to be a `[n, K]` 0/1 matrix with K >= k."""
+    _check_k(k)
+    hits = np.asarray(hits)
+    if hits.ndim != 2 or hits.shape[1] < k:
+        raise ValueError(
+            f"`hits` must be [n, K] with K >= k={k} ranked columns. Received "
+            f"shape {hits.shape}"
+        )
+    if not np.isin(hits, (0, 1)).all():
+        raise ValueError("`hits` must hold only 0 and 1 (a NaN or a count is not)")
+    return hits
+
+
 def hits_at_k(hits: np.ndarray, k: int) -> np.ndarray:
     """Number of hits in the first `k` columns of a `[n, K]` 0/1 hit matrix."""
-    _check_k(k)
-    return hits[:, :k].sum(axis=1)
+    return _check_hits(hits, k)[:, :k].sum(axis=1)
 
 
 def hit_rate_at_k(hits: np.ndarray, num_relevant: np.ndarray, k: int) -> np.ndarray:
@@ -76,7 +89,7 @@ def recall_unclipped_at_k(
 def ndcg_at_k(hits: np.ndarray, num_relevant: np.ndarray, k: int) -> np.ndarray:
     """Per-user NDCG@k with IDCG over min(k, |relevant|) ideal hits (each
     |relevant| >= 1)."""
-    _check_k(k)
+    hits = _check_hits(hits, k)
     discounts = _discounts(k)
     dcg = (hits[:, :k] * discounts).sum(axis=1)
     ideal = np.cumsum(discounts)[np.minimum(k, _check_relevant(num_relevant)) - 1]
@@ -86,8 +99,7 @@ def ndcg_at_k(hits: np.ndarray, num_relevant: np.ndarray, k: int) -> np.ndarray:
 def mrr_at_k(hits: np.ndarray, num_relevant: np.ndarray, k: int) -> np.ndarray:
     """Per-user reciprocal rank of the first hit within the top k (0 if none)."""
     del num_relevant
-    _check_k(k)
-    top = hits[:, :k] > 0
+    top = _check_hits(hits, k)[:, :k] > 0
     first = np.argmax(top, axis=1)
     return np.where(top.any(axis=1), 1.0 / (first + 1.0), 0.0)
 
@@ -121,8 +133,10 @@ def ranking_metrics(
         `num_relevant > 0`.
 
     Raises:
-        ValueError: `hits` is not `[n, K]` with `n = len(num_relevant)`, a
-            `k` is below 1 or exceeds K, or a name is not a metric.
+        ValueError: `hits` is not a 0/1 `[n, K]` with `n = len(num_relevant)`,
+            a user has more hits than relevant items, a count is negative or
+            not an integer, `ks` is empty, a `k` is below 1 or exceeds K, or
+            a name is not a metric.
     """
     unknown = [name for name in names if name not in METRICS]
     if unknown:
@@ -136,8 +150,19 @@ def ranking_metrics(
             f"`hits` must be [n, K] with n = len(num_relevant). Received "
             f"{hits.shape} and {num_relevant.shape}"
         )
+    if not len(ks):
+        raise ValueError("`ks` names no cut-off")
     for k in ks:
         _check_k(k)
+    if not np.issubdtype(num_relevant.dtype, np.integer) or (num_relevant < 0).any():
+        raise ValueError(
+            "`num_relevant` must hold counts (integers >= 0). Received "
+            f"dtype {num_relevant.dtype}, min {num_relevant.min(initial=0)}"
+        )
+    if not np.isin(hits, (0, 1)).all():
+        raise ValueError("`hits` must hold only 0 and 1 (a NaN or a count is not)")
+    if (hits.sum(axis=1) > num_relevant).any():
+        raise ValueError("A user has more hits than relevant items")
     if max(ks) > hits.shape[1]:
         raise ValueError(f"k={max(ks)} exceeds the {hits.shape[1]} ranked columns")
     keep = num_relevant > 0

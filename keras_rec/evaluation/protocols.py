@@ -122,7 +122,10 @@ def rank_full(
         scores = model.score_all(model_inputs(model, eval_set, rows))
         _check_scores(model, scores, rows)
         mask = seen_mask(_exclusion(eval_set, rows), tf.shape(scores)[1])
-        scores = tf.where(mask, -np.inf, tf.cast(scores, tf.float32))
+        # A model's -inf is raised to the lowest finite score, so the masked
+        # items (-inf) rank strictly after every candidate.
+        scores = tf.maximum(tf.cast(scores, tf.float32), np.finfo(np.float32).min)
+        scores = tf.where(mask, -np.inf, scores)
         # One more than k shows a tie at the k-th place.
         values, ids = tf.math.top_k(scores, k=min(k + 1, int(tf.shape(scores)[1])))
         top[rows] = ids.numpy()[:, :k]

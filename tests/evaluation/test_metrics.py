@@ -159,3 +159,30 @@ def test_per_user_functions_refuse_a_user_without_relevant_items(function):
     np.testing.assert_allclose(function(hits, np.array([1, 2]), 2)[1], 0.0)
     with pytest.raises(ValueError, match="1 user.*no relevant item"):
         function(hits, np.array([1, 0]), 2)
+
+
+@pytest.mark.parametrize(
+    "function", [hit_rate_at_k, recall_at_k, recall_unclipped_at_k, ndcg_at_k, mrr_at_k]
+)
+def test_per_user_functions_refuse_fewer_columns_than_k_and_non_binary_hits(function):
+    # recall_at_k([[1, 1]], [5], 5) gave 0.4: columns never ranked counted
+    # as misses.
+    with pytest.raises(ValueError, match=r"K >= k=5 ranked columns.*\(1, 2\)"):
+        function(np.array([[1.0, 1.0]]), np.array([5]), 5)
+    with pytest.raises(ValueError, match="only 0 and 1"):
+        function(np.array([[np.nan, 1.0]]), np.array([2]), 2)
+
+
+def test_ranking_metrics_refuses_impossible_hits_and_counts():
+    with pytest.raises(ValueError, match="only 0 and 1"):
+        ranking_metrics(np.array([[2.0, 0.0]]), np.array([1]), (2,))
+    with pytest.raises(ValueError, match="only 0 and 1"):
+        ranking_metrics(np.array([[np.nan, 0.0]]), np.array([1]), (2,))
+    with pytest.raises(ValueError, match="more hits than relevant items"):
+        ranking_metrics(np.array([[1.0, 1.0, 1.0]]), np.array([1]), (3,))
+    with pytest.raises(ValueError, match="counts"):
+        ranking_metrics(np.array([[1.0, 0.0]]), np.array([-1]), (2,))
+    with pytest.raises(ValueError, match="counts"):
+        ranking_metrics(np.array([[1.0, 0.0]]), np.array([1.5]), (2,))
+    with pytest.raises(ValueError, match="no cut-off"):
+        ranking_metrics(np.array([[1.0, 0.0]]), np.array([1]), ())

@@ -398,6 +398,17 @@ def test_masked_items_never_count_when_k_exceeds_the_unmasked_items():
         evaluate(model, only_masked, "holdout_full", ks=(1,))
 
 
+def test_a_target_scored_minus_infinity_still_ranks_before_masked_items():
+    # 6 items, item 0 in the history, target 5 scored -inf by the model:
+    # only 5 items are candidates, so with k = 5 the target is in the top 5.
+    eval_set = EvalSet(np.array([0]), [np.array([0])], targets_matrix([[5]], 6))
+    model = UserScores([[0.0, 0.0, 0.0, 0.0, 0.0, -np.inf]])
+    result = evaluate(model, eval_set, "holdout_full", ks=(4, 5))
+    assert result["recall@4"] == 0.0
+    assert result["recall@5"] == pytest.approx(1.0)
+    assert result["ndcg@5"] == pytest.approx(1.0 / np.log2(6.0))
+
+
 def test_full_ranking_with_k_beyond_the_items_raises():
     # tf.math.top_k failed with "input must have at least k columns".
     eval_set = EvalSet(np.array([0]), [np.array([0])], targets_matrix([[3]], 4))
