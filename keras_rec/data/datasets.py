@@ -334,8 +334,9 @@ def make_split(
     """The `Split` that `protocol` (one of `PROTOCOLS`) evaluates on.
 
     * `loo_sampled` / `loo_full`: NCF's files when the dataset ships them
-      (their fixed negatives; with `validation`, one random training item
-      per user is held out, with as many seeded negatives), else
+      (their fixed negatives, whatever `num_negatives` says; with
+      `validation`, one random training item per user is held out, with
+      as many seeded negatives), else
       leave-one-out by time with `num_negatives` seeded uniform negatives
       (`loo_sampled` only). Leave-one-out raises `ValueError` on data
       without timestamps (file order is not taken as time order; readers
@@ -356,6 +357,7 @@ def make_split(
     if protocol not in PROTOCOLS:
         raise ValueError(f"Unknown protocol {protocol!r}. Known: {PROTOCOLS}")
     _check_heldout_users(num_heldout_users)
+    check_count(num_negatives=num_negatives)
     if min_user_interactions is not None:
         check_count(min_user_interactions=min_user_interactions)
     filtering = min_rating is not None or bool(min_user_interactions)

@@ -136,7 +136,8 @@ class Interactions:
         return matrix
 
     def chronological_order(self) -> np.ndarray:
-        """Row permutation grouping rows by user, in time order within a user."""
+        """Row permutation grouping rows by user, in time order within a user
+        (rows with equal timestamps keep their order: a stable sort)."""
         if self.timestamps is not None:
             return np.lexsort((self.timestamps, self.user_ids))
         return np.argsort(self.user_ids, kind="stable")

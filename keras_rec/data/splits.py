@@ -223,6 +223,9 @@ def leave_one_out(
 ) -> Split:
     """Latest interaction of each user = test, second latest = validation.
 
+    "Latest" by timestamp, then, among equal timestamps, by row order (the
+    last row read is the latest; `Interactions.chronological_order`).
+
     Users with fewer than `min_interactions` (default and at least 3 with
     validation, 2 without) stay wholly in training and are not evaluated.
     The test history includes the validation item (as SASRec evaluates).

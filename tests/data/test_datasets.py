@@ -461,10 +461,16 @@ def test_loo_on_ml1m_ratings_dat_holds_out_the_latest_rating(tmp_path):
     assert raw[split.test.targets[0].indices].tolist() == [30]
 
 
+@pytest.mark.parametrize("count", [0, -1, 100.0, True])
+def test_make_split_num_negatives_must_be_a_positive_integer(ml_100k, count):
+    with pytest.raises(ValueError, match="`num_negatives` must be an integer >= 1"):
+        make_split(ml_100k, "loo_sampled", num_negatives=count)
+
+
 def test_loo_refuses_in_memory_data_without_timestamps():
     data = Interactions([0, 0, 0, 1, 1, 1], [0, 1, 2, 0, 1, 2], 2, 3)
     with pytest.raises(ValueError, match="'mine' has no timestamps"):
-        make_split(Dataset("mine", data), "loo_sampled", num_negatives=0)
+        make_split(Dataset("mine", data), "loo_sampled")
     # Declaring the file order as time order (a running index) is accepted.
     timed = dataclasses.replace(data, timestamps=np.arange(6))
     split = make_split(Dataset("mine", timed), "loo_full", validation=False)
