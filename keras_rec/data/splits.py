@@ -208,9 +208,18 @@ def check_unique_pairs(data: Interactions, protocol: str) -> None:
     that exclude training items)."""
     repeated = data.repeated_pairs()
     if repeated:
+        pairs = data.user_ids * np.int64(max(data.num_items, 1)) + data.item_ids
+        order = np.argsort(pairs, kind="stable")
+        ordered = pairs[order]
+        row = int(order[1:][ordered[1:] == ordered[:-1]].min())  # first repeat
+        user, item = int(data.user_ids[row]), int(data.item_ids[row])
+        raw = ""
+        if data.raw_user_ids is not None and data.raw_item_ids is not None:
+            raw = f" (raw {data.raw_user_ids[user]}, {data.raw_item_ids[item]})"
         raise ValueError(
             f"{data.name}: {repeated} rows repeat a (user, item) pair that an "
-            f"earlier row has, so {protocol!r} could hold out an item the user "
+            f"earlier row has (the first, row {row}: user {user}, item {item}"
+            f"{raw}), so {protocol!r} could hold out an item the user "
             "also has in training. Keep each pair once first, e.g. "
             "`data.deduplicated()` (its earliest interaction)."
         )
