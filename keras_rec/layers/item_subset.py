@@ -3,8 +3,8 @@
 An `items x items` kernel (Neural EASE, VASP's shallow path) grows with the
 square of the catalogue: 40,981 Gowalla items make a 6.3 GiB float32
 kernel, and its optimizer state and gradient triple that. VASP's authors
-train their ML-20M model on the most popular 30% of the items only
-(`ease_items_sampling=0.3` in zombak79/vasp): the network reads and scores
+train their ML-20M model on the most popular 33% of the items only
+(`ease_items_sampling=0.33` in zombak79/vasp): the network reads and scores
 those columns, and every other item scores zero. `SelectItems` takes the
 columns in, `PlaceItems` puts the network's columns back into the whole
 catalogue.

@@ -132,11 +132,16 @@ class _NCFBase(ArgumentsConfig, Recommender, keras.Model):
     def __init__(self, paths: list[Callable], seed: int | None = None, **kwargs):
         """`sigmoid(h^T [path(u, i) for path in paths] + b)`, the paths'
         vectors (`_gmf_path`, `_mlp_path`) concatenated in order, `h`
-        seeded with `seed`. A subclass then stores its arguments
-        (`_store_config`)."""
+        LeCun uniform (the reference code's `init='lecun_uniform'`; Glorot
+        uniform before 2026-12-07) seeded with `seed`. A subclass then
+        stores its arguments (`_store_config`)."""
         # === Layers ===
         prediction = keras.layers.Dense(
-            1, kernel_initializer=_glorot(seed, 30), name="prediction"
+            1,
+            kernel_initializer=keras.initializers.LecunUniform(
+                None if seed is None else seed + 30
+            ),
+            name="prediction",
         )
         # === Functional model ===
         user_id, item_id = _pair_inputs()

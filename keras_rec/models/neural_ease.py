@@ -35,7 +35,7 @@ class NeuralEASE(AutoencoderRecommender, keras.Model):
             `lambda` (hundreds) does not carry over.
         seed: int or None. Seed of the initialiser.
         item_ids: list of int or None. The items `B` covers (VASP's
-            `items_sampling`: its authors keep ML-20M's most popular 30%,
+            `items_sampling`: its authors keep ML-20M's most popular 33%,
             see `keras_rec.layers.item_subset`); `B` is then
             `len(item_ids)` square. The other items are 0 in the model's
             outputs (what the loss sees; not for ranking, since `x B` can

@@ -171,8 +171,10 @@ class RecVAE(AutoencoderRecommender, keras.Model):
     encoder (with the compiled optimizer) or the decoder (with a clone of
     it, so each has its own Adam state as the two reference optimizers),
     and the first decoder batch after an encoder phase refreshes `q_old`
-    (until the first refresh `q_old` is a randomly initialised encoder, as
-    in the reference). Scores are `W mu(x) + b` (no dropout, `z = mu`).
+    (until the first refresh `q_old` is an encoder of its own, built from
+    the same config: with a `seed`, the encoder's very starting weights;
+    the reference draws it separately, which only changes the prior of
+    the first epoch's encoder passes). Scores are `W mu(x) + b` (no dropout, `z = mu`).
 
     Args:
         num_items: int. Size of the item vocabulary.

@@ -97,7 +97,7 @@ class VASP(FLVAEBase):
             `ZeroDiagonalDense(sparse_inputs=True)`).
         item_ids: list of int or None. The items both paths read and score
             (the authors' `ease_items_sampling`: their ML-20M model keeps
-            the most popular 30%; see `keras_rec.layers.item_subset`); as
+            the most popular 33%; see `keras_rec.layers.item_subset`); as
             `FLVAE`'s, the others get probability 0 in the outputs and
             `unscored_score` (just above the lowest finite value, which
             excluded items get) from `score_all`. `None`: all items.
