@@ -165,7 +165,12 @@ def targets_matrix(rows: list[np.ndarray], num_items: int) -> sp.csr_matrix:
         ValueError: an id outside `[0, num_items)`.
     """
     lengths = np.fromiter((len(r) for r in rows), np.int64, len(rows))
-    indices = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+    # Empty rows are left out, so an empty float array does not make the
+    # ids float.
+    filled = [np.asarray(r).reshape(-1) for r in rows if len(r)]
+    indices = np.concatenate(filled) if filled else np.zeros(0, np.int64)
+    if indices.size and not np.issubdtype(indices.dtype, np.integer):
+        raise ValueError(f"Target item ids must be integers. Received {indices.dtype}")
     if indices.size and (indices.min() < 0 or indices.max() >= num_items):
         bad = indices[(indices < 0) | (indices >= num_items)][0]
         raise ValueError(f"Target item id {bad} is outside [0, num_items={num_items})")

@@ -154,11 +154,18 @@ def ranking_metrics(
         raise ValueError("`ks` names no cut-off")
     for k in ks:
         _check_k(k)
-    if not np.issubdtype(num_relevant.dtype, np.integer) or (num_relevant < 0).any():
+    if num_relevant.size and (
+        num_relevant.dtype == bool
+        or not np.issubdtype(num_relevant.dtype, np.number)
+        or not np.all(np.isfinite(num_relevant))
+        or np.any(num_relevant < 0)
+        or np.any(num_relevant != np.floor(num_relevant))
+    ):
         raise ValueError(
-            "`num_relevant` must hold counts (integers >= 0). Received "
-            f"dtype {num_relevant.dtype}, min {num_relevant.min(initial=0)}"
+            "`num_relevant` must hold counts (whole numbers >= 0). Received "
+            f"dtype {num_relevant.dtype}, min {num_relevant.min()}"
         )
+    num_relevant = num_relevant.astype(np.int64)
     if not np.isin(hits, (0, 1)).all():
         raise ValueError("`hits` must hold only 0 and 1 (a NaN or a count is not)")
     if (hits.sum(axis=1) > num_relevant).any():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -139,6 +141,12 @@ def test_repeated_pairs_are_refused_until_deduplicated(split):
         split(data)
     unique = data.deduplicated()
     assert unique.repeated_pairs() == 0 and len(unique) == 10
+    # With the file's raw ids known, the message gives them too.
+    raw = dataclasses.replace(
+        data, raw_user_ids=np.array([10, 11]), raw_item_ids=np.arange(100, 105)
+    )
+    with pytest.raises(ValueError, match=r"row 5: user 0, item 0 \(raw 10, 100\)"):
+        split(raw)
     # The earliest copy is kept: user 0's history is 0, 1, 2, 3, 4.
     np.testing.assert_array_equal(unique.sequences()[0], [0, 1, 2, 3, 4])
     split(unique)

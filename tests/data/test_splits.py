@@ -369,6 +369,8 @@ def test_eval_set_refuses_ids_past_the_catalogue_and_ragged_parts():
     targets = targets_matrix([np.array([3]), np.array([1])], 8)
     with pytest.raises(ValueError, match="Target item id 8 is outside"):
         targets_matrix([np.array([8])], 8)
+    with pytest.raises(ValueError, match="Target item ids must be integers"):
+        targets_matrix([np.array([1.5])], 8)
     with pytest.raises(ValueError, match="`histories` holds item id 9"):
         EvalSet(np.array([0, 1]), [np.array([9]), np.array([], np.float64)], targets)
     with pytest.raises(ValueError, match="`histories` holds item id -1"):

@@ -186,3 +186,8 @@ def test_ranking_metrics_refuses_impossible_hits_and_counts():
         ranking_metrics(np.array([[1.0, 0.0]]), np.array([1.5]), (2,))
     with pytest.raises(ValueError, match="no cut-off"):
         ranking_metrics(np.array([[1.0, 0.0]]), np.array([1]), ())
+    # Whole-number floats are counts, and an empty set is no error.
+    assert ranking_metrics(np.array([[1.0, 0.0]]), np.array([1.0]), (2,))[
+        "ndcg@2"
+    ].tolist() == [1.0]
+    assert ranking_metrics(np.zeros((0, 2)), np.array([]), (2,))["ndcg@2"].size == 0

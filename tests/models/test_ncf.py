@@ -65,6 +65,20 @@ def test_gmf_matches_numpy():
     np.testing.assert_allclose(model(pairs).numpy(), expected, rtol=1e-5)
 
 
+@pytest.mark.parametrize("cls", [GMF, MLP])
+def test_prediction_layer_starts_lecun_uniform_as_the_reference(cls):
+    # NCF's code: Dense(1, init='lecun_uniform'); limit sqrt(3 / fan_in),
+    # where Glorot's would be sqrt(6 / (fan_in + 1)).
+    model = cls(num_users=5, num_items=6, predictive_factors=64, seed=3)
+    layer = model.prediction
+    assert isinstance(layer.kernel_initializer, keras.initializers.LecunUniform)
+    kernel = layer.get_weights()[0]
+    fan_in = kernel.shape[0]
+    expected = keras.initializers.LecunUniform(seed=33)((fan_in, 1)).numpy()
+    np.testing.assert_array_equal(kernel, expected)
+    assert np.abs(kernel).max() <= np.sqrt(3.0 / fan_in)
+
+
 def test_mlp_tower_halves_to_predictive_factors():
     model = MLP(num_users=5, num_items=6, predictive_factors=8, num_layers=3)
     widths = [model.get_layer(f"mlp_layer_{i}").units for i in range(3)]
