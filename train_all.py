@@ -712,8 +712,8 @@ def _listed(models: list[str] | None, datasets: list[str] | None) -> list:
     if models is not None or datasets is not None:
         # The same checks (and messages) as a run's: unknown names, and a
         # named model or dataset that none of the other names has.
-        known = sorted({e.dataset for e in listed}) or datasets
-        configs.select(models, datasets if datasets is not None else known)
+        named = datasets or sorted({e.dataset for e in listed}) or None
+        configs.select(models, named)
     return listed
 
 

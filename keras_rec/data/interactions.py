@@ -150,16 +150,21 @@ class Interactions:
         bounds = np.searchsorted(users, np.arange(self.num_users + 1))
         return [items[bounds[u] : bounds[u + 1]] for u in range(self.num_users)]
 
+    def pair_keys(self) -> np.ndarray:
+        """int64 `[len(self)]`: one key per (user, item) pair, equal for equal
+        pairs (`user * num_items + item`)."""
+        return self.user_ids * np.int64(max(self.num_items, 1)) + self.item_ids
+
     def repeated_pairs(self) -> int:
         """Rows whose (user, item) pair an earlier row already has."""
-        pairs = self.user_ids * np.int64(max(self.num_items, 1)) + self.item_ids
+        pairs = self.pair_keys()
         return int(len(pairs) - np.unique(pairs).size)
 
     def deduplicated(self) -> Interactions:
         """Each (user, item) pair once: its earliest row in time order (file
         order without timestamps), the rows otherwise kept in their order."""
         order = self.chronological_order()
-        pairs = self.user_ids * np.int64(max(self.num_items, 1)) + self.item_ids
+        pairs = self.pair_keys()
         _, first = np.unique(pairs[order], return_index=True)
         keep = np.zeros(len(self), bool)
         keep[order[first]] = True

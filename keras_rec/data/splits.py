@@ -213,7 +213,7 @@ def check_unique_pairs(data: Interactions, protocol: str) -> None:
     that exclude training items)."""
     repeated = data.repeated_pairs()
     if repeated:
-        pairs = data.user_ids * np.int64(max(data.num_items, 1)) + data.item_ids
+        pairs = data.pair_keys()
         order = np.argsort(pairs, kind="stable")
         ordered = pairs[order]
         row = int(order[1:][ordered[1:] == ordered[:-1]].min())  # first repeat

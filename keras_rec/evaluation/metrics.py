@@ -166,12 +166,11 @@ def ranking_metrics(
             f"dtype {num_relevant.dtype}, min {num_relevant.min()}"
         )
     num_relevant = num_relevant.astype(np.int64)
-    if not np.isin(hits, (0, 1)).all():
-        raise ValueError("`hits` must hold only 0 and 1 (a NaN or a count is not)")
-    if (hits.sum(axis=1) > num_relevant).any():
-        raise ValueError("A user has more hits than relevant items")
     if max(ks) > hits.shape[1]:
         raise ValueError(f"k={max(ks)} exceeds the {hits.shape[1]} ranked columns")
+    hits = _check_hits(hits, max(ks))  # 0/1 only
+    if (hits.sum(axis=1) > num_relevant).any():
+        raise ValueError("A user has more hits than relevant items")
     keep = num_relevant > 0
     hits, num_relevant = hits[keep], num_relevant[keep]
     return {
