@@ -8,10 +8,12 @@ model's `recommend` share one definition of "top-k with seen items removed".
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable
 
 import keras
@@ -84,7 +86,10 @@ def serving_functions(
             return _range_asserts(user_id, USER_ID, num_users)
 
         def poison_query(user_id):
-            return user_id  # a bad user_id already fails in GATHER
+            # An Embedding lookup wraps ids in [-num_users, -1] to the last
+            # users: send every bad id past the table, where GATHER fails.
+            bad = (user_id < 0) | (user_id >= num_users)
+            return tf.where(bad, tf.constant(OUT_OF_RANGE_ID, tf.int64), user_id)
 
     else:
         query_spec = tf.TensorSpec([None, history_length], tf.int64, name=ITEM_HISTORY)
@@ -108,7 +113,11 @@ def serving_functions(
             # padding only would get recommendations: send such ids (and an
             # empty row's first slot, and for SASRec a padded last slot) out
             # of range, so that the interpreter fails in its
-            # GATHER/SCATTER_ND bounds check instead.
+            # GATHER/SCATTER_ND bounds check instead. A padding column is
+            # put first, so that a history of width 0 has a slot to poison
+            # (left padding changes no model's answer).
+            pad = tf.fill([tf.shape(item_history)[0], 1], tf.constant(-1, tf.int64))
+            item_history = tf.concat([pad, item_history], axis=1)
             bad = (item_history < -1) | (item_history >= num_items)
             empty = tf.logical_not(has_item(item_history))
             slots = tf.range(tf.shape(item_history)[1])
@@ -144,7 +153,16 @@ def serving_functions(
     def after_checks(make_checks, query, *tensors):
         # Without validation no Assert op is built at all (TFLite has none).
         if not validate:
-            return (poison_query(query), *(poison_items(t) for t in tensors))
+            # Different batch sizes fail in GATHER's bounds check rather than
+            # broadcast one row (a batched matmul would).
+            same_rows = []
+            for tensor in tensors:
+                query, tensor = (
+                    tf.gather(query, tf.range(tf.shape(tensor)[0])),
+                    tf.gather(tensor, tf.range(tf.shape(query)[0])),
+                )
+                same_rows.append(tensor)
+            return (poison_query(query), *(poison_items(t) for t in same_rows))
         with tf.control_dependencies(make_checks()):
             return tuple(tf.identity(tensor) for tensor in (query, *tensors))
 
@@ -331,6 +349,9 @@ def _request_tensor(name: str, value, spec: tf.TensorSpec) -> tf.Tensor:
         raise ValueError(
             f"`{name}` must hold integer ids; received dtype {array.dtype}"
         )
+    too_large = array.dtype.kind == "u" and array.size and array.max() > 2**63 - 1
+    if spec.dtype == tf.int64 and too_large:
+        raise ValueError(f"`{name}` holds {array.max()}, past the int64 ids' range")
     if not spec.shape.is_compatible_with(array.shape):
         raise ValueError(
             f"`{name}` must have shape {spec.shape.as_list()} (None: any size); "
@@ -385,19 +406,24 @@ def export_info(
             else "the items of the request's item_history"
         ),
         "signatures": signatures,
-        "rest_requests": rest_requests(kind, int(model.num_items)),
     }
+    num_users = int(seen_items.shape[0]) if kind == USER_ID else 2
+    info["rest_requests"] = rest_requests(kind, int(model.num_items), num_users)
     if kind == USER_ID:
-        info["num_users"] = int(seen_items.shape[0])
+        info["num_users"] = num_users
     return info
 
 
-def rest_requests(input_kind: str, num_items: int) -> dict[str, dict]:
+def rest_requests(
+    input_kind: str, num_items: int, num_users: int = 2
+) -> dict[str, dict]:
     """Example TF Serving REST request bodies (row format) for each signature.
 
     Args:
         input_kind: `"user_id"` or `"item_history"`.
         num_items: size of the item vocabulary (the example ids stay below it).
+        num_users: number of users of a `"user_id"` model (the example ids
+            stay below it).
 
     Returns:
         `{signature_name: request_body}`; POST a body to
@@ -405,7 +431,7 @@ def rest_requests(input_kind: str, num_items: int) -> dict[str, dict]:
     """
     items = [i % num_items for i in (0, 1, 2)]
     if input_kind == USER_ID:
-        first, second = {USER_ID: 0}, {USER_ID: 1}
+        first, second = {USER_ID: 0}, {USER_ID: 1 % num_users}
     else:
         first = {ITEM_HISTORY: [-1, items[1], items[0]]}
         second = {ITEM_HISTORY: [items[0], items[2], items[1]]}
@@ -434,7 +460,9 @@ def write_atomically(
     a non-empty one, so an existing folder is moved aside only once the new
     export is complete, then deleted; if the final rename fails it is moved
     back (and if even that fails it is kept in the staging folder, never
-    deleted).
+    deleted). A process killed between the two renames leaves no folder at
+    `path` and the old one in the staging folder: the next call puts it
+    back first.
 
     Args:
         path: absolute destination (a folder or a file).
@@ -442,6 +470,8 @@ def write_atomically(
         is_directory: whether the export is a folder (else a single file).
     """
     parent, name = os.path.split(path)
+    if is_directory and not os.path.exists(path):
+        _restore_interrupted(parent, name)
     if os.path.exists(path) and os.path.isdir(path) != is_directory:
         kind = "folder" if is_directory else "file"
         raise ValueError(
@@ -469,6 +499,31 @@ def write_atomically(
     finally:
         if os.path.exists(path) or not os.path.exists(backup):
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def _restore_interrupted(parent: str, name: str) -> None:
+    """Moves back the folder `write_atomically` had moved aside to
+    `<parent>/.<name>.tmp-*/<name>.old` when it was killed before the new
+    one took its place (the latest such backup, if there are several)."""
+    backups = sorted(
+        glob.glob(
+            os.path.join(
+                glob.escape(parent),
+                f".{glob.escape(name)}.tmp-*",
+                f"{glob.escape(name)}.old",
+            )
+        ),
+        key=os.path.getmtime,
+    )
+    if not backups:
+        return
+    os.rename(backups[-1], os.path.join(parent, name))
+    warnings.warn(
+        f"Restored {os.path.join(parent, name)} from {backups[-1]}, left by an "
+        "export that was interrupted",
+        stacklevel=3,
+    )
+    shutil.rmtree(os.path.dirname(backups[-1]), ignore_errors=True)
 
 
 def _check_model(model: keras.Model) -> str:

@@ -203,6 +203,19 @@ def assert_same_top_k(
     np.testing.assert_array_equal(ids[untied], expected_ids[untied])
 
 
+def _int64_ids(name: str, value) -> np.ndarray:
+    """`value` as int64, or `ValueError` naming `name` for non-integer ids
+    (a float would be truncated) and unsigned ids past int64 (they wrap)."""
+    array = np.asarray(value)
+    if array.size and array.dtype.kind not in "iu":
+        raise ValueError(
+            f"`{name}` must hold integer ids; received dtype {array.dtype}"
+        )
+    if array.dtype.kind == "u" and array.size and array.max() > np.iinfo(np.int64).max:
+        raise ValueError(f"`{name}` holds {array.max()}, past the int64 ids' range")
+    return array.astype(np.int64)
+
+
 def instances_to_inputs(instances: list[dict]) -> dict[str, np.ndarray]:
     """TF Serving row format (`"instances"`) to batched int64 arrays.
 
@@ -217,7 +230,7 @@ def instances_to_inputs(instances: list[dict]) -> dict[str, np.ndarray]:
     for instance in instances:
         if set(instance) != names:
             raise ValueError(f"Instances have different inputs: {instances}")
-    return {name: np.asarray([i[name] for i in instances], np.int64) for name in names}
+    return {name: _int64_ids(name, [i[name] for i in instances]) for name in names}
 
 
 def run_saved_model_cli(
@@ -249,7 +262,7 @@ def run_saved_model_cli(
         files = []
         for name, value in inputs.items():
             file = os.path.join(scratch, f"input_{len(files)}.npy")
-            np.save(file, np.asarray(value))
+            np.save(file, _int64_ids(name, value))
             files.append(f"{name}={file}")
         command = [
             *_saved_model_cli(),
@@ -297,7 +310,7 @@ def run_tflite(
 
     interpreter = Interpreter(model_path=os.fspath(path))
     runner = interpreter.get_signature_runner(signature)
-    return runner(**{name: np.asarray(v, np.int64) for name, v in inputs.items()})
+    return runner(**{name: _int64_ids(name, v) for name, v in inputs.items()})
 
 
 def tflite_operators(path: str | os.PathLike) -> list[str]:

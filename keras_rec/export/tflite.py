@@ -6,6 +6,7 @@ import os
 import tempfile
 
 import keras
+import numpy as np
 import scipy.sparse as sp
 import tensorflow as tf
 from tensorflow.lite.python.convert import ConverterError
@@ -13,6 +14,7 @@ from tensorflow.lite.python.convert import ConverterError
 from keras_rec.export.saved_model import (
     SCORE_ITEMS,
     SERVING_DEFAULT,
+    USER_ID,
     build_archive,
     serving_functions,
     write_atomically,
@@ -35,11 +37,13 @@ def export_tflite(
 
     * no id validation: TFLite has no `Assert` op, so callers must send
       `user_id` in `[0, num_users)`, item ids in `[0, num_items)` and
-      histories with at least one item. A bad id, or a history of padding
-      only, fails in the interpreter's bounds check (`RuntimeError: gather
-      index out of bounds` or `scatter_nd ...`) without naming the input:
-      invalid history ids are sent out of range on purpose so that they are
-      not read as padding;
+      histories with at least one item. A bad id, a history of padding
+      only or of width 0, or `score_items` rows that do not pair up, fails
+      in the interpreter's bounds check (`RuntimeError: gather index out of
+      bounds` or `scatter_nd ...`; different batch sizes may instead fail
+      to prepare) without naming the input: invalid ids are sent out of
+      range on purpose so that they are not read as padding or, for a
+      negative user id, as the last user;
     * the history length of history-based models is resizable like the
       batch, as in the SavedModel, unless `history_length` fixes it. The
       items excluded from the answer are those of the request's history,
@@ -71,14 +75,23 @@ def export_tflite(
             not an int in `[1, num_items]`; `seen_items` is missing for a
             `user_id` model, not a scipy.sparse matrix, or not of shape
             `(num_users, num_items)`; `path` exists as a folder instead of a file;
-            `history_length` is not positive; the model needs ops outside
+            `history_length` is not a positive int; the model needs ops outside
             TFLite's builtins (the message names them).
     """
     path = os.path.abspath(os.fspath(path))
-    if history_length is not None and history_length <= 0:
+    if history_length is not None and (
+        isinstance(history_length, bool)
+        or not isinstance(history_length, (int, np.integer))
+        or history_length <= 0
+    ):
         raise ValueError(
-            "`history_length` must be positive or None. "
-            f"Received history_length={history_length}"
+            "`history_length` must be a positive int or None. "
+            f"Received history_length={history_length!r}"
+        )
+    if history_length is not None and getattr(model, "input_kind", None) == USER_ID:
+        raise ValueError(
+            f"`history_length` applies to item_history models; "
+            f"{type(model).__name__} takes `{USER_ID}`"
         )
     functions = serving_functions(
         model, k, seen_items, validate=False, history_length=history_length

@@ -206,14 +206,15 @@ def exclude_and_top_k(
     """Top-`k` of `scores` `[B, I]` after setting `exclude` ids to the
     lowest finite score (`excluded_score`).
 
-    Built from TFLite builtin ops only (SCATTER_ND, SELECT_V2, MAXIMUM,
+    Built from TFLite builtin ops only (SCATTER_ND, EQUAL, SELECT_V2, MAXIMUM,
     TOPK_V2), so the same code serves the SavedModel and the TFLite model.
     Negative ids in `exclude` are padding. A score below `unscored_score`
-    (-inf from an overflowing model) is raised to it first, so it still
-    ranks before every excluded item.
+    (-inf from an overflowing model) or NaN is set to it first, so it still
+    ranks before every excluded item and after every scored one.
     """
     floor = tf.constant(unscored_score(scores.dtype), scores.dtype)
-    scores = tf.maximum(scores, floor)
+    # NaN is ranked as unscored too: TOPK_V2 orders it arbitrarily.
+    scores = tf.where(tf.equal(scores, scores), tf.maximum(scores, floor), floor)
     if exclude is not None:
         lowest = tf.constant(excluded_score(scores.dtype), scores.dtype)
         excluded = tf.fill(tf.shape(scores), lowest)

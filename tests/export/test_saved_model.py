@@ -110,12 +110,15 @@ def test_k_past_the_unseen_items_ends_with_the_excluded_at_the_lowest(tmp_path):
     np.testing.assert_array_equal(lite["scores"][0], [3.0, 0.0, *[lowest] * 3])
 
 
-def test_a_minus_infinity_score_still_ranks_before_the_excluded(tmp_path):
-    # Item 0 scores -inf: it is raised to the unscored score, just above
-    # the excluded items' lowest finite one, wherever the model is served.
+@pytest.mark.parametrize("bad", [-np.inf, np.nan], ids=["minus_inf", "nan"])
+def test_a_non_finite_low_score_still_ranks_before_the_excluded(bad, tmp_path):
+    # Item 0 scores -inf or NaN: it is set to the unscored score, just above
+    # the excluded items' lowest finite one, wherever the model is served
+    # (TOPK_V2 would order a NaN arbitrarily: before, it came first in Keras
+    # and pushed an unseen item out of the top-k).
     model = BPRMF(num_users=1, num_items=4, embedding_dim=1)
     model.user_embedding.embeddings.assign(np.ones((1, 1), np.float32))
-    items = np.array([[-np.inf], [1.0], [2.0], [3.0]], np.float32)
+    items = np.array([[bad], [1.0], [2.0], [3.0]], np.float32)
     model.item_embedding.embeddings.assign(items)
     seen = Interactions(user_ids=[0, 0], item_ids=[3, 1], num_users=1, num_items=4)
     expected_ids = [2, 0]
@@ -304,6 +307,27 @@ def test_the_serving_loader_refuses_float_ids_and_wrong_shapes(exports):
     score = load_serving(path, "score_items")
     with pytest.raises(ValueError, match=r"`item_ids` must have shape \[None, None\]"):
         score(user_id=[0], item_ids=[1, 2])
+    with pytest.raises(ValueError, match="`user_id` holds 18446744073709551615"):
+        serve(user_id=np.array([2**64 - 1], np.uint64))  # was read as -1
+
+
+def test_the_test_helpers_refuse_float_and_wrapping_ids(exports):
+    _, _, path = exports["user_id"]
+    for ids in ([0.7, 1.9], np.array([2**64 - 1], np.uint64)):
+        with pytest.raises(ValueError, match="`user_id`"):
+            testing.run_saved_model_cli(path, "serving_default", {"user_id": ids})
+    with pytest.raises(ValueError, match="`user_id` must hold integer ids"):
+        testing.instances_to_inputs([{"user_id": 0.7}])
+
+
+def test_the_example_request_of_a_one_user_model_is_valid(tmp_path):
+    model = BPRMF(num_users=1, num_items=NUM_ITEMS, embedding_dim=4, seed=0)
+    seen = Interactions(user_ids=[0], item_ids=[1], num_users=1, num_items=NUM_ITEMS)
+    path = export_saved_model(model, tmp_path / "1", k=K, seen_items=seen.to_csr())
+    with open(os.path.join(path, saved_model.INFO_FILE)) as file:
+        body = json.load(file)["rest_requests"]["serving_default"]
+    inputs = testing.instances_to_inputs(body["instances"])
+    assert load_serving(path)(**inputs)["item_ids"].shape == (2, K)
 
 
 def test_stored_zeros_in_seen_items_are_not_excluded(models, tmp_path):
@@ -397,6 +421,30 @@ def test_failed_restore_never_deletes_the_previous_one(previous, train, monkeypa
     (staging,) = os.listdir(os.path.dirname(path))
     kept = os.path.join(os.path.dirname(path), staging, "1.old")
     np.testing.assert_array_equal(_item_ids(kept), answers)
+
+
+def test_next_export_restores_one_interrupted_between_renames(
+    previous, train, monkeypatch
+):
+    # A process killed after moving the old version aside, before moving the
+    # new one in, leaves no `1`: the next export (here one that fails) puts
+    # the old version back first.
+    path, answers, other = previous
+    staging = os.path.join(os.path.dirname(path), ".1.tmp-killed")
+    os.makedirs(staging)
+    os.rename(path, os.path.join(staging, "1.old"))
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(saved_model, "export_info", fail)
+    with (
+        pytest.warns(UserWarning, match="interrupted"),
+        pytest.raises(RuntimeError, match="disk full"),
+    ):
+        export_saved_model(other, path, k=K, seen_items=train.to_csr())
+    np.testing.assert_array_equal(_item_ids(path), answers)
+    assert os.listdir(os.path.dirname(path)) == ["1"]
 
 
 def test_export_replaces_the_previous_one(previous, train):

@@ -12,7 +12,7 @@ from ai_edge_litert.interpreter import Interpreter
 import keras_rec  # noqa: F401  (sets the Keras backend)
 from keras_rec.data import Interactions, make_synthetic
 from keras_rec.export import export_tflite, testing
-from keras_rec.models import BPRMF, MultDAE, Popularity
+from keras_rec.models import BPRMF, MultDAE, Popularity, SASRec
 
 NUM_USERS, NUM_ITEMS, K = 50, 40, 5
 
@@ -79,20 +79,62 @@ def test_resizable_history_length(models, tmp_path):
         )
 
 
-def test_out_of_range_ids_are_not_validated(models, train, tmp_path):
-    """As documented: TFLite has no asserts; a bad id fails in GATHER."""
+def test_out_of_range_user_ids_fail(models, train, tmp_path):
+    """As documented: TFLite has no asserts; a bad id fails in GATHER. (A
+    Keras Embedding reads -1 as the last user: `score_items` answered with
+    that user's scores before.)"""
     path = export_tflite(
         models["user_id"], tmp_path / "m.tflite", k=K, seen_items=train.to_csr()
     )
-    with pytest.raises(RuntimeError, match="out of bounds"):
-        testing.run_tflite(path, "serving_default", {"user_id": [NUM_USERS]})
+    for signature in ("serving_default", "score_items"):
+        extra = {"item_ids": [[1, 2]]} if signature == "score_items" else {}
+        for user_id in (NUM_USERS, -1, -NUM_USERS):
+            with pytest.raises(RuntimeError, match="out of bounds"):
+                testing.run_tflite(path, signature, {"user_id": [user_id], **extra})
+
+
+@pytest.mark.parametrize("kind", ["user_id", "item_history", "sasrec"])
+def test_score_items_batch_sizes_must_match(kind, models, train, tmp_path):
+    """One `item_ids` row against several queries fails, as in the
+    SavedModel; SASRec's batched matmul would broadcast it otherwise."""
+    if kind == "sasrec":
+        model = SASRec(NUM_ITEMS, maxlen=4, hidden_dim=8, seed=0)
+    else:
+        model = models[kind]
+    seen = train.to_csr() if kind == "user_id" else None
+    path = export_tflite(model, tmp_path / "m.tflite", k=K, seen_items=seen)
+    for queries, item_rows in ((3, 1), (1, 3)):
+        if kind == "user_id":
+            query = {"user_id": list(range(queries))}
+        else:
+            query = {"item_history": [[1, 2]] * queries}
+        valid = testing.run_tflite(
+            path, "score_items", {**query, "item_ids": [[3, 4]] * queries}
+        )
+        assert valid["scores"].shape == (queries, 2)
+        with pytest.raises(RuntimeError, match="out of bounds|failed to prepare"):
+            testing.run_tflite(
+                path, "score_items", {**query, "item_ids": [[3, 4]] * item_rows}
+            )
 
 
 @pytest.mark.parametrize("model_name", ["popularity", "mult_dae"])
 @pytest.mark.parametrize(
     "history",
-    [[[-3, 4]], [[NUM_ITEMS, 4]], [[-1, -1]], [[2, 4], [-1, -1]]],
-    ids=["below_pad", "at_num_items", "only_padding", "one_row_only_padding"],
+    [
+        [[-3, 4]],
+        [[NUM_ITEMS, 4]],
+        [[-1, -1]],
+        [[2, 4], [-1, -1]],
+        np.zeros((1, 0), np.int64),
+    ],
+    ids=[
+        "below_pad",
+        "at_num_items",
+        "only_padding",
+        "one_row_only_padding",
+        "width_zero",
+    ],
 )
 def test_invalid_history_fails_instead_of_being_read_as_padding(
     model_name, history, models, tmp_path
@@ -141,8 +183,13 @@ def test_overwrites_atomically_and_validates_arguments(models, train, tmp_path):
     assert signature["serving_default"]["inputs"] == ["user_id"]
     with pytest.raises(ValueError, match="`seen_items` is required"):
         export_tflite(models["user_id"], path, k=K)
-    with pytest.raises(ValueError, match="`history_length` must be positive"):
-        export_tflite(models["item_history"], path, history_length=0)
+    for bad in (0, True, 2.0):
+        with pytest.raises(ValueError, match="`history_length` must be a positive"):
+            export_tflite(models["item_history"], path, history_length=bad)
+    with pytest.raises(ValueError, match="`history_length` applies to item_history"):
+        export_tflite(
+            models["user_id"], path, seen_items=train.to_csr(), history_length=4
+        )
     with pytest.raises(ValueError, match="`k` must lie in"):
         export_tflite(models["item_history"], path, k=NUM_ITEMS + 1)
     assert Interpreter(model_path=str(path)).get_signature_list() == signature
