@@ -234,17 +234,25 @@ def _restore_seed_states(model: keras.Model, states, checkpoint_dir: str) -> Non
         )
 
 
+# The compile arguments a checkpoint records (`model.get_compile_config()`
+# less the optimizer, recorded apart, and the speed-only ones).
+COMPILE_KEYS = ("loss", "loss_weights", "metrics", "weighted_metrics")
+
+
 def training_config(model: keras.Model) -> dict:
     """What a checkpoint records of how its model was set up: the model's
     class and `get_config()` and its optimizer's serialised config, as
     JSON-able values, with the `_<n>` that Keras appends to generated names
     (`bprmf_1`, `dense_3`, `adam_2`) taken off so that two identically
-    built models compare equal."""
+    built models compare equal; and what it was compiled with that changes
+    the result (`COMPILE_KEYS`: loss, loss weights, metrics), since a
+    resumed checkpoint keeps its own."""
     optimizer = getattr(model, "optimizer", None)
     try:
         config = model.get_config()
     except NotImplementedError:  # a subclass without a config: class only
         config = None
+    compiled = model.get_compile_config() if getattr(model, "compiled", False) else None
     record = {
         "class": f"{type(model).__module__}.{type(model).__qualname__}",
         "model": config,
@@ -252,6 +260,11 @@ def training_config(model: keras.Model) -> dict:
             None
             if optimizer is None
             else keras.saving.serialize_keras_object(optimizer)
+        ),
+        "compile": (
+            None
+            if compiled is None
+            else {key: compiled.get(key) for key in COMPILE_KEYS}
         ),
     }
     record = json.loads(json.dumps(record, default=_json_default, sort_keys=True))
@@ -368,6 +381,9 @@ def _check_resumable(
     the checkpoint lacks count as equal where `expected` has the default of
     `model_class`'s constructor (`_with_absent_defaults`)."""
     recorded = state.get(CONFIG_KEY)
+    if recorded is not None and "compile" not in recorded:
+        # Written before the compile arguments were recorded: not compared.
+        expected = {key: value for key, value in expected.items() if key != "compile"}
     if recorded is not None and model_class is not None:
         recorded = _with_absent_defaults(recorded, expected, model_class)
     if recorded is not None:

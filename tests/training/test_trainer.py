@@ -541,10 +541,10 @@ def test_a_non_finite_monitored_metric_is_an_error(train, values):
 # --- Resuming with another configuration ---------------------------------------
 
 
-def _bpr_model(train, embedding_dim=8, learning_rate=1e-2, ema=False):
+def _bpr_model(train, embedding_dim=8, learning_rate=1e-2, ema=False, loss=None):
     model = BPRMF(train.num_users, train.num_items, embedding_dim, l2=1e-4, seed=0)
     optimizer = keras.optimizers.Adam(learning_rate, use_ema=ema)
-    model.compile(optimizer=optimizer, loss=BPRLoss())
+    model.compile(optimizer=optimizer, loss=loss or BPRLoss())
     return model
 
 
@@ -569,6 +569,9 @@ def test_the_checkpoint_records_the_configuration(train, tmp_path):
         ({"embedding_dim": 16}, "model.embedding_dim"),
         ({"learning_rate": 0.5}, "optimizer.config.learning_rate"),
         ({"ema": True}, "optimizer.config.use_ema"),
+        # A resumed checkpoint is compiled with its own loss: it went on
+        # with BPR silently before.
+        ({"loss": "mse"}, "compile.loss"),
     ],
 )
 def test_resuming_with_another_configuration_is_refused(train, tmp_path, changed, key):
@@ -643,6 +646,19 @@ def test_a_key_the_checkpoint_lacks_counts_as_its_default(train, tmp_path):
         train_model(
             _model(train), _data(train), 3, checkpoint_dir=checkpoints, progress=False
         )
+
+
+def test_a_checkpoint_without_the_compile_record_still_resumes(train, tmp_path):
+    checkpoints = str(tmp_path / "run")
+    train_model(
+        _bpr_model(train), _data(train), 1, checkpoint_dir=checkpoints, progress=False
+    )
+    assert _state(checkpoints)[CONFIG_KEY]["compile"]["loss"] is not None
+    _edit_state(checkpoints, lambda state: state[CONFIG_KEY].pop("compile"))
+    resumed = train_model(
+        _bpr_model(train), _data(train), 2, checkpoint_dir=checkpoints, progress=False
+    )
+    assert resumed.resumed_from == 1 and resumed.epochs_run == 2
 
 
 def test_an_old_checkpoint_without_the_record_still_resumes(train, tmp_path):
