@@ -66,6 +66,22 @@ def test_atomic_writes_give_the_mode_open_would(tmp_path):
     assert stat.S_IMODE(path.stat().st_mode) == 0o604  # a replaced one keeps its own
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="Linux only")
+def test_reading_the_umask_does_not_change_it(tmp_path, monkeypatch):
+    # Setting it to read it back would give other threads' new files 0o666.
+    def no_umask(mask):
+        raise AssertionError(f"os.umask({mask:o}) called")
+
+    umask = os.umask(0o027)
+    try:
+        monkeypatch.setattr(os, "umask", no_umask)
+        atomic_write_json(str(tmp_path / "r.json"), {"a": 1})
+    finally:
+        monkeypatch.undo()
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "r.json").stat().st_mode) == 0o640
+
+
 def test_a_failed_write_leaves_the_previous_file(tmp_path, monkeypatch):
     path = str(tmp_path / "r.json")
     atomic_write_json(path, {"a": 1})
