@@ -8,26 +8,33 @@ For each (experiment, seed) it writes `results/<model>_<dataset>_seed<k>.json`
 whether oneDNN ran, metrics; the learning
 curve and seconds per epoch of gradient-trained models), refreshes
 `results/RESULTS.md` (ours beside the paper's numbers, mean ± std over
-seeds), and exports the first seed's model to `saved_models/<model>_<dataset>/`
-(SavedModel in `1/`, `model.tflite`, `model.keras`). A finished run is never
-redone unless `--force`; an interrupted one resumes from
-`checkpoints/<run>/`, and so does one its `--time-budget` stopped when the
-command is run again with a budget not below the seconds it has spent (or
-none). No model logic lives here: see `keras_rec/configs`.
+seeds), and exports a model to `saved_models/<model>_<dataset>/`
+(SavedModel in `1/`, `model.tflite`, `model.keras`, and `export.json`
+naming the run that wrote them): of one configuration's runs, the lowest
+seed's, a finished run's before one its `--time-budget` stopped (see
+`_export_refusal`). A finished run is never redone unless `--force`; an
+interrupted one resumes from `checkpoints/<run>/`, and so does one its
+`--time-budget` stopped when the command is run again with a budget above
+the seconds it has spent (or none). No model logic lives here: see
+`keras_rec/configs`.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import glob
 import json
+import math
 import os
+import shlex
 import shutil
 import sys
 import tempfile
 import time
 import traceback
+import uuid
 
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # see keras_rec/__init__.py
 
@@ -59,9 +66,12 @@ from keras_rec.training.results import (
     summarize_seeds,
 )
 from keras_rec.training.trainer import (
+    LOCK_FILE,
     STATE_FILE,
     CheckpointInUseError,
     TrainingResult,
+    _checkpoint_lock,
+    pid_lock,
     train_model,
 )
 
@@ -150,7 +160,8 @@ def _without_xla(model, args):
 
 
 def run_one(experiment, seed: int, dataset, args) -> dict:
-    """Trains, evaluates and (for the first seed) exports one experiment."""
+    """Trains, evaluates and exports one experiment (the export only where
+    `_export_refusal` lets this run replace what the folder holds)."""
     run = f"{experiment.name}_seed{seed}"
     started = datetime.datetime.now(datetime.timezone.utc).isoformat()
     code = code_version()  # the code this process starts (or resumes) it with
@@ -275,12 +286,15 @@ def run_one(experiment, seed: int, dataset, args) -> dict:
             )
     except ImportError as error:
         heatmap = f"not drawn: {error}"
+    # A closed-form fit has no epochs: `--epochs` and `--eval-every` do
+    # not apply to it, and are not recorded as if they had.
+    by_epochs = experiment.make_dataset is not None
     record = {
         "run": run,
         "config": experiment.record(),
         "seed": seed,
-        "epochs_requested": epochs,
-        "eval_every": eval_every,
+        "epochs_requested": epochs if by_epochs else None,
+        "eval_every": eval_every if by_epochs else None,
         "dataset": {
             "name": dataset.name,
             "checksum_sha256": dataset.checksum(),
@@ -298,7 +312,9 @@ def run_one(experiment, seed: int, dataset, args) -> dict:
         "seconds_per_epoch": seconds_per_epoch,
         "started": started,
         "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-        "command": " ".join(sys.argv),
+        "command": shlex.join(["train_all.py", *args.argv]),
+        "strategy": _strategy_record(args),
+        "gpus": _gpus(),
         "jit_compile": bool(getattr(model, "jit_compile", False)),
         "attention_heatmap": heatmap,
     }
@@ -332,15 +348,19 @@ def run_one(experiment, seed: int, dataset, args) -> dict:
             )
         except ImportError as error:
             record["curve_plot"] = f"not drawn: {error}"
-    if not args.no_export and seed == args.seed_list[0] and is_chief(strategy):
+    if not args.no_export and is_chief(strategy):
         if record.get("stopped_by") == "time_budget" and not record.get("epochs_run"):
             # An untrained model would replace a trained one's export.
             record["exported"] = "skipped: stopped by the time budget before training"
         else:
             try:
-                record["exported"] = _export(model, split, experiment.name, args)
+                record["exported"] = _export(
+                    model, split, experiment.name, args, record
+                )
             except Exception as error:
                 raise ExportFailed(f"{type(error).__name__}: {error}") from error
+        if isinstance(record["exported"], str):
+            print(f"[{run}] export {record['exported']}", flush=True)
     return record
 
 
@@ -356,6 +376,37 @@ def _run_settings(entry, eval_every: int) -> dict:
     if entry.patience is not None:
         settings["eval_every"] = eval_every
     return settings
+
+
+def _strategy_record(args) -> dict:
+    """The `--strategy` a run trains under, for its results record: the
+    name and how many replicas each step's batch is split over."""
+    strategy = args.strategy_object
+    if strategy is None:
+        return {"name": "none", "num_replicas_in_sync": 1}
+    return {
+        "name": str(args.strategy).lower(),
+        "num_replicas_in_sync": int(getattr(strategy, "num_replicas_in_sync", 1)),
+    }
+
+
+def _gpus() -> list[dict]:
+    """The GPUs TensorFlow sees (`[]` on a CPU-only machine): each one's
+    device name and, where TensorFlow reports them, the card's name and
+    compute capability."""
+    gpus = []
+    for device in tf.config.list_physical_devices("GPU"):
+        entry = {"device": device.name}
+        try:
+            details = tf.config.experimental.get_device_details(device)
+        except (ValueError, RuntimeError, tf.errors.OpError):
+            details = {}
+        if details.get("device_name"):
+            entry["name"] = details["device_name"]
+        if details.get("compute_capability"):
+            entry["compute_capability"] = list(details["compute_capability"])
+        gpus.append(entry)
+    return gpus
 
 
 def _barrier(strategy) -> None:
@@ -378,52 +429,259 @@ def _metrics(result: dict) -> dict:
     return {k: v for k, v in result.items() if k not in NON_METRICS}
 
 
-# key: (name in saved_models/<model>_<dataset>/, is a folder)
+# key: (name in saved_models/<model>_<dataset>/, is a folder), in the order
+# the parts are moved into place: the SavedModel folder TF Serving serves
+# last, so that a failure between two moves never has it serve a new model
+# beside the old TFLite and `.keras` files.
 EXPORTS = {
-    "saved_model": ("1", True),
     "tflite": ("model.tflite", False),
     "keras": ("model.keras", False),
+    "saved_model": ("1", True),
 }
+#: In `saved_models/<model>_<dataset>/`: which run's model the folder holds.
+EXPORT_INFO = "export.json"
 
 
-def _export(model, split, name: str, args) -> dict:
+def _export(model, split, name: str, args, record: dict) -> dict | str:
     """Exports SavedModel + TFLite (+ the `.keras` file) into a hidden staging
     folder, checks both against the Keras model on a sample of users, and
     only then moves each into `saved_models/<name>/`: a failed export or
-    parity check leaves the previous export as it was. Each move is atomic,
-    the three together are not (a failure between two moves leaves the new
-    files beside the old ones, and the run fails)."""
+    parity check leaves the previous export as it was.
+
+    Each move is atomic, the three together are not: the SavedModel folder
+    is moved last, and a failure between two moves raises naming the parts
+    already replaced (`export.json` then says the folder is mixed, and the
+    next export replaces it whole).
+
+    The export runs only where `_export_refusal` lets the run `record`
+    describes replace what the folder holds; else it returns why not, as
+    `"skipped: ..."`. A run that replaces another run's export marks that
+    run's results record (`_note_replaced`), so that no record points at
+    files holding another run's model. Exports of one model wait for each
+    other (`_export_lock`), so a staging folder found while holding the
+    lock is one a killed export left: only those are removed.
+    """
     from keras_rec.export import export_saved_model, export_tflite
     from keras_rec.export.saved_model import write_atomically
 
     os.makedirs(args.saved_models_dir, exist_ok=True)
-    # Staging folders an earlier, killed export of this model left behind.
-    for stale in glob.glob(os.path.join(args.saved_models_dir, f".{name}.staging-*")):
-        shutil.rmtree(stale, ignore_errors=True)
-    staging = tempfile.mkdtemp(prefix=f".{name}.staging-", dir=args.saved_models_dir)
-    try:
-        staged = {
-            key: os.path.join(staging, entry) for key, (entry, _) in EXPORTS.items()
-        }
-        seen = split.train.to_csr() if model.input_kind == "user_id" else None
-        export_saved_model(model, staged["saved_model"], seen_items=seen)
-        export_tflite(model, staged["tflite"], seen_items=seen)
-        model.save(staged["keras"])
-        parity = export_parity(
-            model, split, staged["saved_model"], staged["tflite"], seen
+    target = os.path.abspath(os.path.join(args.saved_models_dir, name))
+    info = _export_info(record, args)
+    with _export_lock(args.saved_models_dir, name, record["run"]):
+        existing = _read_export_info(target)
+        refusal = _export_refusal(existing, info, args.force)
+        if refusal:
+            return f"skipped: {target} {refusal}"
+        for stale in glob.glob(
+            os.path.join(args.saved_models_dir, f".{name}.staging-*")
+        ):
+            shutil.rmtree(stale, ignore_errors=True)
+        staging = tempfile.mkdtemp(
+            prefix=f".{name}.staging-", dir=args.saved_models_dir
         )
-        target = os.path.join(args.saved_models_dir, name)
-        record = {}
-        for key, (entry, is_directory) in EXPORTS.items():
-            record[key] = os.path.abspath(os.path.join(target, entry))
-            write_atomically(
-                record[key],
-                lambda path, source=staged[key]: os.rename(source, path),
-                is_directory=is_directory,
+        try:
+            staged = {
+                key: os.path.join(staging, entry) for key, (entry, _) in EXPORTS.items()
+            }
+            seen = split.train.to_csr() if model.input_kind == "user_id" else None
+            export_saved_model(model, staged["saved_model"], seen_items=seen)
+            export_tflite(model, staged["tflite"], seen_items=seen)
+            model.save(staged["keras"])
+            parity = export_parity(
+                model, split, staged["saved_model"], staged["tflite"], seen
             )
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return {**record, "parity": parity}
+            paths = {
+                key: os.path.join(target, entry) for key, (entry, _) in EXPORTS.items()
+            }
+            previous = existing.get("run") if existing else None
+            _write_export_info(
+                target, {"complete": False, "replacing": previous, "by": info["run"]}
+            )
+            replaced = []
+            try:
+                for key, (entry, is_directory) in EXPORTS.items():
+                    write_atomically(
+                        paths[key],
+                        lambda path, source=staged[key]: os.rename(source, path),
+                        is_directory=is_directory,
+                    )
+                    replaced.append(entry)
+            except BaseException as error:
+                message = _mixed_export(target, existing, info, replaced)
+                if isinstance(error, Exception):
+                    raise RuntimeError(
+                        f"{message} ({type(error).__name__}: {error})"
+                    ) from error
+                raise
+            _write_export_info(target, {**info, "files": paths, "parity": parity})
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        if existing and previous != info["run"]:
+            _note_replaced(
+                existing, f"replaced by {info['run']}'s model on {info['written']}"
+            )
+    return {**paths, "parity": parity, "info": os.path.join(target, EXPORT_INFO)}
+
+
+def _export_info(record: dict, args) -> dict:
+    """What `export.json` says of the run `record` describes once its model
+    is exported: which run and seed, whether its time budget stopped it,
+    its `run_config`, its results file, and the command that wrote it."""
+    return {
+        "complete": True,
+        "run": record["run"],
+        "seed": record["seed"],
+        "partial": record.get("stopped_by") == "time_budget",
+        "epochs_run": record.get("epochs_run"),
+        "run_config": json.loads(json.dumps(run_config(record), default=str)),
+        "results": os.path.abspath(
+            os.path.join(args.results_dir, f"{record['run']}.json")
+        ),
+        "run_finished": record["finished"],
+        "command": record["command"],
+        "command_id": args.command_id,
+        "written": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+    }
+
+
+def _read_export_info(target: str) -> dict | None:
+    """The `export.json` of the export folder `target`; `None` when there is
+    none (no export yet, or one written before `export.json` existed) or it
+    cannot be read."""
+    try:
+        with open(os.path.join(target, EXPORT_INFO)) as handle:
+            info = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) else None
+
+
+def _write_export_info(target: str, info: dict) -> None:
+    atomic_write_json(os.path.join(target, EXPORT_INFO), info)
+
+
+def _export_refusal(existing: dict | None, info: dict, force: bool) -> str:
+    """Why the run `info` describes must not replace the export `existing`
+    describes ("" if it may), so that the folder holds a well-defined model.
+
+    Of the runs of one configuration (`run_config`), the folder holds the
+    lowest seed's model, a finished run's before one its `--time-budget`
+    stopped: a run replaces the export of a higher seed, of another seed's
+    run its budget stopped (when it is finished itself), and of its own
+    seed (an earlier state of the same run). It does not replace the export
+    of a lower seed or of another configuration, except under `--force`
+    when an earlier command wrote it (so `--force --seeds 0,1,2` still ends
+    with seed 0's). A run its budget stopped never replaces a finished
+    run's export, `--force` or not. An export without `export.json`
+    (written before it existed, or unreadable), or one a failed export left
+    mixed, is replaced.
+    """
+    if not existing or existing.get("complete") is not True:
+        return ""
+    held = f"holds {existing.get('run')}'s model"
+    if info["partial"] and existing.get("partial") is False:
+        return (
+            f"{held}, a finished run's: a run its --time-budget stopped does not "
+            "replace it"
+        )
+    if existing.get("run") == info["run"]:
+        return ""
+    earlier = existing.get("command_id") != info["command_id"]
+    if force and earlier:
+        return ""
+    hint = "; --force replaces it" if earlier else ""
+    if existing.get("run_config") != info["run_config"]:
+        changes = _describe_changes(
+            existing.get("run_config") or {}, info["run_config"]
+        )
+        return f"{held}, of another configuration ({changes}){hint}"
+    if existing.get("partial") is True and not info["partial"]:
+        return ""
+    seed = existing.get("seed")
+    if isinstance(seed, int) and seed < info["seed"]:
+        return f"{held}, a lower seed of this configuration{hint}"
+    return ""
+
+
+def _mixed_export(target: str, existing: dict | None, info: dict, replaced) -> str:
+    """Records in `export.json` which parts of `target` a failed export
+    replaced (restoring the previous one where it replaced none) and marks
+    the previous run's results record; returns the message saying so."""
+    if not replaced:
+        if existing:
+            _write_export_info(target, existing)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(target, EXPORT_INFO))
+            with contextlib.suppress(OSError):
+                os.rmdir(target)  # if nothing else is there
+        return (
+            f"the export to {target} failed before it replaced any file: the "
+            "previous export is as it was"
+        )
+    kept = [entry for entry, _ in EXPORTS.values() if entry not in replaced]
+    hold = "holds" if len(replaced) == 1 else "hold"
+    previous = existing.get("run") if existing else None
+    parts = {entry: info["run"] for entry in replaced}
+    parts.update({entry: previous for entry in kept})
+    _write_export_info(target, {"complete": False, "parts": parts})
+    if existing:
+        _note_replaced(
+            existing,
+            f"partly replaced: {', '.join(replaced)} {hold} {info['run']}'s model "
+            "since a failed export on "
+            f"{datetime.datetime.now(datetime.timezone.utc).isoformat()}",
+        )
+    return (
+        f"the export to {target} stopped midway: {', '.join(replaced)} now "
+        f"{hold} {info['run']}'s model, {', '.join(kept)} still the previous "
+        f"export's ({EXPORT_INFO} says so; the next export of this model "
+        "replaces them all)"
+    )
+
+
+def _note_replaced(existing: dict, note: str) -> None:
+    """Marks the results record of the run `existing` (an `export.json`)
+    names: its `exported` becomes `note`, and what it had exported (with
+    its parity check) moves to `export_replaced`, so that it points at no
+    file holding another run's model. A record rewritten since (the run
+    redone) or unreadable is left as it is."""
+    path = existing.get("results")
+    if not isinstance(path, str):
+        return
+    try:
+        with open(path) as handle:
+            record = json.load(handle)
+    except (OSError, ValueError):
+        return
+    if (
+        not isinstance(record, dict)
+        or record.get("finished") != existing.get("run_finished")
+        or not isinstance(record.get("exported"), dict)
+    ):
+        return
+    record["export_replaced"] = record["exported"]
+    record["exported"] = note
+    atomic_write_json(path, record)
+
+
+@contextlib.contextmanager
+def _export_lock(folder: str, name: str, run: str):
+    """Holds `<folder>/.<name>.lock` while `run` exports the model `name`:
+    exports of one model (two commands' seeds, say) run one at a time, each
+    deciding from what the one before it left, and no live export's
+    staging folder is removed (`pid_lock`: a killed export leaves no lock;
+    without `fcntl` (Windows) there is none)."""
+
+    def wait(owner: str) -> None:
+        print(
+            f"[{run}] waiting for another process (pid {owner}) to finish "
+            f"its export to {os.path.join(folder, name)}",
+            flush=True,
+        )
+
+    with pid_lock(os.path.join(folder, f".{name}.lock"), wait):
+        yield
 
 
 def export_parity(model, split, saved: str, tflite: str, seen, k: int = 10) -> dict:
@@ -483,26 +741,51 @@ def _budget_stopped_seconds(results_path: str, checkpoint: str) -> float | None:
         return float(json.load(handle)["seconds"])
 
 
+def _partial_without_checkpoint(record: dict, checkpoints_dir: str) -> str:
+    """`"N of M epochs"` when `record` is a run its time budget stopped
+    after N > 0 epochs and its checkpoint is gone since: it cannot be
+    continued, only trained again (`--force`). "" otherwise."""
+    if record.get("stopped_by") != "time_budget" or not record.get("epochs_run"):
+        return ""
+    state = os.path.join(checkpoints_dir, str(record.get("run")), "main", STATE_FILE)
+    if os.path.exists(state):
+        return ""
+    return f"{record['epochs_run']} of {record.get('epochs_requested')} epochs"
+
+
+def _describe_changes(before: dict, after: dict) -> str:
+    """`"key: old then, new now"` for each (flattened) key two run
+    configurations differ in."""
+    flat_before, flat_after = flatten(before), flatten(after)
+    return ", ".join(
+        f"{key}: {flat_before.get(key)!r} then, {flat_after.get(key)!r} now"
+        for key in differing_keys(before, after)
+    )
+
+
 def _changed_config(results_path: str, experiment, args) -> str:
     """How the finished run in `results_path` was configured differently
     from what this command asks of `experiment` ("" if it was not)."""
     with open(results_path) as handle:
         recorded = run_config(json.load(handle))
     recorded.pop("dataset_sha256")
+    by_epochs = experiment.make_dataset is not None
     requested = run_config(
         {
             "config": experiment.record(),
-            "epochs_requested": args.epochs or experiment.epochs,
-            "eval_every": args.eval_every or experiment.eval_every,
-        }
+            "epochs_requested": (args.epochs or experiment.epochs)
+            if by_epochs
+            else None,
+            "eval_every": (args.eval_every or experiment.eval_every)
+            if by_epochs
+            else None,
+            "strategy": _strategy_record(args),
+        },
+        by_epochs=by_epochs,
     )
     requested.pop("dataset_sha256")
     requested = json.loads(json.dumps(requested))  # tuples as lists
-    before, after = flatten(recorded), flatten(requested)
-    return ", ".join(
-        f"{key}: {before.get(key)!r} then, {after.get(key)!r} now"
-        for key in differing_keys(recorded, requested)
-    )
+    return _describe_changes(recorded, requested)
 
 
 def _dataset_of(experiment, datasets: dict, args):
@@ -534,38 +817,71 @@ def _changed_split(path: str, experiment, seed: int, datasets: dict, args) -> st
 
 
 def _seeds(text: str) -> list[int]:
+    """The seeds of `--seeds`: comma-separated non-negative integers (the
+    data splits and NumPy's generators take no negative seed)."""
     seeds = []
     for item in _split_list(text, "seeds"):
         try:
-            seeds.append(int(item))
+            seed = int(item)
         except ValueError:
             raise ValueError(
                 f"--seeds takes comma-separated integers, got {item!r} in {text!r}"
             ) from None
+        if seed < 0:
+            raise ValueError(
+                f"--seeds takes non-negative integers, got {seed} in {text!r}"
+            )
+        seeds.append(seed)
     return seeds
 
 
-def run_config(record: dict) -> dict:
+def run_config(record: dict, by_epochs: bool | None = None) -> dict:
     """What must be the same for two results to be seeds of one experiment:
     the entry's config (not the paper's numbers, nor the extra protocols
-    reported), the epochs requested, the evaluation interval and the data."""
+    reported), the data, for a run trained by epochs the epochs requested
+    and the evaluation interval, and a `--strategy` other than none.
+
+    `by_epochs`: whether the run trains by epochs; by default, whether the
+    record has `epochs_run` (closed-form fits never record it; they ignore
+    `--epochs` and `--eval-every`, which older records of theirs still
+    hold). A record without `strategy` (written before it was recorded)
+    counts as one under none.
+    """
     config = {k: v for k, v in record["config"].items() if k not in ("paper", "views")}
-    return {
+    key = {
         "config": config,
-        "epochs_requested": record.get("epochs_requested"),
-        "eval_every": record.get("eval_every"),
         "dataset_sha256": record.get("dataset", {}).get("checksum_sha256"),
     }
+    if by_epochs is None:
+        by_epochs = "epochs_run" in record
+    if by_epochs:
+        key["epochs_requested"] = record.get("epochs_requested")
+        key["eval_every"] = record.get("eval_every")
+    strategy = record.get("strategy")
+    if isinstance(strategy, dict) and strategy.get("name", "none") != "none":
+        key["strategy"] = strategy
+    return key
 
 
 RECORD_KEYS = ("run", "metrics", "seconds_per_epoch", "config")
 CONFIG_KEYS = ("model", "dataset", "protocol", "paper", "views")
 
 
+def _is_number(value) -> bool:
+    """A finite real number (a bool is not one, nor is NaN)."""
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+    )
+
+
 def _check_record(record) -> None:
     """Raises `ValueError` naming what the table needs and `record` lacks:
-    a key (all of them, if it is not a dict), or a `metrics` mapping and a
-    numeric `seconds_per_epoch`."""
+    a key (all of them, if it is not a dict), a `metrics` mapping of
+    protocols each mapping to finite numbers (bools refused), a numeric
+    `seconds_per_epoch`, names where names go, the paper's numbers as
+    numbers, and a whole number of epochs for a run its budget stopped."""
     if not isinstance(record, dict):
         missing = list(RECORD_KEYS)
     else:
@@ -577,15 +893,47 @@ def _check_record(record) -> None:
             missing.append("config")
     if missing:
         raise ValueError(f"no {', '.join(missing)}")
-    if not isinstance(record["metrics"], dict) or not isinstance(
-        record["seconds_per_epoch"], int | float
+    if not isinstance(record["metrics"], dict) or not _is_number(
+        record["seconds_per_epoch"]
     ):
         raise ValueError(
             "`metrics` is not a mapping or `seconds_per_epoch` not a number"
         )
+    for protocol, values in record["metrics"].items():
+        if not isinstance(values, dict):
+            raise ValueError(f"`metrics.{protocol}` is not a mapping: {values!r}")
+        bad = {k: v for k, v in values.items() if not _is_number(v)}
+        if bad:
+            raise ValueError(
+                f"`metrics.{protocol}` holds values that are not finite numbers: "
+                + ", ".join(f"{k}={v!r}" for k, v in bad.items())
+            )
+    config = record["config"]
+    names = [record["run"], *(config[key] for key in ("model", "dataset", "protocol"))]
+    views = config["views"]
+    if not all(isinstance(name, str) for name in names) or not (
+        isinstance(views, list) and all(isinstance(view, str) for view in views)
+    ):
+        raise ValueError(
+            "`run`, `config.model`, `config.dataset` or `config.protocol` is not "
+            "a name, or `config.views` not a list of names"
+        )
+    paper = config["paper"]
+    if not isinstance(paper, dict) or not all(map(_is_number, paper.values())):
+        raise ValueError("`config.paper` is not a mapping of metrics to numbers")
+    epochs_run = record.get("epochs_run")
+    if record.get("stopped_by") == "time_budget" and not (
+        isinstance(epochs_run, int)
+        and not isinstance(epochs_run, bool)
+        and epochs_run >= 0
+    ):
+        raise ValueError(
+            "`stopped_by` is time_budget but `epochs_run` is not a whole number "
+            f"of epochs: {epochs_run!r}"
+        )
 
 
-def write_table(results_dir: str) -> str:
+def write_table(results_dir: str, checkpoints_dir: str | None = None) -> str:
     """Rebuilds `RESULTS.md` from every results JSON in `results_dir`.
 
     Runs are averaged over seeds only when their `run_config` is the same.
@@ -594,7 +942,10 @@ def write_table(results_dir: str) -> str:
     `[a]`, `[b]`, ..., and the differences are listed under the table.
     Runs their `--time-budget` stopped before their last epoch are not
     averaged with finished ones: they get rows of their own, one set per
-    number of epochs run, labelled `(partial, N epochs)`.
+    number of epochs run, labelled `(partial, N epochs)`, and are listed
+    under the table: as runs a larger budget continues, or, when
+    `checkpoints_dir` is given and their checkpoint is gone from it, as runs
+    only `--force` trains again.
     """
     # (model, dataset) -> run config -> epochs a budget stopped it after
     # (None: finished) -> its seeds' records, in the order first seen.
@@ -642,19 +993,34 @@ def write_table(results_dir: str) -> str:
             "\nRuns of one model and dataset with different configurations are not"
             " averaged together; their rows are labelled:\n\n" + "\n".join(notes) + "\n"
         )
-    partial = [
-        f"{r['run']} ({r['epochs_run']} of {r['epochs_requested']} epochs)"
+    partial, gone = [], []
+    for r in (
+        r
         for configs in groups.values()
         for stops in configs.values()
         for records in stops.values()
         for r in records
         if r.get("stopped_by") == "time_budget"
-    ]
+    ):
+        epochs = f"{r['run']} ({r['epochs_run']} of {r['epochs_requested']} epochs)"
+        if checkpoints_dir is not None and _partial_without_checkpoint(
+            r, checkpoints_dir
+        ):
+            gone.append(epochs)
+        else:
+            partial.append(epochs)
     if partial:
         text += (
             "\nStopped by `--time-budget` before their last epoch, in the rows"
             " labelled (partial, N epochs) (run them again with a larger budget"
             " to continue): " + ", ".join(partial) + ".\n"
+        )
+    if gone:
+        text += (
+            "\nStopped by `--time-budget` before their last epoch, in the rows"
+            " labelled (partial, N epochs), and their checkpoints are gone, so"
+            " they cannot be continued (`--force` trains them again from the"
+            " start): " + ", ".join(gone) + ".\n"
         )
     if skipped:
         text += (
@@ -695,6 +1061,42 @@ def _table_rows(model: str, dataset: str, records: list[dict]) -> list[dict]:
     return rows
 
 
+def _remove_checkpoint(
+    checkpoint: str, strategy, run: str, keep_lock: bool = True
+) -> None:
+    """Deletes the run's checkpoint folder `checkpoint` (`checkpoints/<run>`)
+    while holding the lock a training process holds on it, so a folder
+    another process trains from is never removed from under it.
+
+    Everything is deleted but the lock file `main/.lock` itself (unless
+    `keep_lock` is false): a process that opened it meanwhile locks the same
+    file, not a new one beside a second trainer's.
+
+    Raises:
+        CheckpointInUseError: another process holds the lock (is training
+            this run); nothing is deleted.
+    """
+    if not os.path.isdir(checkpoint):
+        return
+    main_dir = os.path.join(checkpoint, "main")
+    with _checkpoint_lock(main_dir, strategy, run):
+        for folder, keep in ((checkpoint, "main"), (main_dir, LOCK_FILE)):
+            for entry in os.listdir(folder):
+                if entry == keep:
+                    continue
+                path = os.path.join(folder, entry)
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.remove(path)
+        if not keep_lock:
+            with contextlib.suppress(OSError):
+                os.remove(os.path.join(main_dir, LOCK_FILE))
+                os.rmdir(main_dir)
+                os.rmdir(checkpoint)
+
+
 def _listed(models: list[str] | None, datasets: list[str] | None) -> list:
     """The entries `--list` prints: every one, or those of the models and
     datasets named (any dataset when only `--models` is given).
@@ -718,7 +1120,11 @@ def _listed(models: list[str] | None, datasets: list[str] | None) -> list:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else [str(arg) for arg in argv]
     args = parse_args(argv)
+    args.argv = argv  # the record's `command`: what was parsed, not sys.argv
+    # Tells this command's exports from earlier ones' (`_export_refusal`).
+    args.command_id = uuid.uuid4().hex
     for flag in ("epochs", "eval_every"):
         value = getattr(args, flag)
         if value is not None and value < 1:
@@ -757,14 +1163,25 @@ def main(argv=None) -> int:
             if os.path.exists(path) and not args.force:
                 try:  # a damaged results file, or data missing to check it
                     spent = _budget_stopped_seconds(path, checkpoint)
-                    changed = None
+                    changed = gone = None
                     if spent is None:
+                        with open(path) as handle:
+                            gone = _partial_without_checkpoint(
+                                json.load(handle), args.checkpoints_dir
+                            )
+                    if spent is None and not gone:
                         changed = _changed_config(path, experiment, args)
                         if not changed:
                             changed = _changed_split(
                                 path, experiment, seed, datasets, args
                             )
-                except (OSError, ValueError, KeyError, TypeError) as error:
+                except (
+                    OSError,
+                    ValueError,
+                    KeyError,
+                    TypeError,
+                    AttributeError,
+                ) as error:
                     print(
                         f"[{run}] FAILED: its earlier results {path} could not be "
                         f"checked ({type(error).__name__}: {error}); fix that, or "
@@ -772,6 +1189,14 @@ def main(argv=None) -> int:
                         file=sys.stderr,
                     )
                     failures.append(run)
+                    continue
+                if gone:
+                    print(
+                        f"[{run}] partial ({gone}: its --time-budget stopped it) "
+                        f"and its checkpoint {checkpoint} is gone, so it cannot be "
+                        f"continued: its results in {path} are kept; use --force "
+                        "to train it again"
+                    )
                     continue
                 if spent is None:
                     if changed:
@@ -783,7 +1208,9 @@ def main(argv=None) -> int:
                     else:
                         print(f"[{run}] finished earlier: {path} (use --force to redo)")
                     continue
-                if args.time_budget is not None and spent > args.time_budget:
+                # A budget not above the seconds spent would stop the run
+                # again before its next epoch, having trained nothing.
+                if args.time_budget is not None and spent >= args.time_budget:
                     print(
                         f"[{run}] stopped earlier by its time budget after "
                         f"{spent:.0f} s of training; pass a larger --time-budget "
@@ -794,17 +1221,20 @@ def main(argv=None) -> int:
                     print(f"[{run}] continuing the run its time budget stopped")
                 else:
                     print(f"[{run}] training the run its time budget stopped early")
-            elif os.path.exists(path):
-                # --force redoes a finished run (or one its budget stopped)
-                # from scratch, NeuMF's pre-trained parts included (their
-                # entries come first, so NeuMF starts from the new ones); an
-                # interrupted run (no results yet) resumes.
-                if is_chief(args.strategy_object):
-                    shutil.rmtree(checkpoint, ignore_errors=True)
-                # The other workers look for a checkpoint once it is gone.
-                _barrier(args.strategy_object)
             print(f"[{run}] {experiment.protocol} ...", flush=True)
             try:  # a missing or malformed data file fails this run only
+                if args.force and os.path.exists(path):
+                    # --force redoes a finished run (or one its budget
+                    # stopped) from scratch, NeuMF's pre-trained parts
+                    # included (their entries come first, so NeuMF starts
+                    # from the new ones); an interrupted run (no results
+                    # yet) resumes. A checkpoint another process trains
+                    # from is not removed: the run fails as it would when
+                    # training.
+                    if is_chief(args.strategy_object):
+                        _remove_checkpoint(checkpoint, args.strategy_object, run)
+                    # The other workers look for a checkpoint once it is gone.
+                    _barrier(args.strategy_object)
                 dataset = _dataset_of(experiment, datasets, args)
                 record = run_one(experiment, seed, dataset, args)
             except Exception as error:  # the other runs go on
@@ -855,7 +1285,12 @@ def main(argv=None) -> int:
                     flush=True,
                 )
             elif experiment.name not in parts and is_chief(args.strategy_object):
-                shutil.rmtree(checkpoint, ignore_errors=True)
+                try:
+                    _remove_checkpoint(
+                        checkpoint, args.strategy_object, run, keep_lock=False
+                    )
+                except CheckpointInUseError as error:
+                    print(f"[{run}] its checkpoint is left in place: {error}")
             summary = ", ".join(
                 f"{k}={v:.4f}"
                 for k, v in _metrics(record["metrics"][experiment.protocol]).items()
@@ -863,7 +1298,7 @@ def main(argv=None) -> int:
             print(f"[{run}] {summary}  ->  {path}", flush=True)
     if not is_chief(args.strategy_object):
         return 1 if failures else 0
-    table = write_table(args.results_dir)
+    table = write_table(args.results_dir, args.checkpoints_dir)
     print(f"table: {table}")
     if failures:
         print(f"failed runs: {failures}", file=sys.stderr)

@@ -1,8 +1,15 @@
+import fcntl
+import hashlib
 import itertools
 import json
+import math
 import os
+import shlex
+import threading
+import time
 import types
 
+import numpy as np
 import pytest
 
 import train_all
@@ -195,7 +202,10 @@ def test_seeds_get_their_own_splits_and_are_averaged_first_one_exported(tmp_path
     assert (
         records[0]["dataset"]["split_sha256"] != records[1]["dataset"]["split_sha256"]
     )
-    assert "exported" in records[0] and "exported" not in records[1]
+    assert isinstance(records[0]["exported"], dict)
+    # Seed 1's model is not exported over seed 0's, and its record says so.
+    assert records[1]["exported"].startswith("skipped: ")
+    assert "holds popularity_synthetic_seed0's model" in records[1]["exported"]
     values = [r["metrics"]["loo_sampled"]["hr@10"] for r in records]
     table = (results / "RESULTS.md").read_text()
     mean = f"{sum(values) / 2:.4f}"
@@ -486,8 +496,9 @@ def test_a_run_its_budget_stopped_before_the_first_epoch_is_trained_later(
     assert second["stopped_by"] == "epochs" and second["epochs_run"] == 2
 
 
+@pytest.mark.usefixtures("small_synthetic")
 def test_a_finished_run_with_another_configuration_is_named(tmp_path, capsys):
-    args = _args(tmp_path, "--models", "popularity", "--no-export")
+    args = _args(tmp_path, "--models", "bpr_mf", "--no-export", "--epochs", "1")
     assert train_all.main(args) == 0
     assert train_all.main([*args, "--epochs", "3"]) == 0
     out = capsys.readouterr().out
@@ -675,3 +686,378 @@ def test_seeds_that_are_not_integers_are_named(tmp_path):
         ValueError, match="--seeds takes comma-separated integers, got 'a'"
     ):
         train_all.main(_args(tmp_path, "--models", "bpr_mf", "--seeds", "0,a"))
+
+
+# === Review fixes: locks, exports, records, the table ===
+
+
+@pytest.fixture
+def quick_export(monkeypatch):
+    """Exports that write stand-ins for the SavedModel and the TFLite file
+    (the seed being run and a digest of the model's weights), and no parity
+    check: for tests of which run's model the export folder holds. Returns
+    a function reading what the folder's SavedModel holds."""
+    import keras_rec.export as export
+
+    running = {}
+    run_one = train_all.run_one
+
+    def tracked(experiment, seed, dataset, args):
+        running["seed"] = seed
+        return run_one(experiment, seed, dataset, args)
+
+    monkeypatch.setattr(train_all, "run_one", tracked)
+
+    def digest(model):
+        weights = (np.asarray(w).tobytes() for w in model.get_weights())
+        return (
+            f"seed {running['seed']}: " + hashlib.sha256(b"".join(weights)).hexdigest()
+        )
+
+    def saved_model(model, path, seen_items=None):
+        os.makedirs(path)
+        with open(os.path.join(path, "saved_model.pb"), "w") as handle:
+            handle.write(digest(model))
+
+    def tflite(model, path, seen_items=None):
+        with open(path, "w") as handle:
+            handle.write(digest(model))
+
+    monkeypatch.setattr(export, "export_saved_model", saved_model)
+    monkeypatch.setattr(export, "export_tflite", tflite)
+    monkeypatch.setattr(train_all, "export_parity", lambda *args: {"users": 0})
+
+    def exported(tmp_path, name="popularity_synthetic"):
+        folder = tmp_path / "saved_models" / name
+        return (folder / "1" / "saved_model.pb").read_text()
+
+    return exported
+
+
+def _export_info(tmp_path, name="popularity_synthetic"):
+    return _read(tmp_path / "saved_models" / name / "export.json")
+
+
+def test_force_leaves_a_checkpoint_another_process_trains_from(tmp_path, capsys):
+    # A process training the run holds the checkpoint's lock: `--force`
+    # fails the run as training it would, and removes nothing.
+    args = _args(tmp_path, "--models", "popularity", "--no-export")
+    assert train_all.main(args) == 0
+    main = tmp_path / "checkpoints" / "popularity_synthetic_seed0" / "main"
+    main.mkdir(parents=True)
+    (main / "state.json").write_text('{"marker": "the holder"}')
+    with trainer._checkpoint_lock(str(main), None, "holder"):
+        lock = (main / ".lock").stat().st_ino
+        assert train_all.main([*args, "--force"]) == 1
+        err = capsys.readouterr().err
+        assert "[popularity_synthetic_seed0] FAILED:" in err
+        assert f"another process (pid {os.getpid()}) is training from" in err
+        assert (main / "state.json").read_text() == '{"marker": "the holder"}'
+        assert (main / ".lock").stat().st_ino == lock
+    # Once it has ended, --force redoes the run; the folder goes with it.
+    assert train_all.main([*args, "--force"]) == 0
+    assert not (tmp_path / "checkpoints" / "popularity_synthetic_seed0").exists()
+
+
+def test_the_export_holds_the_lowest_seed_and_records_stay_truthful(
+    tmp_path, quick_export, capsys
+):
+    args = _args(tmp_path, "--models", "popularity")
+    results = tmp_path / "results"
+    assert train_all.main([*args, "--seeds", "0"]) == 0
+    seed0 = quick_export(tmp_path)
+    assert seed0.startswith("seed 0: ")
+    # A later command's seed 1 does not replace seed 0's export.
+    assert train_all.main([*args, "--seeds", "1"]) == 0
+    assert quick_export(tmp_path) == seed0
+    info = _export_info(tmp_path)  # which run the folder holds
+    assert info["run"] == "popularity_synthetic_seed0" and info["seed"] == 0
+    assert info["complete"] is True and info["partial"] is False
+    record1 = _read(results / "popularity_synthetic_seed1.json")
+    assert record1["exported"].startswith("skipped: ")
+    assert (
+        "a lower seed of this configuration; --force replaces it"
+        in (record1["exported"])
+    )
+    assert "[popularity_synthetic_seed1] export skipped: " in capsys.readouterr().out
+    assert isinstance(
+        _read(results / "popularity_synthetic_seed0.json")["exported"], dict
+    )
+    # --force replaces it, and seed 0's record no longer points at the files.
+    assert train_all.main([*args, "--seeds", "1", "--force"]) == 0
+    seed1 = quick_export(tmp_path)
+    assert seed1.startswith("seed 1: ") and _export_info(tmp_path)["seed"] == 1
+    record0 = _read(results / "popularity_synthetic_seed0.json")
+    assert record0["exported"].startswith("replaced by popularity_synthetic_seed1's")
+    assert record0["export_replaced"]["tflite"].endswith("model.tflite")
+    assert isinstance(
+        _read(results / "popularity_synthetic_seed1.json")["exported"], dict
+    )
+    # Under --force, the lowest seed of the command is the one left.
+    assert train_all.main([*args, "--seeds", "1,0,2", "--force"]) == 0
+    assert quick_export(tmp_path) == seed0 and _export_info(tmp_path)["seed"] == 0
+    records = {
+        s: _read(results / f"popularity_synthetic_seed{s}.json") for s in (0, 1, 2)
+    }
+    assert isinstance(records[0]["exported"], dict)
+    assert records[1]["exported"].startswith("replaced by popularity_synthetic_seed0")
+    assert records[2]["exported"].startswith("skipped: ")
+    assert "--force replaces it" not in records[2]["exported"]  # this command's
+
+
+@pytest.mark.usefixtures("slow_clock", "small_synthetic")
+def test_a_run_its_budget_stopped_does_not_replace_a_finished_export(
+    tmp_path, quick_export
+):
+    args = _args(tmp_path, "--models", "bpr_mf", "--epochs", "2")
+    results = tmp_path / "results"
+    assert train_all.main([*args, "--seeds", "1"]) == 0  # finished
+    finished = quick_export(tmp_path, "bpr_mf_synthetic")
+    assert finished.startswith("seed 1: ")
+    # Seed 0, stopped by its budget after 1 of 2 epochs, leaves it in place
+    # even though its seed is lower.
+    assert train_all.main([*args, "--seeds", "0", "--time-budget", "15"]) == 0
+    assert quick_export(tmp_path, "bpr_mf_synthetic") == finished
+    partial = _read(results / "bpr_mf_synthetic_seed0.json")
+    assert partial["stopped_by"] == "time_budget" and partial["epochs_run"] == 1
+    assert partial["exported"].startswith("skipped: ")
+    assert "a finished run's" in partial["exported"]
+    assert _export_info(tmp_path, "bpr_mf_synthetic")["seed"] == 1
+    # Finished, seed 0 replaces seed 1's export, and seed 1's record says so.
+    assert train_all.main([*args, "--seeds", "0"]) == 0
+    assert quick_export(tmp_path, "bpr_mf_synthetic").startswith("seed 0: ")
+    info = _export_info(tmp_path, "bpr_mf_synthetic")
+    assert info["seed"] == 0 and info["partial"] is False
+    assert isinstance(_read(results / "bpr_mf_synthetic_seed0.json")["exported"], dict)
+    assert _read(results / "bpr_mf_synthetic_seed1.json")["exported"].startswith(
+        "replaced by bpr_mf_synthetic_seed0's"
+    )
+
+
+def test_a_failed_move_never_leaves_a_new_savedmodel_beside_old_files(
+    tmp_path, quick_export, monkeypatch, capsys
+):
+    from keras_rec.export import saved_model
+
+    args = _args(tmp_path, "--models", "popularity")
+    assert train_all.main(args) == 0
+    folder = tmp_path / "saved_models" / "popularity_synthetic"
+    files = ("1/saved_model.pb", "model.tflite", "model.keras")
+    before = {name: (folder / name).stat().st_ino for name in files}
+    write = saved_model.write_atomically
+
+    def failing(name):
+        def moves(path, *args, **kwargs):
+            if os.path.basename(path) == name:
+                raise OSError(f"no room for {name}")
+            return write(path, *args, **kwargs)
+
+        return moves
+
+    # The first move fails: nothing is replaced, export.json is as it was.
+    info = folder / "export.json"
+    written = info.read_bytes() if info.exists() else None
+    monkeypatch.setattr(saved_model, "write_atomically", failing("model.tflite"))
+    assert train_all.main([*args, "--force"]) == 1
+    assert {name: (folder / name).stat().st_ino for name in files} == before
+    assert "failed before it replaced any file" in capsys.readouterr().err
+    assert info.read_bytes() == written
+    # A later move fails: TF Serving's folder `1` is still the old one (it
+    # is moved last), and the error names what was replaced.
+    monkeypatch.setattr(saved_model, "write_atomically", failing("model.keras"))
+    assert train_all.main([*args, "--force"]) == 1
+    err = capsys.readouterr().err
+    assert "stopped midway: model.tflite now holds popularity_synthetic_seed0's" in err
+    assert "model.keras, 1 still the previous export's" in err
+    after = {name: (folder / name).stat().st_ino for name in files}
+    assert after["1/saved_model.pb"] == before["1/saved_model.pb"]
+    assert after["model.keras"] == before["model.keras"]
+    assert after["model.tflite"] != before["model.tflite"]
+    mixed = _export_info(tmp_path)
+    assert mixed["complete"] is False
+    assert mixed["parts"]["model.tflite"] == "popularity_synthetic_seed0"
+    record = _read(tmp_path / "results" / "popularity_synthetic_seed0.json")
+    assert record["exported"].startswith("partly replaced: model.tflite")
+    # The next export replaces the mixed folder whole.
+    monkeypatch.setattr(saved_model, "write_atomically", write)
+    assert train_all.main([*args, "--force"]) == 0
+    assert _export_info(tmp_path)["complete"] is True
+
+
+def test_a_live_exports_staging_folder_is_not_removed(tmp_path, quick_export, capsys):
+    # Another process exporting the same model (its staging folder, the
+    # export lock held): this run waits for it instead of deleting its files.
+    saved_models = tmp_path / "saved_models"
+    staging = saved_models / ".popularity_synthetic.staging-other"
+    (staging / "1").mkdir(parents=True)
+    (staging / "1" / "saved_model.pb").write_text("the other export")
+    codes = []
+    with open(saved_models / ".popularity_synthetic.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        run = threading.Thread(
+            target=lambda: codes.append(
+                train_all.main(_args(tmp_path, "--models", "popularity"))
+            )
+        )
+        run.start()
+        out = ""
+        deadline = time.monotonic() + 300
+        while run.is_alive() and "waiting for another process" not in out:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+            out += capsys.readouterr().out
+        assert "waiting for another process" in out
+        assert (staging / "1" / "saved_model.pb").read_text() == "the other export"
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    run.join()
+    assert codes == [0]
+    assert _export_info(tmp_path)["run"] == "popularity_synthetic_seed0"
+
+
+def test_the_record_names_the_strategy_and_gpus_and_table_keeps_them_apart(
+    tmp_path, capsys
+):
+    args = _args(tmp_path, "--models", "popularity", "--no-export")
+    assert train_all.main(args) == 0
+    record = _read(tmp_path / "results" / "popularity_synthetic_seed0.json")
+    assert record["strategy"] == {"name": "none", "num_replicas_in_sync": 1}
+    gpus = train_all.tf.config.list_physical_devices("GPU")
+    assert [gpu["device"] for gpu in record["gpus"]] == [gpu.name for gpu in gpus]
+    assert train_all.main([*args, "--strategy", "mirrored", "--seeds", "1"]) == 0
+    mirrored = _read(tmp_path / "results" / "popularity_synthetic_seed1.json")
+    assert mirrored["strategy"]["name"] == "mirrored"
+    assert mirrored["strategy"]["num_replicas_in_sync"] >= 1
+    table = (tmp_path / "results" / "RESULTS.md").read_text()
+    assert "| popularity [a] |" in table and "| popularity [b] |" in table
+    assert "strategy.name='mirrored'" in table and "(2)" not in table
+    # The finished seed 0 is another configuration under another strategy.
+    capsys.readouterr()
+    assert train_all.main([*args, "--strategy", "mirrored"]) == 0
+    out = capsys.readouterr().out
+    assert "finished earlier with another configuration" in out
+    assert "strategy.name: None then, 'mirrored' now" in out
+
+
+def test_records_without_a_strategy_are_averaged_with_ones_under_none(tmp_path):
+    old = _record(0, 20, 5e-3, 0.6)  # written before the strategy was recorded
+    new = {**_record(1, 20, 5e-3, 0.4), "strategy": {"name": "none"}}
+    for record in (old, new):
+        (tmp_path / f"{record['run']}.json").write_text(json.dumps(record))
+    table = open(train_all.write_table(str(tmp_path))).read()
+    assert "| bpr_mf | synthetic | loo_sampled | hr@10 | 0.5000 ± 0.1000 (2) |" in table
+
+
+def test_the_record_command_is_the_argv_main_parsed(tmp_path):
+    args = _args(tmp_path / "with space", "--models", "popularity", "--no-export")
+    assert train_all.main(args) == 0
+    results = tmp_path / "with space" / "results"
+    record = _read(results / "popularity_synthetic_seed0.json")
+    assert record["command"] == shlex.join(["train_all.py", *args])
+    assert shlex.split(record["command"])[1:] == args
+
+
+@pytest.mark.usefixtures("slow_clock", "small_synthetic")
+def test_a_partial_run_whose_checkpoint_is_gone_is_not_called_finished(
+    tmp_path, capsys
+):
+    args = _args(tmp_path, "--models", "bpr_mf", "--epochs", "2", "--no-export")
+    path = tmp_path / "results" / "bpr_mf_synthetic_seed0.json"
+    table = tmp_path / "results" / "RESULTS.md"
+    assert train_all.main([*args, "--time-budget", "15"]) == 0
+    assert "(run them again with a larger budget to continue)" in table.read_text()
+    checkpoint = tmp_path / "checkpoints" / "bpr_mf_synthetic_seed0"
+    for file in sorted(checkpoint.rglob("*"), reverse=True):
+        file.rmdir() if file.is_dir() else file.unlink()
+    checkpoint.rmdir()
+    capsys.readouterr()
+    stamp = os.path.getmtime(path)
+    assert train_all.main(args) == 0
+    out = capsys.readouterr().out
+    assert "finished earlier" not in out
+    assert "[bpr_mf_synthetic_seed0] partial (1 of 2 epochs" in out
+    assert "checkpoint" in out and "is gone" in out and "--force" in out
+    assert os.path.getmtime(path) == stamp
+    text = table.read_text()
+    assert "larger budget to continue" not in text
+    assert "their checkpoints are gone, so they cannot be continued" in text
+    assert "`--force` trains them again" in text
+    assert "bpr_mf_synthetic_seed0 (1 of 2 epochs)" in text
+    assert train_all.main([*args, "--force"]) == 0
+    assert _read(path)["stopped_by"] == "epochs"
+
+
+def test_records_with_damaged_metric_values_are_named_not_fatal(tmp_path, capsys):
+    good = _record(0, 20, 5e-3, 0.6)
+    (tmp_path / "good.json").write_text(json.dumps(good))
+    damaged = {
+        "text.json": {"loo_sampled": {"hr@10": "0.5"}},
+        "none.json": {"loo_sampled": None},
+        "bool.json": {"loo_sampled": {"hr@10": True}},
+        "nan.json": {"loo_sampled": {"hr@10": math.nan}},
+        "list.json": {"loo_sampled": {"hr@10": [0.5]}},
+    }
+    for name, metrics in damaged.items():
+        (tmp_path / name).write_text(json.dumps({**good, "metrics": metrics}))
+    (tmp_path / "views.json").write_text(
+        json.dumps({**good, "config": {**good["config"], "views": None}})
+    )
+    stopped = {**good, "stopped_by": "time_budget", "epochs_run": "1"}
+    (tmp_path / "epochs.json").write_text(json.dumps(stopped))
+    table = open(train_all.write_table(str(tmp_path))).read()
+    assert "| bpr_mf | synthetic | loo_sampled | hr@10 | 0.6000 ± 0.0000 (1) |" in table
+    assert "text.json (ValueError: `metrics.loo_sampled` holds values that" in table
+    assert "hr@10='0.5'" in table
+    assert "none.json (ValueError: `metrics.loo_sampled` is not a mapping" in table
+    for name in ("bool.json", "nan.json", "list.json", "views.json", "epochs.json"):
+        assert f"{name} (ValueError: " in table
+    assert "text.json" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("seeds", ["-1", "0,-2"])
+def test_negative_seeds_are_refused(tmp_path, seeds):
+    with pytest.raises(ValueError, match="--seeds takes non-negative integers, got -"):
+        train_all.main(_args(tmp_path, "--models", "popularity", "--seeds", seeds))
+    assert not (tmp_path / "results").exists()
+
+
+def test_closed_form_runs_ignore_epochs_and_eval_every(tmp_path, capsys):
+    args = _args(tmp_path, "--models", "popularity", "--no-export")
+    results = tmp_path / "results"
+    assert train_all.main([*args, "--seeds", "0"]) == 0
+    assert (
+        train_all.main([*args, "--seeds", "1", "--epochs", "5", "--eval-every", "3"])
+        == 0
+    )
+    for seed in (0, 1):
+        record = _read(results / f"popularity_synthetic_seed{seed}.json")
+        assert record["epochs_requested"] is None and record["eval_every"] is None
+    table = (results / "RESULTS.md").read_text()
+    assert "| popularity | synthetic | loo_sampled | hr@10 |" in table
+    assert "[a]" not in table and "(2)" in table
+    capsys.readouterr()
+    assert train_all.main([*args, "--seeds", "0", "--epochs", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "[popularity_synthetic_seed0] finished earlier: " in out
+    # A record written before these were left out still shares the row.
+    old = _read(results / "popularity_synthetic_seed0.json")
+    old.update(epochs_requested=1, eval_every=1)
+    (results / "popularity_synthetic_seed0.json").write_text(json.dumps(old))
+    table = open(train_all.write_table(str(results))).read()
+    assert "[a]" not in table and "(2)" in table
+    assert train_all.main([*args, "--seeds", "0", "--epochs", "5"]) == 0
+    assert "finished earlier: " in capsys.readouterr().out
+
+
+@pytest.mark.usefixtures("slow_clock", "small_synthetic")
+def test_a_budget_equal_to_the_seconds_spent_does_not_continue(tmp_path, capsys):
+    # The run would stop again before its next epoch: it is left as it is.
+    args = _args(tmp_path, "--models", "bpr_mf", "--epochs", "2", "--no-export")
+    path = tmp_path / "results" / "bpr_mf_synthetic_seed0.json"
+    state = tmp_path / "checkpoints" / "bpr_mf_synthetic_seed0" / "main" / "state.json"
+    assert train_all.main([*args, "--time-budget", "15"]) == 0
+    spent = json.loads(state.read_text())["seconds"]
+    stamp = os.path.getmtime(path)
+    capsys.readouterr()
+    assert train_all.main([*args, "--time-budget", repr(float(spent))]) == 0
+    assert "pass a larger --time-budget" in capsys.readouterr().out
+    assert os.path.getmtime(path) == stamp

@@ -164,21 +164,39 @@ def _checkpoint_lock(checkpoint_dir: str | None, strategy, description: str):
     takes it, since only the chief writes. Without `fcntl` (Windows) there
     is no lock.
     """
-    if not checkpoint_dir or fcntl is None or not is_chief(strategy):
+    if not checkpoint_dir or not is_chief(strategy):
         yield
         return
     os.makedirs(checkpoint_dir, exist_ok=True)
-    with open(os.path.join(checkpoint_dir, LOCK_FILE), "a+") as handle:
+
+    def refuse(owner: str) -> None:
+        raise CheckpointInUseError(
+            f"{description}: another process (pid {owner}) is training from "
+            f"{checkpoint_dir}; wait for it to end (or stop it) before "
+            "running this one again"
+        )
+
+    with pid_lock(os.path.join(checkpoint_dir, LOCK_FILE), refuse):
+        yield
+
+
+@contextlib.contextmanager
+def pid_lock(path: str, busy: Callable[[str], None]):
+    """Holds an exclusive `flock` on the file `path`, with this process's pid
+    written in it. When another process holds it, `busy(its pid)` is called
+    first: it raises to give up, or returns to wait for the lock. The lock
+    goes with the process, so a killed one leaves none. Without `fcntl`
+    (Windows) there is no lock."""
+    if fcntl is None:
+        yield
+        return
+    with open(path, "a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             handle.seek(0)
-            owner = handle.read().strip() or "unknown"
-            raise CheckpointInUseError(
-                f"{description}: another process (pid {owner}) is training from "
-                f"{checkpoint_dir}; wait for it to end (or stop it) before "
-                "running this one again"
-            ) from None
+            busy(handle.read().strip() or "unknown")
+            fcntl.flock(handle, fcntl.LOCK_EX)
         handle.seek(0)
         handle.truncate()
         handle.write(f"{os.getpid()}\n")
