@@ -1,8 +1,9 @@
 """The autoencoder family under Mult-VAE's `strong_generalization` protocol.
 
 Mult-VAE and Mult-DAE (Liang et al., WWW 2018) and EASE (Steck, WWW 2019);
-RecVAE and VASP entries follow the same pattern (`HELDOUT`, `user_rows`,
-`compile_rows_model`, `_entry`).
+the RecVAE, FLVAE, Neural EASE and VASP entries
+(`keras_rec.configs.autoencoders_recvae_vasp`) use the same protocol,
+held-out users and monitor (`PROTOCOL`, `HELDOUT`, `MONITOR`).
 
 Paper settings (ML-20M): 10,000 validation and 10,000 test users, ratings of
 4 stars or more kept (the reference code keeps `rating > 3.5`), batch 500,
@@ -231,8 +232,8 @@ EXPERIMENTS = [
     _dae_entry("synthetic", 20, 5, batch_size=100),
     _ease_entry("synthetic", 100.0),
     # ML-1M, all interactions as implicit feedback, 600/600 held-out users.
-    # beta reaches 0.2 after 80% of the epochs (the paper: 40,000 of 46,800
-    # steps on ML-20M). Mult-VAE's validation NDCG@100 levels off after ~90
+    # beta reaches 0.2 after 80% of the epochs (the paper's schedule: after
+    # 40,000 of 46,800 steps on ML-20M, 85%). Mult-VAE's validation NDCG@100 levels off after ~90
     # epochs (0.4405 at 95, 0.4401 at 165 in the seed-0 run), so a run stops
     # after 30 epochs without a better one. EASE's lambda is the best
     # validation NDCG@100 of {50, 100, 200, 300, 500, 800, 1200, 2000, 4000}

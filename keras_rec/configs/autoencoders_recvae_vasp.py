@@ -37,9 +37,10 @@ from keras_rec.models.recvae import RecVAE, alternating_rows_dataset
 from keras_rec.models.vasp import VASP, split_brain_dataset
 from keras_rec.training.optimizers import FusedAdam, FusedNadam
 
-# One definition of the protocol, held-out users and paper numbers for the
-# whole autoencoder family lives in `keras_rec.configs.autoencoders`.
-#: The papers' ML-20M numbers (RecVAE's paper; VASP's Table III for the rest).
+# The protocol, held-out users and monitor of the whole autoencoder family
+# are defined once, in `keras_rec.configs.autoencoders`.
+#: The papers' ML-20M numbers (RecVAE's paper; VASP's Table III for the rest;
+#: FLVAE's and Neural EASE's are unused while they have no ML-20M entry).
 PAPER_ML20M = {
     "recvae": {"recall@20": 0.414, "recall@50": 0.553, "ndcg@100": 0.442},
     "vasp": {"recall@20": 0.414, "recall@50": 0.552, "ndcg@100": 0.448},

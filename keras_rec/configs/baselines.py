@@ -91,8 +91,9 @@ EXPERIMENTS = [
     _bpr_entry(
         "synthetic", "loo_sampled", 20, lr=5e-3, batch=1024, views=("loo_full",)
     ),
-    # Gowalla, the NGCF/LightGCN split. The LightGCN paper reports MF (BPR) at
-    # Recall@20 0.1291, NDCG@20 0.1109 on this split.
+    # Gowalla, the NGCF/LightGCN split. NGCF's Table 2 reports MF (BPR) at
+    # Recall@20 0.1291, NDCG@20 0.1109 on this split (its NDCG: see
+    # PAPER_NGCF_GOWALLA in configs/graph.py).
     _popularity_entry("gowalla", "holdout_full"),
     # Adam at 1e-3 reached Recall@20 0.1327 after 25 epochs in a probe run;
     # 5e-3 peaked at 0.1216 (epoch 5) and then overfitted.

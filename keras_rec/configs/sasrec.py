@@ -181,7 +181,9 @@ EXPERIMENTS = [
     _entry("beauty", "loo_full", 200, bucket_by_length=True),
     # Leave-one-out by time needs GroupLens' `ml-1m/ratings.dat` (with
     # timestamps): `make_split` refuses it on `ml-1m/interactions.dat`, which
-    # has none and whose row order is not time order.
+    # has none and whose row order is not time order. SASRec (section IV.A)
+    # drops users and items with fewer than 5 actions, once: on ML-1M that
+    # keeps 3,416 of its 3,706 items (the paper's Table II) and every user.
     _entry(
         "ml-1m",
         "loo_sampled",
@@ -190,7 +192,11 @@ EXPERIMENTS = [
         dropout_rate=0.2,
         paper=PAPER_ML1M,
         views=("loo_full",),
-        split_options=SAMPLED_100,
+        split_options={
+            **SAMPLED_100,
+            "min_user_interactions": 5,
+            "min_item_interactions": 5,
+        },
     ),
     _entry(
         "ml-100k",

@@ -330,6 +330,7 @@ def make_split(
     num_heldout_users: int | None = None,
     min_rating: float | None = None,
     min_user_interactions: int | None = None,
+    min_item_interactions: int | None = None,
 ) -> splits.Split:
     """The `Split` that `protocol` (one of `PROTOCOLS`) evaluates on.
 
@@ -349,7 +350,10 @@ def make_split(
 
     `min_rating` keeps ratings at or above it and `min_user_interactions`
     then keeps users with that many of them (Mult-VAE's ML-20M and Netflix
-    preprocessing: ratings > 3.5, users with 5 or more). Filtering renumbers
+    preprocessing: ratings > 3.5, users with 5 or more);
+    `min_item_interactions` keeps items with that many, counted in the same
+    pass (SASRec's: users and items with fewer than 5 actions dropped once,
+    `Interactions.filter`). Filtering renumbers
     the ids, so with a dataset's own test file or NCF test rows it is only
     allowed under `strong_generalization` (which filters the merged data);
     elsewhere it raises `ValueError`.
@@ -360,7 +364,17 @@ def make_split(
     check_count(num_negatives=num_negatives)
     if min_user_interactions is not None:
         check_count(min_user_interactions=min_user_interactions)
-    filtering = min_rating is not None or bool(min_user_interactions)
+    if min_item_interactions is not None:
+        check_count(min_item_interactions=min_item_interactions)
+    filtering = (
+        min_rating is not None
+        or bool(min_user_interactions)
+        or bool(min_item_interactions)
+    )
+    counts = {
+        "min_user_interactions": min_user_interactions,
+        "min_item_interactions": min_item_interactions,
+    }
     data = dataset.interactions
     if protocol == "strong_generalization":
         held_out = dataset.test_items or (
@@ -377,23 +391,19 @@ def make_split(
                 ratings=None,
             )
         if filtering:
-            data = data.filter(
-                min_rating=min_rating, min_user_interactions=min_user_interactions
-            )
+            data = data.filter(min_rating=min_rating, **counts)
         heldout = num_heldout_users or max(1, data.num_users // 10)
         return splits.strong_generalization(data, heldout, heldout, seed=seed)
     if filtering and (dataset.test is not None or dataset.test_items is not None):
         raise ValueError(
-            f"`min_rating`/`min_user_interactions` renumber the users and items "
+            f"`min_rating`/`min_user_interactions`/`min_item_interactions` renumber the users and items "
             f"of {dataset.name!r}, but its test file(s) ({_files(dataset)}) use "
             f"the unfiltered ids, so {protocol!r} would pair them with the wrong "
             "users and items. Filter the files themselves, or use "
             "'strong_generalization' (which filters train and test together)."
         )
     if filtering:
-        data = data.filter(
-            min_rating=min_rating, min_user_interactions=min_user_interactions
-        )
+        data = data.filter(min_rating=min_rating, **counts)
     if protocol in ("loo_sampled", "loo_full"):
         if dataset.test_items is not None:
             users, items = dataset.test_items

@@ -271,11 +271,16 @@ class Interactions:
         min_rating: float | None = None,
         k_core: int | None = None,
         min_user_interactions: int | None = None,
+        min_item_interactions: int | None = None,
     ) -> Interactions:
-        """Keeps ratings >= `min_rating`, then users with at least
-        `min_user_interactions` of those (once, items unfiltered: Mult-VAE's
-        `min_uc`), then iterates to a `k_core` (users and items with at least
-        k interactions), then renumbers ids contiguously."""
+        """Keeps ratings >= `min_rating`; then, in one pass with the counts
+        of those, the interactions of users with at least
+        `min_user_interactions` and items with at least
+        `min_item_interactions` (not repeated: Mult-VAE's `min_uc`, with
+        items unfiltered, and SASRec's preprocessing, which drops users and
+        items with fewer than 5 actions once); then iterates to a `k_core`
+        (users and items with at least k interactions), then renumbers ids
+        contiguously."""
         data = self
         if min_rating is not None:
             if data.ratings is None:
@@ -283,10 +288,13 @@ class Interactions:
                     f"`min_rating={min_rating}` needs ratings, but {data.name} has none"
                 )
             data = data.subset(data.ratings >= min_rating)
-        if min_user_interactions:
-            data = data.subset(
-                data.user_counts()[data.user_ids] >= min_user_interactions
-            )
+        if min_user_interactions or min_item_interactions:
+            keep = np.ones(len(data.user_ids), bool)
+            if min_user_interactions:
+                keep &= data.user_counts()[data.user_ids] >= min_user_interactions
+            if min_item_interactions:
+                keep &= data.item_counts()[data.item_ids] >= min_item_interactions
+            data = data.subset(keep)
         if k_core:
             while True:
                 user_ok = data.user_counts()[data.user_ids] >= k_core

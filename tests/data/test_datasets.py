@@ -422,6 +422,22 @@ def test_make_split_keeps_users_with_enough_high_ratings(tmp_path):
     assert split.train.num_users == 3
 
 
+def test_make_split_drops_rare_items_before_leave_one_out(tmp_path):
+    # SASRec's ML-1M entry: items with fewer than 2 (here) ratings go
+    # before the split, and the ids are renumbered over the rest.
+    rows = [(1, 5, 1), (1, 6, 2), (1, 7, 3), (2, 5, 1), (2, 6, 2), (2, 8, 3)]
+    rows += [(3, 6, 1), (3, 5, 2)]
+    text = "".join(f"{u}::{i}::4::{t}\n" for u, i, t in rows)
+    dataset = load_dataset("ml-1m", write_layout(tmp_path, {"ml-1m/ratings.dat": text}))
+    split = make_split(
+        dataset, "loo_full", min_user_interactions=2, min_item_interactions=2
+    )
+    assert split.train.num_items == 2  # items 7 and 8 (one rating each) dropped
+    np.testing.assert_array_equal(split.train.raw_item_ids, [5, 6])
+    with pytest.raises(ValueError, match="`min_item_interactions` must be"):
+        make_split(dataset, "loo_full", min_item_interactions=0)
+
+
 # --- make_split refuses what it cannot do right --------------------------------
 
 

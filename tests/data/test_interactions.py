@@ -223,6 +223,20 @@ def test_filter_min_rating():
     np.testing.assert_allclose(kept.ratings, [4.0, 5.0])
 
 
+def test_filter_min_counts_are_one_pass_over_the_same_counts():
+    # SASRec's preprocessing: users and items with fewer than 2 rows are
+    # dropped once, both counted before dropping anything. Item 30's only
+    # row goes, which leaves user 3 with one row: it stays (no second pass).
+    data = Interactions.from_raw([1, 1, 2, 2, 3, 3, 4], [10, 20, 10, 20, 10, 30, 10])
+    kept = data.filter(min_user_interactions=2, min_item_interactions=2)
+    np.testing.assert_array_equal(kept.raw_user_ids, [1, 2, 3])
+    np.testing.assert_array_equal(kept.raw_item_ids, [10, 20])
+    assert len(kept) == 5
+    # Users only (Mult-VAE's `min_uc`): items are not filtered.
+    assert data.filter(min_user_interactions=2).num_items == 3
+    assert len(data.filter(min_item_interactions=2)) == 6
+
+
 def test_filter_min_rating_needs_ratings():
     with pytest.raises(ValueError, match="needs ratings"):
         make([0], [0]).filter(min_rating=4)
