@@ -201,7 +201,8 @@ def run_one(experiment, seed: int, dataset, args) -> dict:
                 evaluate=curve_metrics,
                 eval_every=args.eval_every or entry.eval_every,
                 monitor=monitor_of(entry),
-                patience=entry.patience,
+                # No validation set, no best epoch to wait for.
+                patience=entry.patience if monitor_of(entry) else None,
                 time_budget=args.time_budget,
                 progress=not args.quiet,
                 description=f"{run}/{name}",
@@ -259,7 +260,7 @@ def run_one(experiment, seed: int, dataset, args) -> dict:
             evaluate=curve_metrics,
             eval_every=eval_every,
             monitor=monitor,
-            patience=experiment.patience,
+            patience=experiment.patience if monitor else None,
             evaluate_first=experiment.evaluate_first,
             time_budget=args.time_budget,
             progress=not args.quiet,

@@ -608,7 +608,8 @@ def train_model(
 
     Raises:
         ValueError: `time_budget` is not positive, `eval_every` or
-            `patience` not an integer >= 1; or `checkpoint_dir` holds
+            `patience` not an integer >= 1, `patience` without `monitor`,
+            `monitor` without `evaluate`; or `checkpoint_dir` holds
             a checkpoint trained with another configuration (the message
             names the differing keys), for more epochs than `epochs`, with
             its best weights kept by another `monitor`, on other data
@@ -636,6 +637,18 @@ def train_model(
             check_count(1, patience=patience)
     except ValueError as error:
         raise ValueError(f"{description}: {error}") from None
+    # Either would be ignored without a word: nothing to count from, or
+    # nothing to compare.
+    if patience is not None and monitor is None:
+        raise ValueError(
+            f"{description}: patience={patience} needs a `monitor` metric to "
+            "count evaluations without improvement; pass one, or patience=None"
+        )
+    if monitor is not None and evaluate is None:
+        raise ValueError(
+            f"{description}: monitor={monitor!r} needs `evaluate` (the metrics "
+            "it is read from); pass one, or monitor=None"
+        )
     expected = training_config(model)
     if settings is not None:  # its JSON form (lists, not tuples), as recorded
         settings = json.loads(json.dumps(settings))

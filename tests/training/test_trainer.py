@@ -448,6 +448,9 @@ def test_a_time_budget_that_is_not_positive_is_refused(train, budget):
         ({"eval_every": 0}, "`eval_every` must be an integer >= 1"),
         ({"patience": 0}, "`patience` must be an integer >= 1"),
         ({"patience": 2.5}, "`patience` must be an integer >= 1"),
+        # Both were ignored before: a run meant to stop early ran on.
+        ({"patience": 2}, "patience=2 needs a `monitor`"),
+        ({"monitor": "score"}, "monitor='score' needs `evaluate`"),
     ],
 )
 def test_an_interval_or_patience_below_one_is_refused(train, options, message):
