@@ -11,8 +11,8 @@ curve and seconds per epoch of gradient-trained models), refreshes
 seeds), and exports a model to `saved_models/<model>_<dataset>/`
 (SavedModel in `1/`, `model.tflite`, `model.keras`, and `export.json`
 naming the run that wrote them): of one configuration's runs, the lowest
-seed's, a finished run's before one its `--time-budget` stopped (see
-`_export_refusal`). A finished run is never redone unless `--force`; an
+seed's, a finished run's before one its `--time-budget` stopped, unless
+`--force` replaced it (see `_export_refusal`). A finished run is never redone unless `--force`; an
 interrupted one resumes from `checkpoints/<run>/`, and so does one its
 `--time-budget` stopped when the command is run again with a budget above
 the seconds it has spent (or none). No model logic lives here: see
@@ -456,19 +456,24 @@ def _export(model, split, name: str, args, record: dict) -> dict | str:
 
     The export runs only where `_export_refusal` lets the run `record`
     describes replace what the folder holds; else it returns why not, as
-    `"skipped: ..."`. A run that replaces another run's export marks that
-    run's results record (`_note_replaced`), so that no record points at
-    files holding another run's model. Exports of one model wait for each
-    other (`_export_lock`), so a staging folder found while holding the
-    lock is one a killed export left: only those are removed.
+    `"skipped: ..."`. Each export gets a new `export_id`, kept in the
+    record's `exported` and in `export.json`: the files hold a run's model
+    exactly while the two ids are equal (a later export of another run
+    changes the folder's, not the record's). Exports of one model wait for
+    each other (`_export_lock`), so a staging folder found while holding
+    the lock is one a killed export left: only those are removed, and a
+    SavedModel folder a killed export had moved aside is put back first.
     """
     from keras_rec.export import export_saved_model, export_tflite
-    from keras_rec.export.saved_model import write_atomically
+    from keras_rec.export.saved_model import restore_interrupted, write_atomically
 
     os.makedirs(args.saved_models_dir, exist_ok=True)
     target = os.path.abspath(os.path.join(args.saved_models_dir, name))
     info = _export_info(record, args)
     with _export_lock(args.saved_models_dir, name, record["run"]):
+        version, _ = EXPORTS["saved_model"]
+        if not os.path.exists(os.path.join(target, version)):
+            restore_interrupted(target, version)
         existing = _read_export_info(target)
         refusal = _export_refusal(existing, info, args.force)
         if refusal:
@@ -496,7 +501,13 @@ def _export(model, split, name: str, args, record: dict) -> dict | str:
             }
             previous = existing.get("run") if existing else None
             _write_export_info(
-                target, {"complete": False, "replacing": previous, "by": info["run"]}
+                target,
+                {
+                    "complete": False,
+                    "replacing": previous,
+                    "by": info["run"],
+                    "export_id": info["export_id"],
+                },
             )
             replaced = []
             try:
@@ -517,11 +528,12 @@ def _export(model, split, name: str, args, record: dict) -> dict | str:
             _write_export_info(target, {**info, "files": paths, "parity": parity})
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        if existing and previous != info["run"]:
-            _note_replaced(
-                existing, f"replaced by {info['run']}'s model on {info['written']}"
-            )
-    return {**paths, "parity": parity, "info": os.path.join(target, EXPORT_INFO)}
+    return {
+        **paths,
+        "parity": parity,
+        "info": os.path.join(target, EXPORT_INFO),
+        "export_id": info["export_id"],
+    }
 
 
 def _export_info(record: dict, args) -> dict:
@@ -530,6 +542,7 @@ def _export_info(record: dict, args) -> dict:
     its `run_config`, its results file, and the command that wrote it."""
     return {
         "complete": True,
+        "export_id": uuid.uuid4().hex,
         "run": record["run"],
         "seed": record["seed"],
         "partial": record.get("stopped_by") == "time_budget",
@@ -569,15 +582,20 @@ def _export_refusal(existing: dict | None, info: dict, force: bool) -> str:
     lowest seed's model, a finished run's before one its `--time-budget`
     stopped: a run replaces the export of a higher seed, of another seed's
     run its budget stopped (when it is finished itself), and of its own
-    seed (an earlier state of the same run). It does not replace the export
-    of a lower seed or of another configuration, except under `--force`
-    when an earlier command wrote it (so `--force --seeds 0,1,2` still ends
-    with seed 0's). A run its budget stopped never replaces a finished
-    run's export, `--force` or not. An export without `export.json`
+    seed (its record replaces that run's record, finished or not). It does
+    not replace the export of a lower seed or of another configuration,
+    except under `--force` when an earlier command wrote it (so `--force
+    --seeds 0,1,2` ends with seed 0's if seed 0 succeeds, and `--force
+    --seeds 1` leaves seed 1's). A run its budget stopped never replaces
+    another, finished run's export, `--force` or not. An export without `export.json`
     (written before it existed, or unreadable), or one a failed export left
     mixed, is replaced.
     """
     if not existing or existing.get("complete") is not True:
+        return ""
+    if existing.get("run") == info["run"]:
+        # Its own seed: the record that export belonged to is being
+        # replaced by this run's, finished or not.
         return ""
     held = f"holds {existing.get('run')}'s model"
     if info["partial"] and existing.get("partial") is False:
@@ -585,8 +603,6 @@ def _export_refusal(existing: dict | None, info: dict, force: bool) -> str:
             f"{held}, a finished run's: a run its --time-budget stopped does not "
             "replace it"
         )
-    if existing.get("run") == info["run"]:
-        return ""
     earlier = existing.get("command_id") != info["command_id"]
     if force and earlier:
         return ""
@@ -606,8 +622,9 @@ def _export_refusal(existing: dict | None, info: dict, force: bool) -> str:
 
 def _mixed_export(target: str, existing: dict | None, info: dict, replaced) -> str:
     """Records in `export.json` which parts of `target` a failed export
-    replaced (restoring the previous one where it replaced none) and marks
-    the previous run's results record; returns the message saying so."""
+    replaced (restoring the previous one where it replaced none; either
+    way no export id is left there, so no record's matches); returns the
+    message saying so."""
     if not replaced:
         if existing:
             _write_export_info(target, existing)
@@ -626,44 +643,12 @@ def _mixed_export(target: str, existing: dict | None, info: dict, replaced) -> s
     parts = {entry: info["run"] for entry in replaced}
     parts.update({entry: previous for entry in kept})
     _write_export_info(target, {"complete": False, "parts": parts})
-    if existing:
-        _note_replaced(
-            existing,
-            f"partly replaced: {', '.join(replaced)} {hold} {info['run']}'s model "
-            "since a failed export on "
-            f"{datetime.datetime.now(datetime.timezone.utc).isoformat()}",
-        )
     return (
         f"the export to {target} stopped midway: {', '.join(replaced)} now "
         f"{hold} {info['run']}'s model, {', '.join(kept)} still the previous "
         f"export's ({EXPORT_INFO} says so; the next export of this model "
         "replaces them all)"
     )
-
-
-def _note_replaced(existing: dict, note: str) -> None:
-    """Marks the results record of the run `existing` (an `export.json`)
-    names: its `exported` becomes `note`, and what it had exported (with
-    its parity check) moves to `export_replaced`, so that it points at no
-    file holding another run's model. A record rewritten since (the run
-    redone) or unreadable is left as it is."""
-    path = existing.get("results")
-    if not isinstance(path, str):
-        return
-    try:
-        with open(path) as handle:
-            record = json.load(handle)
-    except (OSError, ValueError):
-        return
-    if (
-        not isinstance(record, dict)
-        or record.get("finished") != existing.get("run_finished")
-        or not isinstance(record.get("exported"), dict)
-    ):
-        return
-    record["export_replaced"] = record["exported"]
-    record["exported"] = note
-    atomic_write_json(path, record)
 
 
 @contextlib.contextmanager

@@ -783,24 +783,27 @@ def test_the_export_holds_the_lowest_seed_and_records_stay_truthful(
     assert isinstance(
         _read(results / "popularity_synthetic_seed0.json")["exported"], dict
     )
-    # --force replaces it, and seed 0's record no longer points at the files.
+    # Only the record whose export id is the folder's describes its files.
+    record0 = _read(results / "popularity_synthetic_seed0.json")
+    assert record0["exported"]["export_id"] == info["export_id"]
+    # --force replaces it: seed 0's record keeps its id, no longer the folder's.
     assert train_all.main([*args, "--seeds", "1", "--force"]) == 0
     seed1 = quick_export(tmp_path)
     assert seed1.startswith("seed 1: ") and _export_info(tmp_path)["seed"] == 1
-    record0 = _read(results / "popularity_synthetic_seed0.json")
-    assert record0["exported"].startswith("replaced by popularity_synthetic_seed1's")
-    assert record0["export_replaced"]["tflite"].endswith("model.tflite")
-    assert isinstance(
-        _read(results / "popularity_synthetic_seed1.json")["exported"], dict
-    )
+    folder_id = _export_info(tmp_path)["export_id"]
+    assert _read(results / "popularity_synthetic_seed0.json") == record0
+    assert record0["exported"]["export_id"] != folder_id
+    record1 = _read(results / "popularity_synthetic_seed1.json")
+    assert record1["exported"]["export_id"] == folder_id
     # Under --force, the lowest seed of the command is the one left.
     assert train_all.main([*args, "--seeds", "1,0,2", "--force"]) == 0
     assert quick_export(tmp_path) == seed0 and _export_info(tmp_path)["seed"] == 0
     records = {
         s: _read(results / f"popularity_synthetic_seed{s}.json") for s in (0, 1, 2)
     }
-    assert isinstance(records[0]["exported"], dict)
-    assert records[1]["exported"].startswith("replaced by popularity_synthetic_seed0")
+    folder_id = _export_info(tmp_path)["export_id"]
+    assert records[0]["exported"]["export_id"] == folder_id
+    assert records[1]["exported"]["export_id"] != folder_id
     assert records[2]["exported"].startswith("skipped: ")
     assert "--force replaces it" not in records[2]["exported"]  # this command's
 
@@ -823,15 +826,29 @@ def test_a_run_its_budget_stopped_does_not_replace_a_finished_export(
     assert partial["exported"].startswith("skipped: ")
     assert "a finished run's" in partial["exported"]
     assert _export_info(tmp_path, "bpr_mf_synthetic")["seed"] == 1
-    # Finished, seed 0 replaces seed 1's export, and seed 1's record says so.
+    # Finished, seed 0 replaces seed 1's export; only seed 0's id matches.
     assert train_all.main([*args, "--seeds", "0"]) == 0
     assert quick_export(tmp_path, "bpr_mf_synthetic").startswith("seed 0: ")
     info = _export_info(tmp_path, "bpr_mf_synthetic")
     assert info["seed"] == 0 and info["partial"] is False
-    assert isinstance(_read(results / "bpr_mf_synthetic_seed0.json")["exported"], dict)
-    assert _read(results / "bpr_mf_synthetic_seed1.json")["exported"].startswith(
-        "replaced by bpr_mf_synthetic_seed0's"
+    ids = {
+        seed: _read(results / f"bpr_mf_synthetic_seed{seed}.json")["exported"][
+            "export_id"
+        ]
+        for seed in (0, 1)
+    }
+    assert ids[0] == info["export_id"] != ids[1]
+    # Its own run redone with --force and stopped by the budget: the record
+    # is replaced, so the export is too (before, it was refused and the
+    # folder held a model no record described).
+    assert (
+        train_all.main([*args, "--seeds", "0", "--force", "--time-budget", "15"]) == 0
     )
+    info = _export_info(tmp_path, "bpr_mf_synthetic")
+    assert info["seed"] == 0 and info["partial"] is True
+    redone = _read(results / "bpr_mf_synthetic_seed0.json")
+    assert redone["stopped_by"] == "time_budget"
+    assert redone["exported"]["export_id"] == info["export_id"]
 
 
 def test_a_failed_move_never_leaves_a_new_savedmodel_beside_old_files(
@@ -876,12 +893,30 @@ def test_a_failed_move_never_leaves_a_new_savedmodel_beside_old_files(
     mixed = _export_info(tmp_path)
     assert mixed["complete"] is False
     assert mixed["parts"]["model.tflite"] == "popularity_synthetic_seed0"
+    # The failed run wrote no record; the earlier one's id is not the folder's.
     record = _read(tmp_path / "results" / "popularity_synthetic_seed0.json")
-    assert record["exported"].startswith("partly replaced: model.tflite")
+    assert record["exported"]["export_id"] != mixed.get("export_id")
     # The next export replaces the mixed folder whole.
     monkeypatch.setattr(saved_model, "write_atomically", write)
     assert train_all.main([*args, "--force"]) == 0
     assert _export_info(tmp_path)["complete"] is True
+
+
+def test_an_export_killed_between_its_renames_is_restored_by_the_next(
+    tmp_path, quick_export
+):
+    # Killed after moving the served folder `1` aside: the next export of
+    # the model puts it back first, even one that is refused (seed 1).
+    args = _args(tmp_path, "--models", "popularity")
+    assert train_all.main([*args, "--seeds", "0"]) == 0
+    seed0 = quick_export(tmp_path)
+    folder = tmp_path / "saved_models" / "popularity_synthetic"
+    (folder / ".1.tmp-killed").mkdir()
+    os.rename(folder / "1", folder / ".1.tmp-killed" / "1.old")
+    with pytest.warns(UserWarning, match="interrupted"):
+        assert train_all.main([*args, "--seeds", "1"]) == 0
+    assert (folder / "1").is_dir() and not (folder / ".1.tmp-killed").exists()
+    assert quick_export(tmp_path) == seed0
 
 
 def test_a_live_exports_staging_folder_is_not_removed(tmp_path, quick_export, capsys):

@@ -471,7 +471,7 @@ def write_atomically(
     """
     parent, name = os.path.split(path)
     if is_directory and not os.path.exists(path):
-        _restore_interrupted(parent, name)
+        restore_interrupted(parent, name)
     if os.path.exists(path) and os.path.isdir(path) != is_directory:
         kind = "folder" if is_directory else "file"
         raise ValueError(
@@ -501,7 +501,7 @@ def write_atomically(
             shutil.rmtree(staging, ignore_errors=True)
 
 
-def _restore_interrupted(parent: str, name: str) -> None:
+def restore_interrupted(parent: str, name: str) -> None:
     """Moves back the folder `write_atomically` had moved aside to
     `<parent>/.<name>.tmp-*/<name>.old` when it was killed before the new
     one took its place (the latest such backup, if there are several)."""

@@ -43,7 +43,8 @@ def export_tflite(
       bounds` or `scatter_nd ...`; different batch sizes may instead fail
       to prepare) without naming the input: invalid ids are sent out of
       range on purpose so that they are not read as padding or, for a
-      negative user id, as the last user;
+      negative user id, as the last user (popularity's `score_items`, which
+      does not read the history, answers whatever the history);
     * the history length of history-based models is resizable like the
       batch, as in the SavedModel, unless `history_length` fixes it. The
       items excluded from the answer are those of the request's history,
