@@ -65,6 +65,14 @@ def test_fixed_history_length(models, tmp_path):
     assert spec["dtype"] == np.int64
 
 
+@pytest.mark.parametrize("history_length", [2, 7])
+def test_sasrec_with_a_fixed_history_length_matches_keras(history_length, tmp_path):
+    # Shorter and longer than maxlen 4: the padding column the TFLite
+    # variant puts first, and SASRec's crop to maxlen, change no answer.
+    model = SASRec(NUM_ITEMS, maxlen=4, hidden_dim=8, seed=0)
+    testing.check_tflite(model, tmp_path, k=K, history_length=history_length)
+
+
 def test_resizable_history_length(models, tmp_path):
     model = models["item_history"]
     path = export_tflite(model, tmp_path / "m.tflite", k=K)
