@@ -410,6 +410,14 @@ def _gpus() -> list[dict]:
     return gpus
 
 
+def _all_know(strategy, flag: bool) -> bool:
+    """`flag`, or under several workers whether it holds on any of them
+    (every worker gets the same answer)."""
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return any_worker(strategy, flag)
+    return flag
+
+
 def _barrier(strategy) -> None:
     """Under several workers, waits until every worker has reached it."""
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
@@ -1217,10 +1225,20 @@ def main(argv=None) -> int:
                     # yet) resumes. A checkpoint another process trains
                     # from is not removed: the run fails as it would when
                     # training.
+                    in_use = None
                     if is_chief(args.strategy_object):
-                        _remove_checkpoint(checkpoint, args.strategy_object, run)
-                    # The other workers look for a checkpoint once it is gone.
-                    _barrier(args.strategy_object)
+                        try:
+                            _remove_checkpoint(checkpoint, args.strategy_object, run)
+                        except CheckpointInUseError as error:
+                            in_use = error
+                    # A barrier: the other workers look for a checkpoint
+                    # once it is gone, and all of them give the run up if
+                    # the chief could not remove it (rather than wait).
+                    if _all_know(args.strategy_object, in_use is not None):
+                        raise in_use or CheckpointInUseError(
+                            f"{run}: the chief could not remove {checkpoint}: "
+                            "another process trains from it"
+                        )
                 dataset = _dataset_of(experiment, datasets, args)
                 record = run_one(experiment, seed, dataset, args)
             except Exception as error:  # the other runs go on
