@@ -12,11 +12,11 @@ seeds), and exports a model to `saved_models/<model>_<dataset>/`
 (SavedModel in `1/`, `model.tflite`, `model.keras`, and `export.json`
 naming the run that wrote them): of one configuration's runs, the lowest
 seed's, a finished run's before one its `--time-budget` stopped, unless
-`--force` replaced it (see `_export_refusal`). A finished run is never redone unless `--force`; an
-interrupted one resumes from `checkpoints/<run>/`, and so does one its
-`--time-budget` stopped when the command is run again with a budget above
-the seconds it has spent (or none). No model logic lives here: see
-`keras_rec/configs`.
+`--force` replaced it (see `_export_refusal`). A finished run is never
+redone unless `--force`; an interrupted one resumes from
+`checkpoints/<run>/`, and so does one its `--time-budget` stopped when the
+command is run again with a budget above the seconds it has spent (or
+none). No model logic lives here: see `keras_rec/configs`.
 """
 
 from __future__ import annotations
@@ -595,9 +595,9 @@ def _export_refusal(existing: dict | None, info: dict, force: bool) -> str:
     except under `--force` when an earlier command wrote it (so `--force
     --seeds 0,1,2` ends with seed 0's if seed 0 succeeds, and `--force
     --seeds 1` leaves seed 1's). A run its budget stopped never replaces
-    another, finished run's export, `--force` or not. An export without `export.json`
-    (written before it existed, or unreadable), or one a failed export left
-    mixed, is replaced.
+    another, finished run's export, `--force` or not. An export without
+    `export.json` (written before it existed, or unreadable), or one a
+    failed export left mixed, is replaced.
     """
     if not existing or existing.get("complete") is not True:
         return ""

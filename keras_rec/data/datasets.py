@@ -396,8 +396,9 @@ def make_split(
         return splits.strong_generalization(data, heldout, heldout, seed=seed)
     if filtering and (dataset.test is not None or dataset.test_items is not None):
         raise ValueError(
-            f"`min_rating`/`min_user_interactions`/`min_item_interactions` renumber the users and items "
-            f"of {dataset.name!r}, but its test file(s) ({_files(dataset)}) use "
+            "`min_rating`/`min_user_interactions`/`min_item_interactions` renumber "
+            f"the users and items of {dataset.name!r}, but its test file(s) "
+            f"({_files(dataset)}) use "
             f"the unfiltered ids, so {protocol!r} would pair them with the wrong "
             "users and items. Filter the files themselves, or use "
             "'strong_generalization' (which filters train and test together)."
