@@ -70,8 +70,10 @@ from keras_rec.training.trainer import (
     STATE_FILE,
     CheckpointInUseError,
     TrainingResult,
+    _agreed,
     _checkpoint_lock,
     pid_lock,
+    remove_path,
     train_model,
 )
 
@@ -408,14 +410,6 @@ def _gpus() -> list[dict]:
             entry["compute_capability"] = list(details["compute_capability"])
         gpus.append(entry)
     return gpus
-
-
-def _all_know(strategy, flag: bool) -> bool:
-    """`flag`, or under several workers whether it holds on any of them
-    (every worker gets the same answer)."""
-    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        return any_worker(strategy, flag)
-    return flag
 
 
 def _barrier(strategy) -> None:
@@ -1078,12 +1072,7 @@ def _remove_checkpoint(
             for entry in os.listdir(folder):
                 if entry == keep:
                     continue
-                path = os.path.join(folder, entry)
-                if os.path.isdir(path) and not os.path.islink(path):
-                    shutil.rmtree(path, ignore_errors=True)
-                else:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.remove(path)
+                remove_path(os.path.join(folder, entry))
         if not keep_lock:
             with contextlib.suppress(OSError):
                 os.remove(os.path.join(main_dir, LOCK_FILE))
@@ -1234,7 +1223,7 @@ def main(argv=None) -> int:
                     # A barrier: the other workers look for a checkpoint
                     # once it is gone, and all of them give the run up if
                     # the chief could not remove it (rather than wait).
-                    if _all_know(args.strategy_object, in_use is not None):
+                    if _agreed(args.strategy_object, in_use is not None):
                         raise in_use or CheckpointInUseError(
                             f"{run}: the chief could not remove {checkpoint}: "
                             "another process trains from it"

@@ -341,17 +341,24 @@ def load_serving(
     return call
 
 
+def check_int64_ids(name: str, array: np.ndarray) -> None:
+    """Raises `ValueError` naming `name` when `array` does not hold integer
+    ids (a float would be truncated) or holds unsigned ones past int64
+    (they would wrap to negative ones)."""
+    if array.dtype.kind not in "iu":
+        raise ValueError(
+            f"`{name}` must hold integer ids; received dtype {array.dtype}"
+        )
+    if array.dtype.kind == "u" and array.size and array.max() > np.iinfo(np.int64).max:
+        raise ValueError(f"`{name}` holds {array.max()}, past the int64 ids' range")
+
+
 def _request_tensor(name: str, value, spec: tf.TensorSpec) -> tf.Tensor:
     """`value` as a tensor of `spec`, or `ValueError` naming `name` when its
     dtype or shape does not fit (a float id would be truncated)."""
     array = np.asarray(value)
-    if spec.dtype.is_integer and array.dtype.kind not in "iu":
-        raise ValueError(
-            f"`{name}` must hold integer ids; received dtype {array.dtype}"
-        )
-    too_large = array.dtype.kind == "u" and array.size and array.max() > 2**63 - 1
-    if spec.dtype == tf.int64 and too_large:
-        raise ValueError(f"`{name}` holds {array.max()}, past the int64 ids' range")
+    if spec.dtype.is_integer:
+        check_int64_ids(name, array)
     if not spec.shape.is_compatible_with(array.shape):
         raise ValueError(
             f"`{name}` must have shape {spec.shape.as_list()} (None: any size); "

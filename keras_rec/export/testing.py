@@ -35,6 +35,7 @@ from keras_rec.export.saved_model import (
     SCORE_ITEMS,
     SCORES,
     SERVING_DEFAULT,
+    check_int64_ids,
     export_saved_model,
 )
 from keras_rec.export.tflite import export_tflite
@@ -207,12 +208,8 @@ def _int64_ids(name: str, value) -> np.ndarray:
     """`value` as int64, or `ValueError` naming `name` for non-integer ids
     (a float would be truncated) and unsigned ids past int64 (they wrap)."""
     array = np.asarray(value)
-    if array.size and array.dtype.kind not in "iu":
-        raise ValueError(
-            f"`{name}` must hold integer ids; received dtype {array.dtype}"
-        )
-    if array.dtype.kind == "u" and array.size and array.max() > np.iinfo(np.int64).max:
-        raise ValueError(f"`{name}` holds {array.max()}, past the int64 ids' range")
+    if array.size:  # an empty list is float to NumPy
+        check_int64_ids(name, array)
     return array.astype(np.int64)
 
 

@@ -211,12 +211,17 @@ def _remove_unreferenced(checkpoint_dir: str, state: dict) -> None:
     keep = _referenced_files(state)
     for name in _checkpoint_files(checkpoint_dir):
         if name not in keep:
-            path = os.path.join(checkpoint_dir, name)
-            if os.path.isdir(path):
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(path)
+            remove_path(os.path.join(checkpoint_dir, name))
+
+
+def remove_path(path: str) -> None:
+    """Deletes the file, link or folder (with its contents) at `path`, if
+    it is there."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
 
 
 def _seed_generator_variables(model: keras.Model) -> list:
